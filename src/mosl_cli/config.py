@@ -1,0 +1,156 @@
+"""Each step's settings: one frozen dataclass, built by the CLI, consumed by the core, saved as JSON.
+
+Defaults here are the product's defaults; the README documents them and where they come from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+# Default locations in the working directory, so that the steps chain with no options.
+DEFAULT_DATASET = "mosl_data"
+DEFAULT_PRETRAIN_RUN = "mosl_pretrain"
+DEFAULT_FINETUNE_RUN = "mosl_finetune"
+DEFAULT_EVAL_DIR = "mosl_eval"
+DEFAULT_REPORT_DIR = "mosl_report"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """``mosl prepare``: raw folders in, one dataset directory out."""
+
+    sources: tuple[str, ...]
+    out: str = DEFAULT_DATASET
+    format: str = "auto"
+    size: int = 256
+    channels: int = 1
+    seed: int = 0
+    splits: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    frames_per_video: int = 8
+    camus_label: int = 1
+    synthetic_count: int = 600
+    dedup_distance: int = 4  # max Hamming distance of two 64-bit perceptual hashes to group them
+    workers: int = 0  # 0: one decode process per core
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """``mosl pretrain``: self-supervised pre-training of a U-Net encoder (or the whole U-Net).
+
+    ``None`` means "the method's published default" (see ``methods/``).
+    """
+
+    method: str = "simsiam"
+    data: tuple[str, ...] = (DEFAULT_DATASET,)
+    data_weights: tuple[float, ...] | None = None
+    arch: str = "unet"
+    encoder: str = "resnet50"
+    scope: str = "encoder"
+    size: int = 64
+    epochs: int = 50
+    batch_size: int = 64
+    lr: float | None = None
+    weight_decay: float | None = None
+    warmup_epochs: int = 5
+    preset: str = "ultrasound"
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    temperature: float | None = None
+    proj_dim: int | None = None
+    proj_hidden: int | None = None
+    pred_hidden: int | None = None
+    momentum: float | None = None
+    queue_size: int | None = None
+    steps_per_epoch: int | None = None  # default: one pass over the data
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    out: str = DEFAULT_PRETRAIN_RUN
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """``mosl finetune``: supervised segmentation training from pre-trained (or random) weights."""
+
+    data: str = DEFAULT_DATASET
+    init: str = "auto"
+    arch: str = "unet"
+    encoder: str = "resnet50"
+    label_fraction: float = 1.0
+    size: int = 64
+    epochs: int = 50
+    batch_size: int = 16
+    lr: float = 1e-3
+    encoder_lr_scale: float = 1.0
+    weight_decay: float = 1e-4
+    freeze_encoder_epochs: int = 0
+    patience: int = 15
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    out: str = DEFAULT_FINETUNE_RUN
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """``mosl evaluate``: per-case and per-class metrics of a segmentation model on one split."""
+
+    model: str = f"{DEFAULT_FINETUNE_RUN}/{WEIGHTS_FILE}"
+    data: str = DEFAULT_DATASET
+    split: str = "test"
+    out: str = DEFAULT_EVAL_DIR
+    tta: bool = False
+    threshold: float = 0.5
+    batch_size: int = 64
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    """``mosl predict``: scans in, 0/255 masks (at each scan's own size) out."""
+
+    inputs: tuple[str, ...]
+    model: str = f"{DEFAULT_FINETUNE_RUN}/{WEIGHTS_FILE}"
+    out: str | None = None
+    overlay: bool = False
+    threshold: float = 0.5
+    batch_size: int = 32
+    device: str = "auto"
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """``mosl report``: tables and figures from many finetune/evaluate run folders."""
+
+    runs: tuple[str, ...]
+    out: str = DEFAULT_REPORT_DIR
+    cases: int = 4
+
+
+C = TypeVar("C")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A settings dataclass as a JSON-ready dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    """Rebuild a settings dataclass from :func:`to_dict` output; unknown keys are ignored."""
+    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
+    return cls(**kwargs)
+
+
+__all__ = [
+    "PrepareConfig", "PretrainConfig", "FinetuneConfig", "EvaluateConfig", "PredictConfig",
+    "ReportConfig", "to_dict", "from_dict", "field",
+]

@@ -1,0 +1,243 @@
+"""The smp model factory and mosl's self-describing weight files.
+
+A weight file is a ``.safetensors`` file whose tensor names are smp's module paths
+(``encoder.*``, ``decoder.*``, ``segmentation_head.*``) and whose header metadata holds one JSON
+document under the key ``"mosl"`` (format tag and version, kind, arch, encoder, in_channels, classes,
+size, normalisation, scope, method, data, seed, mosl version). Nothing is ever downloaded
+(``encoder_weights=None``) and no pickle is written; external checkpoints are read with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mosl_cli import __version__
+from mosl_cli.errors import MoslError
+from mosl_cli.fsutil import atomic_path
+
+WEIGHTS_FORMAT = "mosl-weights"
+WEIGHTS_VERSION = 1
+METADATA_KEY = "mosl"
+# Fixed intensity normalisation applied after scaling uint8 to [0, 1]; stored in every weight file.
+NORMALISATION: dict[str, float] = {"mean": 0.5, "std": 0.25}
+
+
+def build_model(arch: str, encoder: str, in_channels: int, classes: int = 1) -> nn.Module:
+    """An smp segmentation model with random weights (``encoder_weights=None``: no download)."""
+    import segmentation_models_pytorch as smp
+
+    try:
+        return smp.create_model(
+            arch, encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=classes
+        )
+    except KeyError as exc:
+        raise MoslError(f"unknown architecture or encoder ({arch!r}, {encoder!r}): {exc}; see smp's model list") from exc
+    except ValueError as exc:
+        raise MoslError(f"cannot build {arch!r} with encoder {encoder!r}: {exc}") from exc
+
+
+def normalise(images: torch.Tensor, norm: dict[str, float] | None = None) -> torch.Tensor:
+    """uint8 ``[B, C, H, W]`` → float32 ``[B, C, H, W]``: scaled to [0, 1], then ``(x - mean) / std``."""
+    norm = norm or NORMALISATION
+    x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    return (x - norm["mean"]) / norm["std"]
+
+
+def weights_metadata(
+    *, kind: str, arch: str, encoder: str, in_channels: int, size: int, scope: str,
+    classes: int = 1, method: str | None = None, data: Any = None, seed: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The JSON document stored in a weight file's header (``kind``: pretrained | segmentation)."""
+    meta: dict[str, Any] = {
+        "format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "kind": kind, "arch": arch,
+        "encoder": encoder, "in_channels": in_channels, "classes": classes, "size": size,
+        "normalisation": dict(NORMALISATION), "scope": scope, "method": method, "data": data,
+        "seed": seed, "mosl_version": __version__,
+    }
+    meta.update(extra or {})
+    return meta
+
+
+def save_weights(path: str | Path, state: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+    """Write ``state`` (smp tensor names) with ``meta`` in the header, atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The mosl JSON document of a weight file; :class:`MoslError` when it is not mosl's."""
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise MoslError(f"{path}: no such weight file; run `mosl finetune` (or `mosl pretrain`) first or pass --model")
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            header = fh.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise MoslError(f"{path}: not a safetensors weight file ({exc}); pass a file written by mosl") from exc
+    try:
+        meta = json.loads(header[METADATA_KEY])
+    except (KeyError, json.JSONDecodeError) as exc:
+        raise MoslError(f"{path}: a safetensors file without mosl metadata; pass a file written by mosl") from exc
+    if meta.get("format") != WEIGHTS_FORMAT:
+        raise MoslError(f"{path}: not a mosl weight file; pass a file written by mosl")
+    return meta
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(state_dict, metadata)`` of a mosl weight file."""
+    from safetensors.torch import load_file
+
+    meta = read_metadata(path)
+    return load_file(str(path)), meta
+
+
+def model_from_file(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a segmentation model from a mosl weight file (kind ``segmentation``), in eval mode."""
+    state, meta = load_weights(path)
+    if meta.get("kind") != "segmentation":
+        raise MoslError(f"{path}: a {meta.get('kind')} weight file, not a segmentation model; run `mosl finetune --init {path}` first")
+    model = build_model(meta["arch"], meta["encoder"], int(meta["in_channels"]), int(meta.get("classes", 1)))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise MoslError(f"{path}: weights do not fit {meta['arch']}/{meta['encoder']} ({first}); the file is damaged") from exc
+    return model.to(device).eval(), meta
+
+
+# --------------------------------------------------------------------------- external checkpoints
+
+# lightly builds a ResNet backbone as nn.Sequential(*children()[:-1]): child index → torchvision name.
+_SEQUENTIAL_RESNET = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
+# Known prefixes of backbone weights in other projects' checkpoints, most specific first.
+_EXTERNAL_PREFIXES = (
+    "module.encoder_q.",  # official MoCo v1/v2 .pth.tar
+    "module.encoder.",  # official SimSiam .pth.tar
+    "model.backbone.", "backbone.",  # lightly / solo-learn Lightning .ckpt
+    "encoder_q.", "encoder.", "module.", "model.",
+)
+_HEAD_NAMES = ("fc.", "classifier.", "head.", "projector.", "predictor.", "prediction_head.", "projection_head.")
+
+
+@dataclass
+class LoadReport:
+    """What :func:`load_into` did: tensors loaded, model tensors missing, file tensors unused."""
+
+    source: str
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)
+    meta: dict[str, Any] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "loaded": len(self.loaded), "missing": len(self.missing),
+            "unexpected": len(self.unexpected), "adapted": self.adapted,
+            "missing_names": self.missing[:20], "unexpected_names": self.unexpected[:20],
+        }
+
+
+def _read_external(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is the same user error
+        raise MoslError(
+            f"{path}: cannot read as a weights-only checkpoint ({type(exc).__name__}); save a plain state_dict"
+        ) from exc
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict):
+        raise MoslError(f"{path}: holds no state dict; save model.state_dict()")
+    return {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+
+
+def map_external_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Map another project's ResNet backbone names onto smp's ``encoder.*`` names; drop heads."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        key = name
+        for prefix in _EXTERNAL_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+                break
+        if key.startswith(_HEAD_NAMES) or key.startswith("encoder_k."):
+            continue
+        head, _, rest = key.partition(".")
+        if head in _SEQUENTIAL_RESNET and rest:
+            key = f"{_SEQUENTIAL_RESNET[head]}.{rest}"
+        out[f"encoder.{key}"] = tensor
+    return out
+
+
+def _adapt_channels(name: str, tensor: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+    """Fit a first conv's input channels (3 → 1 by summing, 1 → C by repeating), as smp does."""
+    if tensor.ndim != 4 or target.ndim != 4 or tensor.shape[0] != target.shape[0] or tensor.shape[2:] != target.shape[2:]:
+        return None
+    have, want = tensor.shape[1], target.shape[1]
+    if want == 1:
+        return tensor.sum(dim=1, keepdim=True)
+    if have == 1:
+        return tensor.repeat(1, want, 1, 1) / want
+    return None
+
+
+def load_into(model: nn.Module, path: str | Path) -> LoadReport:
+    """Load a mosl weight file or an external checkpoint into ``model`` by name (non-strict).
+
+    Raises :class:`MoslError` when no tensor matched (the file is not for this architecture).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MoslError(f"{path}: no such weight file; pass --init none for random init or an existing file")
+    meta: dict[str, Any] | None = None
+    if path.suffix == ".safetensors":
+        try:
+            state, meta = load_weights(path)
+        except MoslError:
+            from safetensors.torch import load_file
+
+            state = map_external_names(load_file(str(path)))
+    else:
+        state = map_external_names(_read_external(path))
+    target = model.state_dict()
+    report = LoadReport(source=str(path), meta=meta)
+    fitting: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if name not in target:
+            report.unexpected.append(name)
+            continue
+        if tensor.shape != target[name].shape:
+            adapted = _adapt_channels(name, tensor, target[name])
+            if adapted is None:
+                report.unexpected.append(name)
+                continue
+            tensor = adapted
+            report.adapted.append(name)
+        fitting[name] = tensor.to(target[name].dtype)
+    if not fitting:
+        raise MoslError(
+            f"{path}: no tensor matches a {type(model).__name__} with this encoder; check --arch/--encoder or the file"
+        )
+    model.load_state_dict(fitting, strict=False)
+    report.loaded = sorted(fitting)
+    report.missing = sorted(set(target) - set(fitting))
+    return report
+
+
