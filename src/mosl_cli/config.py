@@ -33,7 +33,7 @@ class PrepareConfig:
     frames_per_video: int = 8
     camus_label: int = 1
     synthetic_count: int = 600
-    dedup_distance: int = 4  # max Hamming distance of two 64-bit perceptual hashes to group them
+    dedup_distance: int = 6  # max Hamming distance of two 64-bit perceptual hashes to group them (see data/splits.py)
     workers: int = 0  # 0: one decode process per core
 
 
@@ -69,8 +69,10 @@ class PretrainConfig:
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True
+    include_test: bool = False  # test-split images are held out of pre-training unless asked
     out: str = DEFAULT_PRETRAIN_RUN
     resume: bool = False
+    overwrite: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,7 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     freeze_encoder_epochs: int = 0
     patience: int = 15
+    steps_per_epoch: int | None = None  # default: one pass over the labelled images, at least 10 steps
     augment: bool = True
     seed: int = 0
     device: str = "auto"
@@ -97,6 +100,7 @@ class FinetuneConfig:
     channels_last: bool = True
     out: str = DEFAULT_FINETUNE_RUN
     resume: bool = False
+    overwrite: bool = False
 
 
 @dataclass(frozen=True)

@@ -110,9 +110,11 @@ def model_from_file(path: str | Path, device: torch.device | str = "cpu") -> tup
     state, meta = load_weights(path)
     if meta.get("kind") != "segmentation":
         raise MoslError(f"{path}: a {meta.get('kind')} weight file, not a segmentation model; run `mosl finetune --init {path}` first")
-    model = build_model(meta["arch"], meta["encoder"], int(meta["in_channels"]), int(meta.get("classes", 1)))
+    # Built on the meta device and filled by assignment: no random init that the file overwrites.
+    with torch.device("meta"):
+        model = build_model(meta["arch"], meta["encoder"], int(meta["in_channels"]), int(meta.get("classes", 1)))
     try:
-        model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise MoslError(f"{path}: weights do not fit {meta['arch']}/{meta['encoder']} ({first}); the file is damaged") from exc
@@ -241,3 +243,16 @@ def load_into(model: nn.Module, path: str | Path) -> LoadReport:
     return report
 
 
+
+
+def model_inputs(images: torch.Tensor, size: int, norm: dict[str, float] | None = None) -> torch.Tensor:
+    """uint8 ``[B, C, S, S]`` (any device) → normalised float32 ``[B, C, size, size]`` for a forward pass.
+
+    Bilinear resize with antialiasing when shrinking; no augmentation (evaluation and prediction).
+    """
+    import torch.nn.functional as F
+
+    x = images.float()
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return normalise(x / 255.0 if images.dtype == torch.uint8 else x, norm)

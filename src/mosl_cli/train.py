@@ -1,0 +1,272 @@
+"""What the pretrain and finetune loops share: device, schedule, distributed plumbing, run directory,
+checkpoint and resume.
+
+A checkpoint (``checkpoint.safetensors`` in the run directory) holds the whole trainable state as
+tensors (model, optimizer moments, RNG state) and the rest as JSON in its header: no pickle is written.
+It is replaced atomically after every epoch, so a killed run resumes at the last finished epoch and,
+because every epoch draws its randomness from ``(seed, epoch)``, ends exactly where an uninterrupted
+run would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mosl_cli import __version__
+from mosl_cli.config import to_dict
+from mosl_cli.device import autocast, resolve_device
+from mosl_cli.errors import MoslError
+from mosl_cli.fsutil import atomic_path, read_jsonl, write_json, write_text
+
+CHECKPOINT_FILE = "checkpoint.safetensors"
+CONFIG_FILE = "config.json"
+LOG_FILE = "log.jsonl"
+METRICS_FILE = "metrics.json"
+
+# A progress callback receives an event name ("start", "step", "epoch", "message") and its fields.
+Callback = Callable[[str, dict[str, Any]], None]
+
+
+def no_callback(event: str, info: dict[str, Any]) -> None:
+    """The callback used when the caller passes none."""
+
+
+# --------------------------------------------------------------------------- device and schedule
+
+
+def cosine_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float, final_ratio: float = 0.0) -> float:
+    """Linear warm-up to ``base_lr`` over ``warmup_steps``, then half-cosine decay to ``final_ratio·base_lr``
+    at ``total_steps`` (Loshchilov & Hutter 2017; the schedule of SimCLR, MoCo v2 and SimSiam)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return base_lr * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every param group's lr to ``lr × group['lr_scale']``; groups flagged ``fix_lr`` keep ``lr`` unscaled by the schedule's base."""
+    for group in optimizer.param_groups:
+        if group.get("fix_lr"):
+            group["lr"] = group["initial_lr"]
+        else:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+
+
+def epoch_order(n: int, count: int, seed: int, epoch: int, weights: torch.Tensor | None) -> torch.Tensor:
+    """The global sample order of one epoch, ``int64 [count]``, a pure function of (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    if weights is not None:
+        return torch.multinomial(weights, count, replacement=True, generator=g)
+    perms = [torch.randperm(n, generator=g) for _ in range(-(-count // n))]
+    return torch.cat(perms)[:count]
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 when run plainly)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
+    """Join the ``torchrun`` process group when its variables are set (NCCL on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo(), resolve_device(device_name)
+    info = DistInfo(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    device = resolve_device(device_name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", info.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+    return info, device
+
+
+def wrap_ddp(module: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
+    """DistributedDataParallel (with synchronised batch norm on GPUs) when distributed, else ``module``.
+
+    PyTorch's SyncBatchNorm runs on accelerators only; on CPU (gloo) each rank keeps local BN statistics
+    and rank 0's buffers are broadcast before every forward.
+    """
+    if not info.enabled:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    if device.type == "cuda":
+        module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
+
+
+def sync_buffers(module: nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BN statistics, MoCo queue) to every rank so saved states agree."""
+    if info.enabled:
+        for buf in module.buffers():
+            dist.broadcast(buf, src=0)
+
+
+def all_ranks_agree(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True when ``flag`` holds on every rank (a rank that fails stops the others)."""
+    if not info.enabled:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return bool(t.item() > 0.5)
+
+
+def shard(indices: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """This rank's strided share of an epoch's global index order."""
+    return indices[info.rank :: info.world_size] if info.enabled else indices
+
+
+# --------------------------------------------------------------------------- run directory
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The run directory of DESIGN.md: model, config, per-epoch log, final metrics, checkpoint."""
+
+    path: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT_FILE
+
+    @property
+    def log(self) -> Path:
+        return self.path / LOG_FILE
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def prepare(self, resume: bool, overwrite: bool, is_main: bool) -> bool:
+        """Check the folder; return True when a checkpoint should be resumed.
+
+        A folder holding an earlier run needs ``--resume`` (continue) or ``--overwrite`` (start again).
+        """
+        has_run = self.checkpoint.exists() or (self.path / CONFIG_FILE).exists()
+        if has_run and not (resume or overwrite):
+            raise MoslError(f"{self.path} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out")
+        if has_run and overwrite and not resume and is_main:
+            for name in (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, METRICS_FILE, "model.safetensors"):
+                (self.path / name).unlink(missing_ok=True)
+        if is_main:
+            self.path.mkdir(parents=True, exist_ok=True)
+        return resume and self.checkpoint.exists()
+
+    def trim_log(self, last_epoch: int) -> None:
+        """Drop log lines after ``last_epoch`` (written by a run killed before its checkpoint)."""
+        kept = [r for r in read_jsonl(self.log) if int(r.get("epoch", 0)) <= last_epoch]
+        write_text(self.log, "".join(json.dumps(r) + "\n" for r in kept))
+
+
+def versions() -> dict[str, str]:
+    """Versions of what shaped the result, written into ``config.json``."""
+    import kornia
+    import segmentation_models_pytorch as smp
+
+    return {
+        "mosl": __version__, "torch": torch.__version__, "smp": smp.__version__,
+        "kornia": kornia.__version__, "python": platform.python_version(),
+    }
+
+
+def write_config(run: RunDir, command: str, cfg: Any, resolved: dict[str, Any]) -> None:
+    """``config.json``: the whole settings dataclass, what defaults resolved to, versions."""
+    write_json(run.file(CONFIG_FILE), {
+        "command": command, "config": to_dict(cfg), "resolved": resolved, "versions": versions(),
+    })
+
+
+# --------------------------------------------------------------------------- checkpoint
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    state = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for pid, pstate in state["state"].items():
+        for key, value in pstate.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{pid}.{key}"] = value
+            else:
+                scalars.setdefault(str(pid), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        _, pid, key = name.split(".", 2)
+        state.setdefault(int(pid), {})[key] = value
+    for pid, extra in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(extra)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save_checkpoint(
+    run: RunDir, module: nn.Module, optimizer: torch.optim.Optimizer, progress: dict[str, Any]
+) -> None:
+    """Write model + optimizer + RNG state and ``progress`` (epoch, step, best …) atomically."""
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer)
+    tensors.update({k: v.detach().cpu().contiguous() for k, v in opt_tensors.items()})
+    tensors["rng.cpu"] = torch.get_rng_state()
+    meta = {"progress": json.dumps(progress), "optimizer": json.dumps(opt_meta)}
+    with atomic_path(run.checkpoint) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
+
+
+def load_checkpoint(
+    run: RunDir, module: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+) -> dict[str, Any]:
+    """Restore what :func:`save_checkpoint` wrote; return its ``progress``."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(run.checkpoint), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        tensors = load_file(str(run.checkpoint), device=str(device))
+    except (SafetensorError, OSError) as exc:
+        raise MoslError(f"{run.checkpoint}: unreadable checkpoint ({exc}); pass --overwrite to start again") from exc
+    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        module.load_state_dict(model_state, strict=True)
+    except RuntimeError as exc:
+        raise MoslError(f"{run.checkpoint}: does not fit these settings ({str(exc).splitlines()[0]}); resume with the same options") from exc
+    opt_tensors = {k: v for k, v in tensors.items() if k.startswith("optim.")}
+    optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, json.loads(meta["optimizer"])))
+    torch.set_rng_state(tensors["rng.cpu"].cpu())
+    return json.loads(meta["progress"])
+

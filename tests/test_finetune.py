@@ -1,0 +1,112 @@
+"""`mosl finetune`: nested label fractions, init from mosl and external checkpoints, bad input."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+
+from mosl_cli.config import FinetuneConfig
+from mosl_cli.data.store import load_dataset
+from mosl_cli.errors import MoslError
+from mosl_cli.finetune import label_subset, run_finetune
+from mosl_cli.models import build_model, load_into, read_metadata, save_weights, weights_metadata
+from tiny import blob_dataset
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return blob_dataset(tmp_path_factory.mktemp("ft") / "ds", n=60)
+
+
+def _cfg(data: Path, out: Path, **kw: object) -> FinetuneConfig:
+    base = dict(data=str(data), init="none", encoder="resnet18", size=32, epochs=2, batch_size=8,
+                steps_per_epoch=3, device="cpu", out=str(out))
+    base.update(kw)
+    return FinetuneConfig(**base)  # type: ignore[arg-type]
+
+
+def test_label_fractions_are_nested_and_stratified(data: Path) -> None:
+    ds = load_dataset(data)
+    subsets = {f: set(label_subset(ds, f, seed=0)) for f in (0.1, 0.25, 0.5, 1.0)}
+    assert subsets[0.1] <= subsets[0.25] <= subsets[0.5] <= subsets[1.0]
+    assert subsets[1.0] == set(ds.indices("train", labelled=True))
+    for f, subset in subsets.items():
+        classes = {ds.records[i]["class"] for i in subset}
+        assert classes == {"benign", "malignant", "normal"}, f
+    assert label_subset(ds, 0.25, seed=0) == label_subset(ds, 0.25, seed=0)
+    assert label_subset(ds, 0.25, seed=0) != label_subset(ds, 0.25, seed=1)
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(MoslError, match="label-fraction"):
+            label_subset(ds, bad, seed=0)
+
+
+def test_finetune_from_scratch_writes_segmentation_model(data: Path, tmp_path: Path) -> None:
+    result = run_finetune(_cfg(data, tmp_path / "run"))
+    meta = read_metadata(tmp_path / "run" / "model.safetensors")
+    assert meta["kind"] == "segmentation" and meta["encoder"] == "resnet18" and meta["size"] == 32
+    assert result.best_epoch >= 1 and 0 <= result.best_val_dice <= 1
+    assert (tmp_path / "run" / "metrics.json").is_file() and (tmp_path / "run" / "log.jsonl").is_file()
+
+
+def test_init_auto_uses_default_pretrain_weights(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    model = build_model("unet", "resnet18", 1)
+    enc = {k: v for k, v in model.state_dict().items() if k.startswith("encoder.")}
+    os.makedirs("mosl_pretrain")
+    save_weights("mosl_pretrain/model.safetensors", enc, weights_metadata(
+        kind="pretrained", arch="unet", encoder="resnet18", in_channels=1, size=32, scope="encoder", method="simsiam"))
+    result = run_finetune(_cfg(data, tmp_path / "auto", init="auto", encoder="resnet50"))
+    assert result.init["init"].endswith("mosl_pretrain/model.safetensors") and result.init["auto"]
+    assert result.init["encoder"] == "resnet18"  # rebuilt from the file's metadata
+    assert result.init["load"]["loaded"] == len(enc)
+
+
+def _torchvision_resnet18_state() -> dict[str, torch.Tensor]:
+    return torchvision.models.resnet18(weights=None).state_dict()
+
+
+@pytest.mark.parametrize("kind", ["torchvision", "lightly", "solo", "moco", "simsiam"])
+def test_external_checkpoints_load_by_name(tmp_path: Path, kind: str) -> None:
+    state = _torchvision_resnet18_state()
+    n_backbone = len([k for k in state if not k.startswith("fc.")])
+    if kind == "torchvision":
+        obj, name = state, "resnet18.pth"
+    elif kind == "lightly":  # nn.Sequential(*resnet.children()[:-1]) under "backbone."
+        index = {"conv1": 0, "bn1": 1, "layer1": 4, "layer2": 5, "layer3": 6, "layer4": 7}
+        seq = {f"backbone.{index[k.split('.')[0]]}.{k.split('.', 1)[1]}": v for k, v in state.items() if not k.startswith("fc.")}
+        seq["projection_head.layers.0.weight"] = torch.zeros(4, 4)
+        obj, name = {"state_dict": seq, "epoch": 3}, "lightly.ckpt"
+    elif kind == "solo":
+        obj = {"state_dict": {f"backbone.{k}": v for k, v in state.items() if not k.startswith("fc.")}}
+        name = "solo.ckpt"
+    elif kind == "moco":
+        q = {f"module.encoder_q.{k}": v for k, v in state.items()}
+        k_ = {f"module.encoder_k.{k}": v for k, v in state.items()}
+        obj, name = {"state_dict": {**q, **k_, "module.queue": torch.zeros(128, 8)}, "arch": "resnet18"}, "moco.pth.tar"
+    else:
+        obj, name = {"state_dict": {f"module.encoder.{k}": v for k, v in state.items()}}, "simsiam.pth.tar"
+    torch.save(obj, tmp_path / name)
+    model = build_model("unet", "resnet18", 1)
+    report = load_into(model, tmp_path / name)
+    assert len(report.loaded) == n_backbone
+    assert "encoder.conv1.weight" in report.adapted  # RGB first conv summed onto one grey channel
+    expected = state["layer1.0.conv1.weight"]
+    torch.testing.assert_close(model.state_dict()["encoder.layer1.0.conv1.weight"], expected)
+
+
+def test_checkpoint_that_matches_nothing_is_rejected(tmp_path: Path) -> None:
+    torch.save({"foo.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(MoslError, match="no tensor matches"):
+        load_into(build_model("unet", "resnet18", 1), tmp_path / "other.pth")
+
+
+def test_bad_inputs_are_user_errors(data: Path, tmp_path: Path) -> None:
+    with pytest.raises(MoslError, match="label-fraction"):
+        run_finetune(_cfg(data, tmp_path / "a", label_fraction=1.5))
+    with pytest.raises(MoslError, match="no such file"):
+        run_finetune(_cfg(data, tmp_path / "b", init=str(tmp_path / "missing.safetensors")))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b" / "model.safetensors").exists()

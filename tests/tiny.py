@@ -1,0 +1,35 @@
+"""Tiny datasets written with the real store, shared by the training tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mosl_cli.data.store import write_dataset
+
+
+def blob_dataset(out: Path, n: int = 24, size: int = 48, seed: int = 0) -> Path:
+    """A labelled dataset of dark ellipses on speckle: uint8 images [n,1,S,S], masks [n,1,S,S]."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    images, masks, records = [], [], []
+    classes = ["benign", "malignant", "normal"]
+    for i in range(n):
+        cls = classes[i % 3]
+        cy, cx = torch.randint(size // 4, 3 * size // 4, (2,), generator=g).tolist()
+        ry, rx = torch.randint(size // 8, size // 4, (2,), generator=g).tolist()
+        inside = (((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2) <= 1
+        if cls == "normal":
+            inside = torch.zeros_like(inside)
+        speckle = torch.rand((size, size), generator=g) * 120 + 80
+        img = torch.where(inside, speckle * 0.3, speckle)
+        images.append(img.clamp(0, 255).to(torch.uint8)[None])
+        masks.append(inside.to(torch.uint8)[None])
+        split = ["train", "train", "train", "train", "val", "test"][i % 6]
+        records.append({"id": f"s{i}", "source": "blobs", "organ": "breast", "class": cls, "paths": [f"s{i}.png"],
+                        "height": size, "width": size, "has_mask": True, "group": i, "split": split})
+    manifest = {"size": size, "channels": 1, "seed": seed, "splits": [0.67, 0.17, 0.16],
+                "sources": [{"name": "blobs", "reader": "test", "root": "-", "organ": "breast", "count": n}],
+                "samples": records, "skipped": [], "groups_merged": 0}
+    return write_dataset(out, torch.stack(images), torch.stack(masks), manifest)
