@@ -167,7 +167,7 @@ def prepare(
     frames_per_video: Annotated[int, typer.Option("--frames-per-video", help="Frames sampled evenly from each video.")] = 8,
     camus_label: Annotated[int, typer.Option("--camus-label", help="CAMUS label used as the mask (1 = left-ventricle cavity).")] = 1,
     synthetic_count: Annotated[int, typer.Option("--synthetic-count", help="Scans generated for the `synthetic` source.")] = 600,
-    dedup_distance: Annotated[int, typer.Option("--dedup-distance", help="Max perceptual-hash Hamming distance grouping near-duplicates.")] = 4,
+    dedup_distance: Annotated[int, typer.Option("--dedup-distance", help="Max perceptual-hash Hamming distance grouping near-duplicates.")] = C.PrepareConfig.dedup_distance,
     workers: Annotated[int, typer.Option("--workers", help="Decode processes (0 = one per core).")] = 0,
 ) -> None:
     """Decode raw datasets once into a split, device-ready dataset directory."""
@@ -227,7 +227,7 @@ def pretrain(
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="Default: the method's paper.")] = None,
     warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Linear warm-up before the cosine decay.")] = 5,
     preset: Annotated[str, typer.Option("--preset", help="Augmentation preset: ultrasound or simclr.")] = "ultrasound",
-    crop_min: Annotated[float, typer.Option("--crop-min", help="Smallest random-resized-crop area fraction.")] = 0.2,
+    crop_min: Annotated[Optional[float], typer.Option("--crop-min", help="Smallest random-resized-crop area fraction (default: the preset's, 0.2 ultrasound / 0.08 simclr).")] = None,
     temperature: Annotated[Optional[float], typer.Option("--temperature", help="SimCLR/MoCo softmax temperature.")] = None,
     proj_dim: Annotated[Optional[int], typer.Option("--proj-dim", help="Projector output size.")] = None,
     proj_hidden: Annotated[Optional[int], typer.Option("--proj-hidden", help="Projector hidden size.")] = None,
@@ -253,7 +253,7 @@ def pretrain(
     cfg = C.PretrainConfig(
         method=method, data=tuple(str(d) for d in (data or [Path(C.DEFAULT_DATASET)])), data_weights=weights,
         arch=arch, encoder=encoder, scope=scope, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, warmup_epochs=warmup_epochs, preset=preset, crop_scale=(crop_min, 1.0),
+        weight_decay=weight_decay, warmup_epochs=warmup_epochs, preset=preset, crop_scale=(crop_min, 1.0) if crop_min is not None else None,
         temperature=temperature, proj_dim=proj_dim, proj_hidden=proj_hidden, pred_hidden=pred_hidden,
         momentum=momentum, queue_size=queue_size, steps_per_epoch=steps_per_epoch, seed=seed, device=device,
         amp=not no_amp, include_test=include_test, out=str(out), resume=resume, overwrite=overwrite,

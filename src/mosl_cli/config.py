@@ -57,7 +57,7 @@ class PretrainConfig:
     weight_decay: float | None = None
     warmup_epochs: int = 5
     preset: str = "ultrasound"
-    crop_scale: tuple[float, float] = (0.2, 1.0)
+    crop_scale: tuple[float, float] | None = None  # None: the preset's own (ultrasound 0.2-1, simclr 0.08-1)
     temperature: float | None = None
     proj_dim: int | None = None
     proj_hidden: int | None = None

@@ -27,7 +27,7 @@ from mosl_cli.metrics import confusion, dice
 from mosl_cli.models import build_model, load_into, model_inputs, read_metadata, save_weights, weights_metadata
 from mosl_cli.train import (
     METRICS_FILE, Callback, RunDir, all_ranks_agree, autocast, cosine_lr, epoch_order,
-    init_distributed, load_checkpoint, no_callback, save_checkpoint, set_lr, shard, sync_buffers,
+    init_distributed, load_checkpoint, mean_over_ranks, no_callback, save_checkpoint, set_lr, shard, sync_buffers,
     wrap_ddp, write_config,
 )
 
@@ -42,6 +42,7 @@ class FinetuneResult:
     epochs_run: int
     labelled: int
     init: dict[str, Any]
+    model: nn.Module  # the last epoch's weights (the best ones are in out/model.safetensors)
 
 
 def label_subset(ds: Dataset, fraction: float, seed: int) -> list[int]:
@@ -179,7 +180,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         write_config(run, "finetune", cfg, resolved)
     callback("start", {"epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch, "start_epoch": progress["epoch"],
                        "images": len(train_idx), "device": str(device), "init": init_info})
-    trained = wrap_ddp(model, dist_info, device)
+    trained = wrap_ddp(model, dist_info, device, find_unused=cfg.freeze_encoder_epochs > 0)
 
     t_start = time.perf_counter()
     for epoch in range(int(progress["epoch"]), cfg.epochs):
@@ -208,6 +209,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         if not all_ranks_agree(bool(torch.isfinite(loss_sum)), dist_info, device):
             raise MoslError(f"loss became NaN/inf in epoch {epoch + 1}; lower --lr ({run.path} keeps the last good epoch)")
         sync_buffers(model, dist_info)
+        loss_sum = mean_over_ranks(loss_sum, dist_info)
         val = validation_dice(model, ds, val_idx, cfg.size, device, cfg.amp) if val_idx else float("nan")
         improved = not val_idx or val > progress["best_dice"]
         if improved:
@@ -231,7 +233,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
                "seconds": time.perf_counter() - t_start, "log": [r for r in read_jsonl(run.log)][-1:]}
     if dist_info.is_main:
         write_json(run.file(METRICS_FILE), metrics)
-    return FinetuneResult(run.path, int(progress["best_epoch"]), float(progress["best_dice"]), epochs_run, len(train_idx), init_info)
+    return FinetuneResult(run.path, int(progress["best_epoch"]), float(progress["best_dice"]), epochs_run, len(train_idx), init_info, model)
 
 
 def _class_counts(ds: Dataset, idx: list[int]) -> dict[str, int]:

@@ -26,7 +26,7 @@ from mosl_cli.methods.base import embedding_std
 from mosl_cli.models import build_model, save_weights, weights_metadata
 from mosl_cli.train import (
     METRICS_FILE, Callback, RunDir, all_ranks_agree, autocast, cosine_lr, init_distributed,
-    epoch_order, load_checkpoint, no_callback, save_checkpoint, set_lr, shard, sync_buffers, wrap_ddp, write_config,
+    epoch_order, load_checkpoint, mean_over_ranks, no_callback, save_checkpoint, set_lr, shard, sync_buffers, wrap_ddp, write_config,
 )
 
 SCOPES = ("encoder", "encoder-decoder")
@@ -53,6 +53,7 @@ class PretrainResult:
     embedding_std: float
     images_per_s: float
     resumed_from: int | None
+    model: torch.nn.Module  # the pre-trained smp model (encoder, and decoder for encoder-decoder)
 
 
 def load_pretrain_data(cfg: PretrainConfig) -> PretrainData:
@@ -135,7 +136,7 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
     for group in groups:
         group["initial_lr"] = base_lr
     optimizer = torch.optim.SGD(groups, lr=base_lr, momentum=hparams.get("sgd_momentum", 0.9), weight_decay=weight_decay)
-    views = SSLViews(cfg.size, int(channels), cfg.preset, tuple(cfg.crop_scale)).to(device)
+    views = SSLViews(cfg.size, int(channels), cfg.preset, tuple(cfg.crop_scale) if cfg.crop_scale else None).to(device)
 
     start_epoch, resumed_from = 0, None
     if resume:
@@ -187,6 +188,7 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
                     callback("step", {"epoch": epoch + 1, "step": step + 1, "loss": loss_now, "lr": lr,
                                       "embedding_std": std_last, "images_per_s": seen / (time.perf_counter() - t0)})
         sync_buffers(method, dist_info)
+        loss_sum = mean_over_ranks(loss_sum, dist_info)
         seconds = time.perf_counter() - t0
         record = {"epoch": epoch + 1, "loss": float(loss_sum) / steps_per_epoch, "lr": lr,
                   "embedding_std": std_last, "images_per_s": steps_per_epoch * batch / seconds, "seconds": seconds}
@@ -200,7 +202,7 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
         from mosl_cli.fsutil import read_jsonl
         record = (read_jsonl(run.log) or [{}])[-1]
     result = PretrainResult(run.path, cfg.epochs, float(record.get("loss", float("nan"))),
-                            float(record.get("embedding_std", float("nan"))), float(record.get("images_per_s", 0.0)), resumed_from)
+                            float(record.get("embedding_std", float("nan"))), float(record.get("images_per_s", 0.0)), resumed_from, model)
     if dist_info.is_main:
         write_json(run.file(METRICS_FILE), {"final_loss": result.final_loss, "embedding_std": result.embedding_std,
                                             "images_per_s": result.images_per_s, "epochs": cfg.epochs})

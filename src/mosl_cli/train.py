@@ -110,11 +110,12 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     return info, device
 
 
-def wrap_ddp(module: nn.Module, info: DistInfo, device: torch.device) -> nn.Module:
+def wrap_ddp(module: nn.Module, info: DistInfo, device: torch.device, find_unused: bool = False) -> nn.Module:
     """DistributedDataParallel (with synchronised batch norm on GPUs) when distributed, else ``module``.
 
-    PyTorch's SyncBatchNorm runs on accelerators only; on CPU (gloo) each rank keeps local BN statistics
-    and rank 0's buffers are broadcast before every forward.
+    PyTorch's SyncBatchNorm runs on accelerators only; on CPU (gloo) each rank keeps local BN
+    statistics during an epoch and :func:`sync_buffers` copies rank 0's at its end. Buffers are not
+    broadcast every step (a MoCo queue would be re-sent each time; it already agrees across ranks).
     """
     if not info.enabled:
         return module
@@ -123,7 +124,7 @@ def wrap_ddp(module: nn.Module, info: DistInfo, device: torch.device) -> nn.Modu
     if device.type == "cuda":
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
     ids = [device.index] if device.type == "cuda" else None
-    return DistributedDataParallel(module, device_ids=ids)
+    return DistributedDataParallel(module, device_ids=ids, find_unused_parameters=find_unused, broadcast_buffers=False)
 
 
 def sync_buffers(module: nn.Module, info: DistInfo) -> None:
@@ -131,6 +132,15 @@ def sync_buffers(module: nn.Module, info: DistInfo) -> None:
     if info.enabled:
         for buf in module.buffers():
             dist.broadcast(buf, src=0)
+
+
+def mean_over_ranks(value: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """The mean of a scalar tensor over all ranks (each rank's loss averages only its own samples)."""
+    if info.enabled:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= info.world_size
+    return value
 
 
 def all_ranks_agree(flag: bool, info: DistInfo, device: torch.device) -> bool:

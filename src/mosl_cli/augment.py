@@ -1,0 +1,178 @@
+"""Augmentation on the device with kornia: two SSL views per image, and image + mask for fine-tuning.
+
+Batches arrive as uint8 ``[B, C, S, S]`` already on the training device; they become float32 there,
+are augmented with per-sample random parameters in one batched call, and leave normalised with
+:func:`mosl_cli.models.normalise`. kornia draws its parameters from torch's global RNG, so
+:func:`seeded` (a forked RNG) makes a call reproducible without disturbing the training RNG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import kornia.augmentation as K
+import torch
+import torch.nn.functional as F
+from kornia.augmentation import IntensityAugmentationBase2D
+from torch import Tensor, nn
+
+from mosl_cli.errors import MoslError
+from mosl_cli.models import normalise
+
+PRESETS: tuple[str, ...] = ("ultrasound", "simclr")
+# Default RandomResizedCrop area range per preset: ours, and SimCLR's (Chen et al. 2020, App. A).
+CROP_SCALES: dict[str, tuple[float, float]] = {"ultrasound": (0.2, 1.0), "simclr": (0.08, 1.0)}
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device | str) -> Iterator[None]:
+    """Run the body with torch's RNG (CPU, and ``device`` when it is a GPU) seeded, then restore it."""
+    device = torch.device(device)
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class RandomSpeckle(IntensityAugmentationBase2D):
+    """Multiplicative, speckle-like noise: ``x · (1 + s·n)``, ``n ~ N(0, 1)`` per pixel (shared by the
+    channels), ``s ~ U(strength)`` per sample; the result is clamped to ``[0, 1]``.
+
+    Ultrasound speckle is multiplicative (it scales with the echo amplitude), unlike kornia's additive
+    :class:`~kornia.augmentation.RandomGaussianNoise`. Masks pass through unchanged.
+    """
+
+    def __init__(self, strength: tuple[float, float] = (0.0, 0.3), p: float = 0.5) -> None:
+        super().__init__(p=p)
+        self.strength = (float(strength[0]), float(strength[1]))
+
+    def generate_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, Tensor]:
+        low, high = self.strength
+        return {"strength": torch.empty(batch_shape[0]).uniform_(low, high)}
+
+    def apply_transform(
+        self, input: Tensor, params: dict[str, Tensor], flags: dict[str, Any], transform: Tensor | None = None
+    ) -> Tensor:
+        strength = params["strength"].to(device=input.device, dtype=input.dtype).view(-1, 1, 1, 1)
+        noise = torch.randn(input.shape[0], 1, *input.shape[2:], device=input.device, dtype=input.dtype)
+        return (input * (1.0 + strength * noise)).clamp(0.0, 1.0)
+
+
+def _blur(size: int, p: float) -> K.RandomGaussianBlur:
+    """SimCLR's blur (App. A): kernel ≈ 10% of the side (odd), σ ∈ [0.1, 2.0] at 224 px, scaled to ``size``."""
+    kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
+    sigma_max = max(0.1, 2.0 * size / 224)
+    return K.RandomGaussianBlur((kernel, kernel), (0.1, sigma_max), p=p)
+
+
+def _view_ops(preset: str, size: int, channels: int, crop_scale: tuple[float, float]) -> list[nn.Module]:
+    """The kornia ops of one SSL view, float ``[B, C, H, W]`` in ``[0, 1]`` → ``[B, C, size, size]``."""
+    crop = K.RandomResizedCrop((size, size), scale=crop_scale)
+    if preset == "ultrasound":
+        # Grey images: no hue, saturation or greyscale ops; intensity jitter, blur and speckle instead.
+        return [
+            crop,
+            K.RandomHorizontalFlip(),
+            K.ColorJitter(brightness=0.4, contrast=0.4, p=0.8),
+            _blur(size, p=0.5),
+            RandomSpeckle((0.0, 0.3), p=0.5),
+        ]
+    # SimCLR (Chen et al. 2020, App. A): crop, flip, colour jitter (strength 0.5) with p 0.8,
+    # greyscale with p 0.2, blur with p 0.5. Saturation, hue and greyscale need three channels.
+    colour = channels == 3
+    ops: list[nn.Module] = [
+        crop,
+        K.RandomHorizontalFlip(),
+        K.ColorJitter(0.4, 0.4, 0.4 if colour else 0.0, 0.1 if colour else 0.0, p=0.8),
+    ]
+    if colour:
+        ops.append(K.RandomGrayscale(p=0.2))
+    ops.append(_blur(size, p=0.5))
+    return ops
+
+
+def _resize(x: Tensor, size: int) -> Tensor:
+    """float ``[B, C, H, W]`` → ``[B, C, size, size]``, bilinear with antialiasing, exactly as
+    :func:`mosl_cli.models.model_inputs` resizes at evaluation time (no train/test mismatch)."""
+    if x.shape[-2:] == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
+def _to_unit(images: Tensor) -> Tensor:
+    """uint8 ``[B, C, H, W]`` → float32 in ``[0, 1]`` on the same device (float input is taken as is)."""
+    return images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+
+
+class SSLViews(nn.Module):
+    """uint8 ``[B, C, S, S]`` on the device → two independently augmented, normalised float32 views
+    ``[B, C, size, size]``.
+
+    ``preset``: ``ultrasound`` (default; grey-image ops plus speckle) or ``simclr`` (the paper's).
+    ``crop_scale``: RandomResizedCrop's area range; ``None`` takes the preset's (``CROP_SCALES``).
+    Batches larger than twice ``size`` are first shrunk to ``2·size`` with antialiasing, so crops are
+    resampled by at most about 2× (no aliasing of fine speckle).
+    """
+
+    def __init__(
+        self, size: int, channels: int, preset: str = "ultrasound", crop_scale: tuple[float, float] | None = None
+    ) -> None:
+        super().__init__()
+        if preset not in PRESETS:
+            raise MoslError(f"--preset {preset!r} is not one of {', '.join(PRESETS)}; pick one of them")
+        crop_scale = tuple(crop_scale) if crop_scale is not None else CROP_SCALES[preset]  # type: ignore[assignment]
+        if not (len(crop_scale) == 2 and 0.0 < crop_scale[0] <= crop_scale[1] <= 1.0):
+            raise MoslError(f"--crop-scale {crop_scale} must be two numbers with 0 < low <= high <= 1, e.g. 0.2 1.0")
+        self.size, self.channels, self.preset = size, channels, preset
+        self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
+        self.pipeline = K.AugmentationSequential(*_view_ops(preset, size, channels, self.crop_scale))
+
+    def _prescale(self, x: Tensor) -> Tensor:
+        return _resize(x, 2 * self.size) if max(x.shape[-2:]) > 2 * self.size else x
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        x = self._prescale(_to_unit(images))
+        view1 = self.pipeline(x).clamp_(0.0, 1.0)
+        view2 = self.pipeline(x).clamp_(0.0, 1.0)
+        return normalise(view1), normalise(view2)
+
+
+def _seg_ops(size: int, intensity: bool) -> list[nn.Module]:
+    """Mild geometry (flip, affine) for image and mask, then image-only intensity ops."""
+    ops: list[nn.Module] = [
+        K.RandomHorizontalFlip(),
+        K.RandomAffine(degrees=15.0, translate=(0.1, 0.1), scale=(0.85, 1.15), p=0.5),
+    ]
+    if intensity:
+        ops += [
+            K.ColorJitter(brightness=0.2, contrast=0.2, p=0.5),
+            _blur(size, p=0.2),
+            RandomSpeckle((0.0, 0.2), p=0.3),
+        ]
+    return ops
+
+
+class SegAugment(nn.Module):
+    """Image + mask for segmentation: uint8 ``[B, C, S, S]`` and uint8 0/1 ``[B, 1, S, S]`` on the device
+    → normalised float32 ``[B, C, size, size]`` and float32 0/1 ``[B, 1, size, size]``.
+
+    Both are first resized to ``size`` (the image as :func:`mosl_cli.models.model_inputs` does, the
+    mask by antialiased bilinear resampling thresholded at 0.5). Then one
+    ``AugmentationSequential(data_keys=["input", "mask"])`` draws each sample's geometry once and
+    applies it to both (the mask resampled nearest-neighbour); intensity ops touch the image only.
+    ``augment=False`` only resizes (validation); ``intensity=False`` keeps only the geometric ops.
+    """
+
+    def __init__(self, size: int, augment: bool = True, *, intensity: bool = True) -> None:
+        super().__init__()
+        self.size, self.augment = size, augment
+        self.pipeline = K.AugmentationSequential(*_seg_ops(size, intensity), data_keys=["input", "mask"])
+
+    def forward(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+        x = _resize(_to_unit(images), self.size)
+        m = (_resize(masks.float(), self.size) > 0.5).float()
+        if self.augment:
+            x, m = self.pipeline(x, m)
+        return normalise(x.clamp_(0.0, 1.0)), (m > 0.5).float()

@@ -1,0 +1,53 @@
+"""Choosing the torch device (``--device``) and the mixed-precision context used on it."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from mosl_cli.errors import MoslError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → ``cuda`` when available, else ``cpu``; otherwise the named device, checked.
+
+    Raises :class:`MoslError` for an unknown name or a CUDA device that is not there.
+    """
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise MoslError(f"--device {name}: unknown device; use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MoslError(f"--device {name}: no CUDA device is available; use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise MoslError(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s); use cuda:0 … "
+                f"cuda:{torch.cuda.device_count() - 1}"
+            )
+    elif device.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise MoslError(f"--device {name}: MPS is not available; use --device cpu or auto")
+    elif device.type != "cpu":
+        raise MoslError(f"--device {name}: unsupported device type; use auto, cpu, cuda or cuda:N")
+    return device
+
+
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager[object]:
+    """Mixed precision on CUDA (bfloat16 where supported, else float16); a no-op elsewhere."""
+    if not enabled or device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def memory_format(device: torch.device, channels_last: bool = True) -> torch.memory_format:
+    """``torch.channels_last`` on CUDA when asked (faster convolutions with autocast), else contiguous."""
+    return torch.channels_last if channels_last and device.type == "cuda" else torch.contiguous_format
+
+
+

@@ -1,0 +1,233 @@
+"""``mosl evaluate``: per-case and per-class metrics of a segmentation model on one dataset split.
+
+Resolution: each image of the dataset (stored at S×S, see ``data/store.py``) is resized to the size
+the model was trained at (``size`` in the weight file), the model's sigmoid probabilities are
+bilinearly upsampled back to S×S, thresholded there and compared with the stored S×S masks. Every
+model is therefore scored on the same grid against the same masks, whatever size it was trained at,
+and HD95 is in pixels of that S×S grid. (Masks at each scan's original size are what ``mosl
+predict`` writes; the dataset keeps only S×S.) ``--tta`` averages the probabilities with those of
+the horizontally flipped image.
+
+Writes ``metrics.json`` (settings, summary, per-class and per-case figures, the empty-mask rule)
+and ``per_case.csv`` (one row per image) into ``--out``, atomically, after every check has passed.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mosl_cli import metrics as M
+from mosl_cli.config import EvaluateConfig, to_dict
+from mosl_cli.data.store import Dataset, load_dataset
+from mosl_cli.device import autocast, memory_format, resolve_device
+from mosl_cli.errors import MoslError
+from mosl_cli.fsutil import atomic_path, write_json
+from mosl_cli.models import model_from_file, model_inputs
+
+METRICS_FORMAT = "mosl-metrics"
+METRICS_VERSION = 1
+METRICS_FILE = "metrics.json"
+PER_CASE_FILE = "per_case.csv"
+CSV_COLUMNS: tuple[str, ...] = (
+    "id", "class", "source", "dice", "iou", "precision", "recall", "hd95", "gt_pixels", "pred_pixels",
+)
+OVERALL_GROUP = "all"
+
+
+@dataclass
+class EvaluateResult:
+    """What :func:`run_evaluate` wrote: ``metrics`` (the content of metrics.json), the output folder,
+    and ``rows`` for an on-screen table (see :func:`table_rows`)."""
+
+    metrics: dict[str, Any]
+    out: Path
+    rows: list[dict[str, Any]]
+
+
+def check_thresholds(threshold: float, batch_size: int) -> None:
+    """:class:`MoslError` unless ``0 < threshold < 1`` and ``batch_size >= 1``."""
+    if not 0.0 < threshold < 1.0:
+        raise MoslError(f"--threshold {threshold}: must lie strictly between 0 and 1 (default 0.5)")
+    if batch_size < 1:
+        raise MoslError(f"--batch-size {batch_size}: must be at least 1")
+
+
+def prepare_model(model: nn.Module, meta: dict[str, Any], path: str | Path, device: torch.device) -> nn.Module:
+    """Check the model is a one-class segmenter and put it in its inference memory format."""
+    if int(meta.get("classes", 1)) != 1:
+        raise MoslError(f"{path}: a {meta.get('classes')}-class model; mosl evaluates binary (1-class) models")
+    return model.to(memory_format=memory_format(device)).eval()
+
+
+@torch.inference_mode()
+def forward_probabilities(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """Sigmoid probabilities, float32 ``[B, 1, s, s]``, of model inputs float32 ``[B, C, s, s]``.
+
+    Runs under autocast and in channels_last on CUDA. ``tta`` averages with the prediction on the
+    horizontally flipped inputs (flipped back).
+    """
+    device = x.device
+    x = x.contiguous(memory_format=memory_format(device))
+    with autocast(device):
+        prob = torch.sigmoid(model(x).float())
+        if tta:
+            prob = (prob + torch.sigmoid(model(x.flip(-1)).float()).flip(-1)) / 2
+    return prob
+
+
+@torch.inference_mode()
+def model_probabilities(
+    model: nn.Module, images: torch.Tensor, meta: dict[str, Any], tta: bool = False
+) -> torch.Tensor:
+    """Lesion probabilities, float32 ``[B, 1, H, W]``, of uint8 images ``[B, C, H, W]`` (on the model's device).
+
+    The images are resized to the model's ``size`` and normalised as it was trained
+    (:func:`mosl_cli.models.model_inputs`); the probabilities come back at the input's H×W (bilinear).
+    """
+    x = model_inputs(images, int(meta["size"]), meta.get("normalisation"))
+    prob = forward_probabilities(model, x, tta=tta)
+    if prob.shape[-2:] != images.shape[-2:]:
+        prob = F.interpolate(prob, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)
+    return prob
+
+
+def _load_checked(cfg: EvaluateConfig, device: torch.device) -> tuple[nn.Module, dict[str, Any], Dataset, list[int]]:
+    """Every check before any work: settings, weight file, dataset, split, channels, output path."""
+    check_thresholds(cfg.threshold, cfg.batch_size)
+    model, meta = model_from_file(cfg.model, device)
+    model = prepare_model(model, meta, cfg.model, device)
+    ds = load_dataset(cfg.data)
+    if ds.masks is None:
+        raise MoslError(f"{cfg.data}: the dataset has no masks; evaluate on a labelled dataset (e.g. BUSI)")
+    indices = ds.indices(cfg.split, labelled=True)
+    if not indices:
+        raise MoslError(f"{cfg.data}: no labelled images in split {cfg.split!r}; choose another --split")
+    if ds.channels != int(meta["in_channels"]):
+        raise MoslError(
+            f"{cfg.model}: a {meta['in_channels']}-channel model but {cfg.data} has {ds.channels}-channel images; "
+            f"prepare the data with --channels {meta['in_channels']} or pass a matching model"
+        )
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise MoslError(f"--out {out}: exists and is not a folder; pass a folder name")
+    return model, meta, ds, indices
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def evaluate_cases(
+    model: nn.Module, meta: dict[str, Any], ds: Dataset, indices: list[int], *, device: torch.device,
+    threshold: float = 0.5, tta: bool = False, batch_size: int = 64,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """One dict per case (id, class, source, the metrics, gt_pixels, pred_pixels) in ``indices`` order.
+
+    ``hd95`` is ``None`` where undefined (:data:`mosl_cli.metrics.EMPTY_MASK_RULE`).
+    ``on_batch(done, total)`` is called after every batch.
+    """
+    assert ds.masks is not None
+    cases: list[dict[str, Any]] = []
+    order = torch.tensor(indices, dtype=torch.long)
+    for chunk in order.split(batch_size):
+        images = ds.images[chunk].to(device, non_blocking=True)
+        target = ds.masks[chunk].to(device, non_blocking=True) > 0
+        pred = model_probabilities(model, images, meta, tta=tta) > threshold
+        values = M.case_metrics(pred, target)
+        host = {k: v.cpu().tolist() for k, v in values.items()}
+        for j, i in enumerate(chunk.tolist()):
+            record = ds.records[i]
+            cases.append({
+                "id": record["id"], "class": record.get("class"), "source": record.get("source"),
+                **{name: _finite_or_none(float(host[name][j])) for name in M.METRICS},
+                "gt_pixels": int(host["gt_pixels"][j]), "pred_pixels": int(host["pred_pixels"][j]),
+            })
+        if on_batch is not None:
+            on_batch(len(cases), len(indices))
+    return cases
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows for a table: overall (``group`` = "all"), each class, then ``lesion`` (benign + malignant).
+
+    Display strings under ``group, n, dice`` ("mean ± std"), ``iou, precision, recall`` (means) and
+    ``hd95`` (mean px, then "(k n/a)" for k cases where it is undefined); the numbers under ``dice_mean, dice_std,
+    hd95_mean, hd95_undefined`` (``None`` where no case defines the value).
+    """
+    groups = [(OVERALL_GROUP, summary["summary"]), *summary["per_class"].items()]
+    if summary.get(M.LESION_GROUP):
+        groups.append((M.LESION_GROUP, summary[M.LESION_GROUP]))
+    rows = []
+    for name, g in groups:
+        hd95 = _fmt(g["hd95"]["mean"], 1)
+        if g["hd95_undefined"]:
+            hd95 += f" ({g['hd95_undefined']} n/a)"
+        rows.append({
+            "group": name, "n": g["n"], "dice": f"{_fmt(g['dice']['mean'])} ± {_fmt(g['dice']['std'])}",
+            "iou": _fmt(g["iou"]["mean"]), "precision": _fmt(g["precision"]["mean"]),
+            "recall": _fmt(g["recall"]["mean"]), "hd95": hd95,
+            "dice_mean": g["dice"]["mean"], "dice_std": g["dice"]["std"], "hd95_mean": g["hd95"]["mean"],
+            "hd95_undefined": g["hd95_undefined"],
+        })
+    return rows
+
+
+def write_per_case_csv(path: str | Path, cases: list[dict[str, Any]]) -> None:
+    """``per_case.csv`` (columns :data:`CSV_COLUMNS`; an undefined hd95 is an empty cell), atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CSV_COLUMNS)
+        for case in cases:
+            writer.writerow([
+                "" if case[c] is None else f"{case[c]:.6f}" if isinstance(case[c], float) else case[c]
+                for c in CSV_COLUMNS
+            ])
+
+
+def run_evaluate(cfg: EvaluateConfig, on_batch: Callable[[int, int], None] | None = None) -> EvaluateResult:
+    """Evaluate ``cfg.model`` on split ``cfg.split`` of ``cfg.data``; write metrics.json and per_case.csv.
+
+    Raises :class:`MoslError` (nothing written) for a weight file that is not a mosl segmentation
+    model, a missing dataset, an empty split, or a channel mismatch.
+    """
+    device = resolve_device(cfg.device)
+    model, meta, ds, indices = _load_checked(cfg, device)
+    cases = evaluate_cases(
+        model, meta, ds, indices, device=device, threshold=cfg.threshold, tta=cfg.tta,
+        batch_size=cfg.batch_size, on_batch=on_batch,
+    )
+    summary = M.aggregate(cases, key="class")
+    document: dict[str, Any] = {
+        "format": METRICS_FORMAT, "version": METRICS_VERSION,
+        "model": str(cfg.model), "model_meta": meta, "data": str(cfg.data), "split": cfg.split,
+        "size_evaluated": ds.size, "model_size": int(meta["size"]), "tta": cfg.tta,
+        "threshold": cfg.threshold, "device": str(device), "config": to_dict(cfg),
+        "empty_mask_rule": M.EMPTY_MASK_RULE,
+        "summary": summary["summary"], "per_class": summary["per_class"], M.LESION_GROUP: summary[M.LESION_GROUP],
+        "cases": cases,
+    }
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_per_case_csv(out / PER_CASE_FILE, cases)
+    write_json(out / METRICS_FILE, document)
+    return EvaluateResult(metrics=document, out=out, rows=table_rows(summary))
+
+
+__all__ = [
+    "EvaluateResult", "run_evaluate", "evaluate_cases", "forward_probabilities", "model_probabilities", "table_rows",
+    "write_per_case_csv", "check_thresholds", "prepare_model", "METRICS_FILE", "PER_CASE_FILE", "CSV_COLUMNS",
+]

@@ -1,0 +1,263 @@
+"""``mosl predict``: scans in, 0/255 lesion masks at each scan's own size out (and optional overlays).
+
+Inputs are files, folders (their PNG/JPEG/BMP/TIFF files, not recursive, sorted by name) or glob
+patterns (matches treated like a folder's content). Output names:
+
+- one input and ``--out`` ending in an image suffix: the mask is that file (PNG, BMP or TIFF);
+- otherwise ``--out`` is a folder (default ``mosl_predict/``) holding ``<stem>_mask.png`` and, with
+  ``--overlay``, ``<stem>_overlay.png``.
+
+Everything is checked before anything is written (a file that is not an image, two inputs with one
+output name, a weight file that is not a mosl segmentation model). Then scans are decoded in a thread
+pool while the model runs; each is resized to the model's size on the device, the batch goes through
+the model, and each probability map is upsampled (bilinear) to its scan's H×W and thresholded.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mosl_cli.config import PredictConfig
+from mosl_cli.device import resolve_device
+from mosl_cli.errors import MoslError
+from mosl_cli.evaluate import check_thresholds, forward_probabilities, prepare_model
+from mosl_cli.imageio import IMAGE_SUFFIXES, MASK_SUFFIXES, check_image, has_image_suffix, read_image, write_image
+from mosl_cli.models import model_from_file, model_inputs
+
+DEFAULT_PREDICT_DIR = "mosl_predict"
+MASK_TAG = "_mask"
+OVERLAY_TAG = "_overlay"
+OVERLAY_COLOUR: tuple[int, int, int] = (255, 0, 0)
+_GLOB_CHARS = frozenset("*?[")
+# Decode/write threads. More than a few mostly contend for the GIL (Pillow's chunk parsing is Python).
+MAX_IO_WORKERS = 4  # best of 2/4/8/16 on a 16-core H200 host (benchmarks/predict.py)
+
+
+@dataclass
+class PredictedFile:
+    """One predicted scan: where its mask (and overlay) went, its size, and the lesion's pixel count."""
+
+    input: Path
+    mask: Path
+    overlay: Path | None
+    height: int
+    width: int
+    lesion_pixels: int
+
+
+# --------------------------------------------------------------------------- inputs and outputs
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+    """Files, folders and globs → the scans, in the given order (folders and globs sorted), no repeats.
+
+    Raises :class:`MoslError` for a path that does not exist, a folder without images or a glob that
+    matches none.
+    """
+    if not inputs:
+        raise MoslError("no INPUT given; pass scan files, folders or glob patterns")
+    found: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files = _images_in(path)
+            if not files:
+                raise MoslError(f"{path}: no {'/'.join(s[1:].upper() for s in IMAGE_SUFFIXES)} files in this folder")
+        elif path.exists():
+            files = [path]
+        elif _GLOB_CHARS & set(item):
+            matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
+            files = [f for m in matches for f in (_images_in(m) if m.is_dir() else [m]) if has_image_suffix(f)]
+            if not files:
+                raise MoslError(f"{item}: the pattern matches no PNG/JPEG/BMP/TIFF file")
+        else:
+            raise MoslError(f"{path}: no such file or folder; check the path")
+        found.extend(files)
+    seen: set[Path] = set()
+    unique = []
+    for f in found:
+        key = f.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
+
+
+def plan_outputs(files: Sequence[Path], out: str | None, overlay: bool) -> list[tuple[Path, Path | None]]:
+    """``(mask path, overlay path or None)`` per input, following the module's naming rules.
+
+    Raises :class:`MoslError` when ``out`` names a file but several inputs were given, names a lossy
+    format, or when two inputs would write the same output.
+    """
+    target = Path(out) if out else None
+    if target is not None and has_image_suffix(target):
+        if len(files) != 1:
+            raise MoslError(f"--out {target}: names one file but {len(files)} scans were given; pass a folder")
+        if target.suffix.lower() not in MASK_SUFFIXES:
+            raise MoslError(f"--out {target}: masks are written losslessly; use a .png (or .bmp/.tif) name")
+        over = target.with_name(f"{target.stem}{OVERLAY_TAG}.png") if overlay else None
+        plans: list[tuple[Path, Path | None]] = [(target, over)]
+    else:
+        folder = target or Path(DEFAULT_PREDICT_DIR)
+        if folder.exists() and not folder.is_dir():
+            raise MoslError(f"--out {folder}: exists and is not a folder; pass a folder or a .png name")
+        plans = [
+            (folder / f"{f.stem}{MASK_TAG}.png", folder / f"{f.stem}{OVERLAY_TAG}.png" if overlay else None)
+            for f in files
+        ]
+    owner: dict[Path, Path] = {f.resolve(): f for f in files}
+    for f, (mask, over) in zip(files, plans):
+        for dest in (mask, over):
+            if dest is None:
+                continue
+            key = dest.resolve()
+            if key in owner:
+                raise MoslError(
+                    f"{f} and {owner[key]} would both write {dest}; predict them into separate --out folders"
+                    if owner[key] != f else f"{dest}: the output would overwrite the input; pass another --out"
+                )
+            owner[key] = f
+    return plans
+
+
+def validate_scans(files: Sequence[Path], pool: ThreadPoolExecutor) -> None:
+    """Check every file is a readable image (in parallel); :class:`MoslError` names the first bad one."""
+    for future in [pool.submit(check_image, f) for f in files]:
+        future.result()
+
+
+# --------------------------------------------------------------------------- the prediction pipeline
+
+
+def outline(mask: torch.Tensor) -> torch.Tensor:
+    """Bool ``[..., H, W]``: the 2-px lesion contour of bool ``mask`` (dilation minus erosion, 3×3)."""
+    m = mask.float().reshape(-1, 1, *mask.shape[-2:])
+    dilated = F.max_pool2d(m, 3, stride=1, padding=1)
+    eroded = -F.max_pool2d(-m, 3, stride=1, padding=1)
+    return (dilated > eroded).reshape(mask.shape)
+
+
+Decoded = tuple[torch.Tensor, np.ndarray | None]
+
+
+def _decode(path: Path, channels: int, with_rgb: bool, pin: bool) -> Decoded:
+    """Worker-thread decode: uint8 ``[H, W, C]`` tensor (pinned for an async copy to CUDA) and the RGB copy."""
+    arr, rgb = read_image(path, channels, with_rgb)
+    scan = torch.from_numpy(arr)
+    return (scan.pin_memory() if pin else scan), rgb
+
+
+def _decoded(
+    files: Sequence[Path], channels: int, with_rgb: bool, pin: bool, pool: ThreadPoolExecutor, ahead: int
+) -> Iterator[Decoded]:
+    """Decoded scans in order, at most ``ahead`` decodes in flight (bounded memory)."""
+    pending: deque[Future[Decoded]] = deque()
+    queue = iter(files)
+    for f in queue:
+        pending.append(pool.submit(_decode, f, channels, with_rgb, pin))
+        if len(pending) >= ahead:
+            break
+    while pending:
+        yield pending.popleft().result()
+        nxt = next(queue, None)
+        if nxt is not None:
+            pending.append(pool.submit(_decode, nxt, channels, with_rgb, pin))
+
+
+def _save(mask: np.ndarray, mask_path: Path, rgb: np.ndarray | None, edge: np.ndarray | None,
+          overlay_path: Path | None) -> None:
+    """Write a mask (uint8 ``[H, W]`` 0/255) and optionally the overlay (RGB with ``edge`` coloured)."""
+    write_image(mask_path, mask)
+    if overlay_path is not None and rgb is not None and edge is not None:
+        picture = rgb.copy()
+        picture[edge] = OVERLAY_COLOUR
+        write_image(overlay_path, picture)
+
+
+@torch.inference_mode()
+def predict_masks(
+    model: torch.nn.Module, meta: dict[str, Any], scans: Sequence[torch.Tensor], threshold: float,
+    want_outline: bool = False,
+) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """uint8 ``[H, W, C]`` scans of any sizes → per scan ``(mask uint8 [H, W] 0/255, outline bool [H, W] | None)``.
+
+    Each scan is resized to the model's size on the model's device, the batch is stacked and run
+    once, and each probability map is upsampled (bilinear) to its scan's H×W and thresholded there.
+    On CUDA the results come back with one synchronisation per batch.
+    """
+    device = next(model.parameters()).device
+    size, norm = int(meta["size"]), meta.get("normalisation")
+    on_device = [s.to(device, non_blocking=True).permute(2, 0, 1)[None] for s in scans]
+    prob = forward_probabilities(model, torch.cat([model_inputs(t, size, norm) for t in on_device]))
+    pending = []
+    for j, t in enumerate(on_device):
+        full = F.interpolate(prob[j:j + 1], size=tuple(t.shape[-2:]), mode="bilinear", align_corners=False)
+        mask = full[0, 0] > threshold
+        edge = outline(mask).to("cpu", non_blocking=True) if want_outline else None
+        pending.append((mask.to("cpu", non_blocking=True), edge))
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()  # the non-blocking copies above have landed
+    return [(m.numpy().view(np.uint8) * np.uint8(255), None if e is None else e.numpy()) for m, e in pending]
+
+
+def io_workers() -> int:
+    """Threads that decode scans and write masks: one per core, at least 2, at most :data:`MAX_IO_WORKERS`."""
+    return max(2, min(MAX_IO_WORKERS, os.cpu_count() or 2))
+
+
+def run_predict(cfg: PredictConfig, on_image: Callable[[int, int], None] | None = None) -> list[PredictedFile]:
+    """Predict a lesion mask for every scan of ``cfg.inputs``; return what was written, in input order.
+
+    ``on_image(done, total)`` is called after every batch. Raises :class:`MoslError` before writing
+    anything when an input, the output path or the weight file is unusable.
+    """
+    check_thresholds(cfg.threshold, cfg.batch_size)
+    device = resolve_device(cfg.device)
+    model, meta = model_from_file(cfg.model, device)
+    model = prepare_model(model, meta, cfg.model, device)
+    channels = int(meta["in_channels"])
+    if channels not in (1, 3):
+        raise MoslError(f"{cfg.model}: a {channels}-channel model; predict reads grey (1) or RGB (3) scans")
+    files = expand_inputs(cfg.inputs)
+    plans = plan_outputs(files, cfg.out, cfg.overlay)
+    results: list[PredictedFile] = []
+    pin = device.type == "cuda"
+    with ThreadPoolExecutor(max_workers=io_workers(), thread_name_prefix="mosl-io") as pool:
+        validate_scans(files, pool)
+        scans = _decoded(files, channels, cfg.overlay, pin, pool, ahead=2 * cfg.batch_size)
+        writes: list[Future[None]] = []
+        for start in range(0, len(files), cfg.batch_size):
+            batch = [next(scans) for _ in files[start:start + cfg.batch_size]]
+            masks = predict_masks(model, meta, [s for s, _ in batch], cfg.threshold, cfg.overlay)
+            for j, ((_, rgb), (mask, edge)) in enumerate(zip(batch, masks)):
+                mask_path, overlay_path = plans[start + j]
+                writes.append(pool.submit(_save, mask, mask_path, rgb, edge, overlay_path))
+                results.append(PredictedFile(
+                    files[start + j], mask_path, overlay_path, mask.shape[0], mask.shape[1], int(np.count_nonzero(mask)),
+                ))
+            if on_image is not None:
+                on_image(len(results), len(files))
+        for w in writes:
+            w.result()
+    return results
+
+
+__all__ = [
+    "PredictedFile", "run_predict", "predict_masks", "expand_inputs", "plan_outputs", "validate_scans", "outline",
+    "DEFAULT_PREDICT_DIR", "OVERLAY_COLOUR",
+]

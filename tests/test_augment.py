@@ -1,0 +1,118 @@
+"""kornia pipelines: shapes, dtypes, seeding, presets, and image/mask alignment."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mosl_cli.augment import PRESETS, RandomSpeckle, SegAugment, SSLViews, seeded
+from mosl_cli.errors import MoslError
+from mosl_cli.models import NORMALISATION, model_inputs
+
+CPU = torch.device("cpu")
+LOW = (0.0 - NORMALISATION["mean"]) / NORMALISATION["std"]
+HIGH = (1.0 - NORMALISATION["mean"]) / NORMALISATION["std"]
+
+
+def _images(n: int = 6, channels: int = 1, side: int = 96, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, channels, side, side), dtype=torch.uint8, generator=g)
+
+
+def _block_masks(n: int = 6, side: int = 64, seed: int = 1) -> torch.Tensor:
+    """uint8 0/1 ``[n, 1, side, side]``: a few random, asymmetric rectangles per image."""
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.zeros(n, 1, side, side, dtype=torch.uint8)
+    for i in range(n):
+        for _ in range(3):
+            y, x = torch.randint(0, side - 16, (2,), generator=g).tolist()
+            h, w = torch.randint(6, 16, (2,), generator=g).tolist()
+            masks[i, 0, y : y + h, x : x + w] = 1
+    return masks
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_views_shape_dtype_range(preset: str, channels: int) -> None:
+    views = SSLViews(32, channels, preset)
+    v1, v2 = views(_images(channels=channels))
+    for v in (v1, v2):
+        assert v.shape == (6, channels, 32, 32) and v.dtype == torch.float32
+        assert torch.isfinite(v).all()
+        assert v.min() >= LOW - 1e-5 and v.max() <= HIGH + 1e-5
+    assert not torch.equal(v1, v2), "the two views must be augmented independently"
+
+
+def test_views_seeded_are_reproducible_and_restore_rng() -> None:
+    views = SSLViews(32, 1)
+    x = _images(side=256)  # also exercises the 2·size antialiased pre-scaling
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    with seeded(7, CPU):
+        a1, a2 = views(x)
+    with seeded(7, CPU):
+        b1, b2 = views(x)
+    with seeded(8, CPU):
+        c1, _ = views(x)
+    assert torch.equal(a1, b1) and torch.equal(a2, b2)
+    assert not torch.equal(a1, c1)
+    assert torch.equal(torch.rand(3), expected_next), "seeded() must leave the global RNG as it found it"
+
+
+def test_views_reject_bad_settings() -> None:
+    with pytest.raises(MoslError, match="--preset"):
+        SSLViews(32, 1, "imagenet")
+    with pytest.raises(MoslError, match="--crop-scale"):
+        SSLViews(32, 1, crop_scale=(0.9, 0.2))
+    assert SSLViews(32, 1, "simclr").crop_scale == (0.08, 1.0)
+    assert SSLViews(32, 1, "ultrasound", crop_scale=(0.5, 1.0)).crop_scale == (0.5, 1.0)
+
+
+def test_speckle_is_multiplicative_per_sample() -> None:
+    x = torch.full((4, 1, 16, 16), 0.5)
+    x[0] = 0.0
+    with seeded(0, CPU):
+        y = RandomSpeckle((0.2, 0.3), p=1.0)(x)
+    assert torch.equal(y[0], x[0]), "multiplicative noise leaves black pixels black"
+    assert (y[1:] != 0.5).float().mean() > 0.9
+    spreads = y[1:].flatten(1).std(dim=1)
+    assert len(set(spreads.tolist())) == 3 and (spreads > 0.05).all()
+
+
+def test_seg_shapes_binary_mask_and_plain_resize() -> None:
+    images, masks = _images(side=64), _block_masks()
+    x, m = SegAugment(32)(images, masks)
+    assert x.shape == (6, 1, 32, 32) and x.dtype == torch.float32
+    assert m.shape == (6, 1, 32, 32) and m.dtype == torch.float32
+    assert set(m.unique().tolist()) <= {0.0, 1.0}
+    x0, m0 = SegAugment(32, augment=False)(images, masks)
+    torch.testing.assert_close(x0, model_inputs(images, 32), rtol=0, atol=1e-5)
+    expected = (torch.nn.functional.interpolate(masks.float(), size=(32, 32), mode="bilinear",
+                                                antialias=True, align_corners=False) > 0.5).float()
+    assert torch.equal(m0, expected)
+
+
+def test_seg_geometry_is_shared_by_image_and_mask() -> None:
+    masks = _block_masks(n=16)
+    images = masks * 255  # the image *is* the mask: after the same geometry they must still agree
+    with seeded(3, CPU):
+        x, m = SegAugment(32, intensity=False)(images, masks)
+    _, plain = SegAugment(32, augment=False)(images, masks)
+    assert not torch.equal(m, plain), "the geometric ops must have moved some masks"
+    binary_image = (x * NORMALISATION["std"] + NORMALISATION["mean"]) > 0.5
+    agreement = (binary_image == m.bool()).float().mean(dim=(1, 2, 3))
+    assert agreement.min() > 0.95  # only boundary pixels may differ (bilinear vs nearest resampling)
+    flipped = (binary_image == m.flip(-1).bool()).float().mean(dim=(1, 2, 3))
+    assert flipped.min() < 0.95, "sanity: a misaligned mask would be detected"
+
+
+def test_seg_intensity_ops_leave_the_mask_alone() -> None:
+    images, masks = _images(n=16, side=64), _block_masks(n=16)
+    with seeded(5, CPU):
+        x_full, m_full = SegAugment(32)(images, masks)
+    with seeded(5, CPU):
+        x_geo, m_geo = SegAugment(32, intensity=False)(images, masks)
+    # Intensity ops come after the geometry, so the same seed draws the same geometry.
+    assert torch.equal(m_full, m_geo)
+    assert not torch.equal(x_full, x_geo)
