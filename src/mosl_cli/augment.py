@@ -55,7 +55,8 @@ class RandomSpeckle(IntensityAugmentationBase2D):
     def apply_transform(
         self, input: Tensor, params: dict[str, Tensor], flags: dict[str, Any], transform: Tensor | None = None
     ) -> Tensor:
-        strength = params["strength"].to(device=input.device, dtype=input.dtype).view(-1, 1, 1, 1)
+        # non_blocking: a blocking copy from (pageable) host memory would wait for the whole CUDA queue.
+        strength = params["strength"].to(device=input.device, dtype=input.dtype, non_blocking=True).view(-1, 1, 1, 1)
         noise = torch.randn(input.shape[0], 1, *input.shape[2:], device=input.device, dtype=input.dtype)
         return (input * (1.0 + strength * noise)).clamp(0.0, 1.0)
 
@@ -68,8 +69,13 @@ def _blur(size: int, p: float) -> K.RandomGaussianBlur:
 
 
 def _view_ops(preset: str, size: int, channels: int, crop_scale: tuple[float, float]) -> list[nn.Module]:
-    """The kornia ops of one SSL view, float ``[B, C, H, W]`` in ``[0, 1]`` → ``[B, C, size, size]``."""
-    crop = K.RandomResizedCrop((size, size), scale=crop_scale)
+    """The kornia ops of one SSL view, float ``[B, C, H, W]`` in ``[0, 1]`` → ``[B, C, size, size]``.
+
+    The crop resamples the whole batch in one warp (``cropping_mode="resample"``): the same bilinear
+    crop-and-resize as kornia's default per-sample slicing (equal to float rounding), without a loop of
+    one resize per image.
+    """
+    crop = K.RandomResizedCrop((size, size), scale=crop_scale, cropping_mode="resample")
     if preset == "ultrasound":
         # Grey images: no hue, saturation or greyscale ops; intensity jitter, blur and speckle instead.
         return [
@@ -114,6 +120,11 @@ class SSLViews(nn.Module):
     ``crop_scale``: RandomResizedCrop's area range; ``None`` takes the preset's (``CROP_SCALES``).
     Batches larger than twice ``size`` are first shrunk to ``2·size`` with antialiasing, so crops are
     resampled by at most about 2× (no aliasing of fine speckle).
+
+    Both views come from one pass of the ops over the batch stacked twice (``[2B, ...]``; every op draws
+    its parameters per sample, so the views are as independent as from two passes), through a plain
+    ``nn.Sequential`` (no image+mask bookkeeping): a third of the kernel launches and Python work of two
+    ``AugmentationSequential`` calls, which on a GPU is most of the augmentation's cost.
     """
 
     def __init__(
@@ -127,16 +138,26 @@ class SSLViews(nn.Module):
             raise MoslError(f"--crop-scale {crop_scale} must be two numbers with 0 < low <= high <= 1, e.g. 0.2 1.0")
         self.size, self.channels, self.preset = size, channels, preset
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
-        self.pipeline = K.AugmentationSequential(*_view_ops(preset, size, channels, self.crop_scale))
+        self.pipeline = nn.Sequential(*_view_ops(preset, size, channels, self.crop_scale))
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> SSLViews:
+        # ``.to(device)`` would move kornia's samplers too; random parameters drawn on a GPU are read
+        # back by kornia (a host sync per read, a dozen per batch). Drawn on the CPU, kornia sends
+        # them without waiting, and the host keeps queueing kernels while the GPU works.
+        out = super()._apply(fn, *args, **kwargs)
+        for op in self.pipeline:
+            if isinstance(op, K.AugmentationBase2D):
+                op.set_rng_device_and_dtype(torch.device("cpu"), torch.get_default_dtype())
+        return out
 
     def _prescale(self, x: Tensor) -> Tensor:
         return _resize(x, 2 * self.size) if max(x.shape[-2:]) > 2 * self.size else x
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         x = self._prescale(_to_unit(images))
-        view1 = self.pipeline(x).clamp_(0.0, 1.0)
-        view2 = self.pipeline(x).clamp_(0.0, 1.0)
-        return normalise(view1), normalise(view2)
+        views = normalise(self.pipeline(torch.cat([x, x])).clamp_(0.0, 1.0))
+        view1, view2 = views.chunk(2)
+        return view1, view2
 
 
 def _seg_ops(size: int, intensity: bool) -> list[nn.Module]:

@@ -361,6 +361,37 @@ def predict(
         out_console.print(f"... and {len(results) - 20} more")
 
 
+@app.command(epilog="Example: mosl report paper_grid --out paper_grid/report")
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="Finetune run folders, or folders holding them and their evaluate outputs (searched recursively).")],
+    out: OutDir = Path(C.DEFAULT_REPORT_DIR),
+    cases: Annotated[int, typer.Option("--cases", help="Benign and malignant test cases each in the mask grid (0: no grid).")] = C.ReportConfig.cases,
+) -> None:
+    """Tables (CSV, Markdown: mean ± std over seeds, Δ vs supervised) and figures from finetune and evaluate runs."""
+    if cases < 0:
+        raise typer.BadParameter("0 (no mask grid) or more", param_hint="--cases")
+    cfg = C.ReportConfig(tuple(str(r) for r in runs), str(out), cases)
+    from mosl_cli.report import run_report
+
+    result = _call(run_report, cfg)
+    columns, rows = result.columns, result.table
+    title = f"test Dice of {len(result.runs)} finetune runs, mean ± std over n seeds"
+    if len({row[0] for row in rows}) == 1:  # one model and size: named in the title
+        title, columns, rows = f"{title} ({rows[0][0]})", columns[1:], [row[1:] for row in rows]
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="right" if col in ("labels", "n") or col.startswith(("Dice", "Δ", "IoU")) else "left")
+    for row in rows:
+        table.add_row(*row)
+    # Piped or redirected output gets the whole table rather than one squeezed to 80 columns.
+    (out_console if out_console.is_terminal else Console(width=max(out_console.width, 200))).print(table)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    for problem in result.problems:
+        console.print(f"[yellow]problem:[/] {problem}", highlight=False, soft_wrap=True)
+    out_console.print("written: " + ", ".join(str(f) for f in result.files))
+
+
 def main() -> None:
     """Console-script entry point."""
     app(prog_name="mosl")

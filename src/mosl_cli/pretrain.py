@@ -20,7 +20,7 @@ from mosl_cli.config import WEIGHTS_FILE, PretrainConfig
 from mosl_cli.data.store import load_dataset
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import append_jsonl, write_json
-from mosl_cli.methods import METHODS
+from mosl_cli.methods import METHODS, MethodOutput, SSLMethod
 from mosl_cli.methods.backbone import PooledBackbone
 from mosl_cli.methods.base import embedding_std
 from mosl_cli.models import build_model, save_weights, weights_metadata
@@ -101,6 +101,44 @@ def resolve_hparams(cfg: PretrainConfig, steps_per_epoch: int) -> dict[str, Any]
     return hp
 
 
+def build_method(
+    cfg: PretrainConfig, channels: int, hparams: dict[str, Any], base_lr: float, device: torch.device
+) -> tuple[SSLMethod, torch.optim.SGD]:
+    """The U-Net (seeded with ``cfg.seed``) inside ``cfg.method`` on ``device``, and its SGD optimiser
+    (``base_lr`` already scaled to the batch; each group's ``initial_lr`` set for :func:`set_lr`)."""
+    torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
+    model = build_model(cfg.arch, cfg.encoder, channels)
+    method = METHODS[cfg.method](PooledBackbone(model, cfg.scope), **hparams).to(device)
+    if cfg.channels_last and device.type == "cuda":
+        method = method.to(memory_format=torch.channels_last)
+    groups = method.param_groups()
+    for group in groups:
+        group["initial_lr"] = base_lr
+    optimizer = torch.optim.SGD(groups, lr=base_lr, momentum=hparams.get("sgd_momentum", 0.9), weight_decay=hparams["weight_decay"])
+    return method, optimizer
+
+
+def train_step(
+    trained: torch.nn.Module, method: SSLMethod, optimizer: torch.optim.Optimizer, view1: torch.Tensor, view2: torch.Tensor,
+    device: torch.device, *, amp: bool = True, channels_last: bool = True,
+) -> MethodOutput:
+    """One optimiser step on two views, float32 ``[B, C, size, size]`` on ``device``: forward (autocast on
+    CUDA) → backward → SGD step → :meth:`SSLMethod.after_step`. ``trained`` is ``method`` or its DDP wrapper.
+
+    The body of :func:`run_pretrain`'s loop after the views are made; ``benchmarks/pretrain.py`` times it too.
+    """
+    if channels_last and device.type == "cuda":
+        view1 = view1.contiguous(memory_format=torch.channels_last)
+        view2 = view2.contiguous(memory_format=torch.channels_last)
+    with autocast(device, amp):
+        out = trained(view1, view2)
+    optimizer.zero_grad(set_to_none=True)
+    out.loss.backward()
+    optimizer.step()
+    method.after_step()
+    return out
+
+
 def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> PretrainResult:
     """Pre-train ``cfg.arch``/``cfg.encoder`` with ``cfg.method``; write the run directory ``cfg.out``."""
     if cfg.method not in METHODS:
@@ -127,15 +165,8 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
     base_lr = hparams["base_lr"] * batch / 256  # linear scaling (Goyal et al. 2017)
     weight_decay = hparams["weight_decay"]
 
-    torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
-    model = build_model(cfg.arch, cfg.encoder, int(channels))
-    method = METHODS[cfg.method](PooledBackbone(model, cfg.scope), **hparams).to(device)
-    if cfg.channels_last and device.type == "cuda":
-        method = method.to(memory_format=torch.channels_last)
-    groups = method.param_groups()
-    for group in groups:
-        group["initial_lr"] = base_lr
-    optimizer = torch.optim.SGD(groups, lr=base_lr, momentum=hparams.get("sgd_momentum", 0.9), weight_decay=weight_decay)
+    method, optimizer = build_method(cfg, int(channels), hparams, base_lr, device)
+    model = method.backbone.model
     views = SSLViews(cfg.size, int(channels), cfg.preset, tuple(cfg.crop_scale) if cfg.crop_scale else None).to(device)
 
     start_epoch, resumed_from = 0, None
@@ -158,7 +189,8 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
     record: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
         method.train()
-        order = shard(epoch_order(n_images, steps_per_epoch * batch, cfg.seed, epoch, data.weights), dist_info)
+        # one host-to-device copy per epoch: a blocking copy per step would wait for the CUDA queue each time
+        order = shard(epoch_order(n_images, steps_per_epoch * batch, cfg.seed, epoch, data.weights), dist_info).to(device)
         loss_sum = torch.zeros((), device=device)
         std_last, t0 = float("nan"), time.perf_counter()
         with seeded(cfg.seed * 7919 + epoch * 104729 + dist_info.rank, device):
@@ -166,18 +198,10 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
                 global_step = epoch * steps_per_epoch + step
                 lr = cosine_lr(global_step, total_steps, warmup_steps, base_lr)
                 set_lr(optimizer, lr)
-                idx = order[step * per_rank : (step + 1) * per_rank].to(device)
+                idx = order[step * per_rank : (step + 1) * per_rank]
                 with torch.no_grad():
                     view1, view2 = views(images[idx])
-                if cfg.channels_last and device.type == "cuda":
-                    view1 = view1.contiguous(memory_format=torch.channels_last)
-                    view2 = view2.contiguous(memory_format=torch.channels_last)
-                with autocast(device, cfg.amp):
-                    out = trained(view1, view2)
-                optimizer.zero_grad(set_to_none=True)
-                out.loss.backward()
-                optimizer.step()
-                method.after_step()
+                out = train_step(trained, method, optimizer, view1, view2, device, amp=cfg.amp, channels_last=cfg.channels_last)
                 loss_sum += out.loss.detach().float()
                 if (step + 1) % LOG_EVERY == 0 or step + 1 == steps_per_epoch:
                     loss_now = float(out.loss.detach())

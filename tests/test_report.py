@@ -1,0 +1,221 @@
+"""``mosl report`` on run folders written by the real pretrain, finetune and evaluate code (tiny runs)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from mosl_cli.cli import app
+from mosl_cli.config import EvaluateConfig, FinetuneConfig, PretrainConfig, ReportConfig
+from mosl_cli.data.store import load_dataset, write_dataset
+from mosl_cli.errors import MoslError
+from mosl_cli.evaluate import run_evaluate
+from mosl_cli.finetune import run_finetune
+from mosl_cli.pretrain import run_pretrain
+from mosl_cli.report import (
+    DATA_TAG_FILE, find_runs, match_evaluations, MATPLOTLIB_MISSING, choose_grid_models, data_name, mean_std, pick_cases, pretraining_of, run_report,
+    summarize,
+)
+from tiny import blob_dataset
+
+FRACTIONS = (0.5, 1.0)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _resplit(path: Path) -> Path:
+    """Splits cycling over 5 (coprime with the 3 classes), so the test split holds benign and malignant cases."""
+    ds = load_dataset(path)
+    for i, record in enumerate(ds.records):
+        record["split"] = ("train", "train", "train", "val", "test")[i % 5]
+    return write_dataset(path, ds.images.clone(), ds.masks.clone(), ds.manifest)
+
+
+def _finetune_and_evaluate(data: Path, run: Path, init: str, fraction: float, seed: int) -> dict[str, Any]:
+    run_finetune(FinetuneConfig(data=str(data), init=init, encoder="resnet18", label_fraction=fraction, size=32, epochs=1,
+                                batch_size=4, steps_per_epoch=2, seed=seed, device="cpu", out=str(run)))
+    return run_evaluate(EvaluateConfig(model=str(run / "model.safetensors"), data=str(data), out=str(run / "eval"),
+                                       device="cpu")).metrics
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One pre-train (tagged ``breast``); fine-tuned from it and from scratch at two fractions (the
+    baseline at 100 % with two seeds), each evaluated into ``RUN/eval``; then the report."""
+    root = tmp_path_factory.mktemp("report")
+    data = _resplit(blob_dataset(root / "blobs", n=30, size=32))
+    pre = root / "runs" / "pretrain" / "simclr"
+    run_pretrain(PretrainConfig(method="simclr", data=(str(data),), encoder="resnet18", size=32, epochs=1, batch_size=8,
+                                steps_per_epoch=1, warmup_epochs=0, device="cpu", out=str(pre)))
+    (pre / DATA_TAG_FILE).write_text("breast\n")
+    evals: dict[tuple[str, float, int], dict[str, Any]] = {}
+    settings = [("simclr", str(pre / "model.safetensors"), f, 0) for f in FRACTIONS]
+    settings += [("supervised", "none", f, 0) for f in FRACTIONS] + [("supervised", "none", 1.0, 1)]
+    for name, init, fraction, seed in settings:
+        run = root / "runs" / "finetune" / name / f"f{fraction}_s{seed}"
+        evals[(name, fraction, seed)] = _finetune_and_evaluate(data, run, init, fraction, seed)
+    # A run whose metrics.json is corrupted, and one that never finished (no metrics.json).
+    broken = root / "runs" / "finetune" / "broken"
+    shutil.copytree(root / "runs" / "finetune" / "supervised" / "f0.5_s0", broken, ignore=shutil.ignore_patterns("eval", "*.safetensors"))
+    (broken / "metrics.json").write_text('{"best_val_dice": 0.5,', encoding="utf-8")
+    unfinished = root / "runs" / "finetune" / "unfinished"
+    unfinished.mkdir()
+    shutil.copy(broken / "config.json", unfinished / "config.json")
+    result = run_report(ReportConfig(runs=(str(root / "runs"),), out=str(root / "report"), cases=2))
+    return {"root": root, "data": data, "evals": evals, "result": result, "broken": broken, "unfinished": unfinished}
+
+
+def _lesion_dice(doc: dict[str, Any]) -> float:
+    return float(doc["lesion"]["dice"]["mean"])
+
+
+def test_csv_has_one_row_per_finished_run(grid: dict[str, Any]) -> None:
+    with open(grid["root"] / "report" / "runs.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 5
+    got = {(r["method"], r["data"], r["scope"], float(r["label_fraction"]), int(r["seed"])): r for r in rows}
+    assert set(got) == {("simclr", "breast", "encoder", f, 0) for f in FRACTIONS} | {
+        ("supervised", "none", "none", f, s) for f, s in ((0.5, 0), (1.0, 0), (1.0, 1))}
+    for (method, _, _, fraction, seed), row in got.items():
+        doc = grid["evals"][(method, fraction, seed)]
+        assert row["dice_group"] == "lesion" and row["split"] == "test"
+        assert float(row["dice"]) == pytest.approx(_lesion_dice(doc), abs=1e-6)
+        assert float(row["iou"]) == pytest.approx(doc["lesion"]["iou"]["mean"], abs=1e-6)
+        assert float(row["dice_benign"]) == pytest.approx(doc["per_class"]["benign"]["dice"]["mean"], abs=1e-6)
+        assert float(row["dice_malignant"]) == pytest.approx(doc["per_class"]["malignant"]["dice"]["mean"], abs=1e-6)
+        assert int(row["size"]) == 32 and row["encoder"] == "resnet18" and Path(row["eval"]).name == "eval"
+    assert got[("simclr", "breast", "encoder", 1.0, 0)]["init"].endswith("model.safetensors")
+
+
+def _markdown_rows(path: Path) -> list[dict[str, str]]:
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.startswith("| ")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[1:]
+            if not line.startswith("| ---")]
+
+
+def test_markdown_groups_seeds_and_gives_delta_to_baseline(grid: dict[str, Any]) -> None:
+    rows = _markdown_rows(grid["root"] / "report" / "report.md")
+    assert [(r["labels"], r["method"], r["data"]) for r in rows] == [
+        ("50 %", "supervised", "–"), ("50 %", "simclr", "breast"), ("100 %", "supervised", "–"), ("100 %", "simclr", "breast")]
+    evals = grid["evals"]
+    base_100 = [_lesion_dice(evals[("supervised", 1.0, s)]) for s in (0, 1)]
+    mean_100, std_100 = mean_std(base_100)
+    assert rows[2]["n"] == "2" and rows[2]["Dice"] == f"{mean_100:.3f} ± {std_100:.3f}" and rows[2]["Δ Dice"] == "baseline"
+    assert rows[0]["n"] == "1" and rows[0]["Dice"] == f"{_lesion_dice(evals[('supervised', 0.5, 0)]):.3f}"
+    for row, fraction, base in ((rows[1], 0.5, _lesion_dice(evals[("supervised", 0.5, 0)])), (rows[3], 1.0, mean_100)):
+        assert row["Δ Dice"][0] in "+-" and len(row["Δ Dice"]) == 6
+        assert float(row["Δ Dice"]) == pytest.approx(_lesion_dice(evals[("simclr", fraction, 0)]) - base, abs=5.1e-4)
+    groups = {(g["method"], g["label_fraction"]): g for g in grid["result"].groups}
+    assert groups[("simclr", 1.0)]["delta_dice"] == pytest.approx(_lesion_dice(evals[("simclr", 1.0, 0)]) - mean_100)
+    assert groups[("supervised", 1.0)]["delta_dice"] is None and groups[("supervised", 1.0)]["seeds"] == "0 1"
+    assert "unet/resnet18 32 px" in (grid["root"] / "report" / "report.md").read_text(encoding="utf-8")
+
+
+def test_figures_are_valid_pngs(grid: dict[str, Any]) -> None:
+    for name in ("dice_vs_labels.png", "masks.png"):
+        path = grid["root"] / "report" / name
+        assert path.read_bytes()[:8] == PNG_MAGIC
+        with Image.open(path) as im:
+            im.verify()
+    assert grid["result"].notes == []
+
+
+def test_mask_grid_picks_one_model_per_series_and_benign_and_malignant_cases(grid: dict[str, Any]) -> None:
+    models = choose_grid_models(grid["result"].runs)
+    assert [(m["method"], m["label_fraction"], m["seed"]) for m in models] == [("supervised", 1.0, 0), ("simclr", 1.0, 0)]
+    ds = load_dataset(grid["data"])
+    cases = pick_cases(ds, "test", 2)
+    assert [ds.records[i]["class"] for i in cases] == ["benign", "benign", "malignant", "malignant"]
+    assert all(ds.records[i]["split"] == "test" for i in cases)
+
+
+def test_broken_and_unfinished_runs_are_named_and_the_rest_comes_out(grid: dict[str, Any]) -> None:
+    problems = grid["result"].problems
+    assert any(p.startswith(str(grid["broken"])) and "unreadable metrics.json" in p for p in problems)
+    assert any(p.startswith(str(grid["unfinished"])) and "no metrics.json" in p for p in problems)
+    assert len(problems) == 2
+    assert len(grid["result"].runs) == 5
+    assert "broken" in (grid["root"] / "report" / "report.md").read_text(encoding="utf-8")
+
+
+def test_without_matplotlib_tables_still_come_out(grid: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    result = run_report(ReportConfig(runs=(str(grid["root"] / "runs"),), out=str(tmp_path / "r")))
+    assert MATPLOTLIB_MISSING in result.notes
+    assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["report.md", "runs.csv", "summary.csv"]
+    assert len(result.groups) == 4
+
+
+def test_cli_report_exits_0_and_prints_the_table(grid: dict[str, Any], tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", str(grid["root"] / "runs"), "--out", str(tmp_path / "r"), "--cases", "0"])
+    assert result.exit_code == 0, result.output
+    assert "simclr" in result.output and "baseline" in result.output and "problem" in result.output
+    assert (tmp_path / "r" / "report.md").is_file() and not (tmp_path / "r" / "masks.png").exists()
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 1 and "no such folder" in missing.output
+
+
+def test_no_runs_is_a_user_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MoslError, match="no finetune run"):
+        run_report(ReportConfig(runs=(str(tmp_path / "empty"),), out=str(tmp_path / "r")))
+
+
+def test_pretraining_named_from_weight_metadata_and_folder_names(grid: dict[str, Any], tmp_path: Path) -> None:
+    pre = grid["root"] / "runs" / "pretrain" / "simclr"
+    bare = tmp_path / "elsewhere" / "encoder.safetensors"  # no config.json beside it: the file's metadata
+    bare.parent.mkdir()
+    shutil.copy(pre / "model.safetensors", bare)
+    info = pretraining_of({"config": {"init": str(bare)}, "resolved": {"init": {"init": str(bare)}}})
+    assert info == {"init": str(bare), "method": "simclr", "data": "blobs", "scope": "encoder"}
+    assert data_name(tmp_path, ["/d/busi", "/d/hc18/"]) == "busi+hc18"
+    assert pretraining_of({"config": {"init": "none"}})["method"] == "supervised"
+
+
+def test_summarize_mean_std_and_missing_baseline() -> None:
+    def row(method: str, seed: int, dice: float, fraction: float = 0.5) -> dict[str, Any]:
+        return {"arch": "unet", "encoder": "resnet18", "size": 64, "label_fraction": fraction, "method": method,
+                "data": "breast", "scope": "encoder", "seed": seed, "dice": dice, "iou": dice / 2, "val_dice": None,
+                "dice_group": "lesion"}
+    groups = summarize([row("supervised", 0, 0.5), row("supervised", 1, 0.7), row("moco", 0, 0.8), row("moco", 1, 0.6),
+                        row("moco", 0, 0.9, fraction=0.25)], classes=[])
+    by = {(g["method"], g["label_fraction"]): g for g in groups}
+    assert by[("supervised", 0.5)]["dice_mean"] == pytest.approx(0.6) and by[("supervised", 0.5)]["dice_std"] == pytest.approx(0.1414214)
+    assert by[("moco", 0.5)]["delta_dice"] == pytest.approx(0.1)
+    assert by[("moco", 0.25)]["delta_dice"] is None and by[("moco", 0.25)]["dice_std"] is None
+    assert [g["method"] for g in groups] == ["moco", "supervised", "moco"]  # by fraction, baseline first
+
+
+def test_evaluations_matched_by_folder_test_split_preferred_and_orphans_named(grid: dict[str, Any], tmp_path: Path) -> None:
+    source = grid["root"] / "runs" / "finetune" / "supervised" / "f1.0_s0"
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "metrics.json"):
+        shutil.copy(source / name, run / name)
+    doc = json.loads((source / "eval" / "metrics.json").read_text(encoding="utf-8"))
+    doc["model"] = "relative/to/another/cwd/model.safetensors"  # matched by the folder it lies in
+    for folder, split in (("eval", "test"), ("eval_val", "val")):
+        (run / folder).mkdir()
+        (run / folder / "metrics.json").write_text(json.dumps({**doc, "split": split}), encoding="utf-8")
+    (tmp_path / "orphan").mkdir()
+    (tmp_path / "orphan" / "metrics.json").write_text(json.dumps({**doc, "model": "/nowhere/model.safetensors"}), encoding="utf-8")
+    found = find_runs([tmp_path, run])  # overlapping folders: each run and evaluation once
+    assert list(found.finetunes) == [run.resolve()] and len(found.evals) == 3
+    chosen, problems = match_evaluations(found)
+    assert chosen[run.resolve()][0] == (run / "eval").resolve()
+    assert problems == [f"{(tmp_path / 'orphan').resolve()}: evaluates /nowhere/model.safetensors, which belongs to no finetune run found; evaluation left out"]
+
+
+def test_report_module_imports_neither_torch_nor_matplotlib() -> None:
+    code = "import sys, mosl_cli.report; print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
