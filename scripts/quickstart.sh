@@ -11,4 +11,4 @@ mosl pretrain --method simsiam --encoder resnet18 --size 64 --epochs ${PRETRAIN_
 mosl finetune --encoder resnet18 --size 64 --epochs ${FINETUNE_EPOCHS:-12} --resume
 mosl evaluate
 mosl predict "$SCAN" --out mask.png --overlay
-echo "quick start done: $(pwd)/mask.png, $(pwd)/mosl_predict/, $(pwd)/mosl_eval/metrics.json"
+echo "quick start done: $(pwd)/mask.png and mask_overlay.png; metrics in $(pwd)/mosl_eval/metrics.json"
