@@ -1,0 +1,78 @@
+"""The `mosl` command as users' shell scripts call it: help, exit codes, and the default chain."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mosl_cli.cli import app
+
+runner = CliRunner()
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+STEPS = ["prepare", "info", "pretrain", "finetune", "evaluate", "predict", "report"]
+
+
+def test_help_does_not_import_torch() -> None:
+    code = ("import sys\nfrom mosl_cli.cli import app\nfrom typer.testing import CliRunner\n"
+            "for step in [[], ['prepare'], ['pretrain'], ['finetune'], ['evaluate'], ['predict'], ['report']]:\n"
+            "    r = CliRunner().invoke(app, [*step, '--help'])\n    assert r.exit_code == 0, r.output\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_each_step_has_help_with_an_example(step: str) -> None:
+    result = runner.invoke(app, [step, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert "Example" in result.output
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["prepare", "/no/such/folder"], "/no/such/folder"),
+    (["prepare", "synthetic", "--format", "nifty"], "nifty"),
+    (["finetune", "--data", "/no/such/dataset"], "/no/such/dataset"),
+    (["evaluate", "--model", "/no/such/model.safetensors"], "/no/such/model.safetensors"),
+    (["pretrain", "--data", "/no/such/dataset"], "/no/such/dataset"),
+])
+def test_user_errors_are_one_line_exit_1(args: list[str], fragment: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, args, env={"COLUMNS": "400"})
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.output
+    assert "Traceback" not in result.output
+
+
+def test_usage_error_is_exit_2() -> None:
+    assert runner.invoke(app, ["prepare", "synthetic", "--channels", "2"]).exit_code == 2
+
+
+def test_default_folders_chain_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """prepare → pretrain → finetune → evaluate → predict with default folders (tiny settings)."""
+    monkeypatch.chdir(tmp_path)
+    small = ["--encoder", "resnet18", "--size", "32", "--epochs", "1", "--device", "cpu"]
+    steps = [
+        ["prepare", "synthetic", "--synthetic-count", "48", "--size", "64"],
+        ["pretrain", "--method", "simsiam", *small, "--batch-size", "8", "--steps-per-epoch", "2"],
+        ["finetune", *small, "--batch-size", "8", "--steps-per-epoch", "2"],
+        ["evaluate", "--device", "cpu"],
+        ["predict", str(ASSETS / "example_scan.png"), "--out", "mask.png", "--overlay", "--device", "cpu"],
+    ]
+    for args in steps:
+        result = runner.invoke(app, args, env={"COLUMNS": "200"})
+        assert result.exit_code == 0, (args, result.output)
+    for path in ["mosl_data/data.safetensors", "mosl_pretrain/model.safetensors", "mosl_finetune/model.safetensors",
+                 "mosl_eval/metrics.json", "mosl_eval/per_case.csv", "mask.png", "mask_overlay.png"]:
+        assert (tmp_path / path).is_file(), path
+    from PIL import Image
+
+    assert Image.open(tmp_path / "mask.png").size == Image.open(ASSETS / "example_scan.png").size
+    import json
+
+    config = json.loads((tmp_path / "mosl_finetune" / "config.json").read_text())
+    assert config["resolved"]["init"]["init"].endswith("mosl_pretrain/model.safetensors")
