@@ -230,7 +230,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     metrics = {"best_epoch": progress["best_epoch"], "best_val_dice": progress["best_dice"], "epochs_run": epochs_run,
                "stopped_early": epochs_run < cfg.epochs, "label_fraction": cfg.label_fraction,
                "labelled_train": len(train_idx), "val": len(val_idx), "init": init_info.get("init"),
-               "seconds": time.perf_counter() - t_start, "log": [r for r in read_jsonl(run.log)][-1:]}
+               "seconds": time.perf_counter() - t_start, "last_epoch": (read_jsonl(run.log) or [None])[-1]}
     if dist_info.is_main:
         write_json(run.file(METRICS_FILE), metrics)
     return FinetuneResult(run.path, int(progress["best_epoch"]), float(progress["best_dice"]), epochs_run, len(train_idx), init_info, model)

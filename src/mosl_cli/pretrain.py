@@ -19,7 +19,7 @@ from mosl_cli.augment import PRESETS, SSLViews, seeded
 from mosl_cli.config import WEIGHTS_FILE, PretrainConfig
 from mosl_cli.data.store import load_dataset
 from mosl_cli.errors import MoslError
-from mosl_cli.fsutil import append_jsonl, write_json
+from mosl_cli.fsutil import append_jsonl, read_jsonl, write_json
 from mosl_cli.methods import METHODS, MethodOutput, SSLMethod
 from mosl_cli.methods.backbone import PooledBackbone
 from mosl_cli.methods.base import embedding_std
@@ -223,7 +223,6 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
         callback("epoch", record)
 
     if not record and resumed_from is not None:  # the run had already finished
-        from mosl_cli.fsutil import read_jsonl
         record = (read_jsonl(run.log) or [{}])[-1]
     result = PretrainResult(run.path, cfg.epochs, float(record.get("loss", float("nan"))),
                             float(record.get("embedding_std", float("nan"))), float(record.get("images_per_s", 0.0)), resumed_from, model)
