@@ -7,8 +7,8 @@ DATA=${1:-../shared/data}
 WORK=${2:-pretraining_study}
 SEEDS=${SEEDS:-"0 1 2"}
 FRACTIONS=${FRACTIONS:-"0.1 0.25"}
-PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-20}
-FINETUNE_EPOCHS=${FINETUNE_EPOCHS:-30}
+PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-15}
+FINETUNE_EPOCHS=${FINETUNE_EPOCHS:-20}
 mkdir -p "$WORK" && cd "$WORK"
 [ -f busi/manifest.json ] || mosl prepare "$DATA/busi" --out busi --size 256
 [ -f hc18/manifest.json ] || mosl prepare "$DATA/hc18" --out hc18 --size 256 --splits 1,0,0
