@@ -160,7 +160,7 @@ def test_registry_and_hparams() -> None:
         assert {"base_lr", "weight_decay", "sgd_momentum"} <= set(cls.defaults)
     backbone = _backbone()
     simclr = METHODS["simclr"](backbone, temperature=None, proj_dim=64, momentum=None)
-    assert simclr.hparams["temperature"] == 0.1 and simclr.hparams["proj_dim"] == 64
+    assert simclr.hparams["temperature"] == 0.2 and simclr.hparams["proj_dim"] == 64
     assert simclr.hparams["proj_hidden"] == 512
     assert simclr(torch.randn(4, 1, 32, 32), torch.randn(4, 1, 32, 32)).embedding.shape == (4, 64)
     with pytest.raises(MoslError, match="--temperature does not apply to --method simsiam"):

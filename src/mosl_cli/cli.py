@@ -214,7 +214,7 @@ def info(data: Annotated[Path, typer.Argument(help="Dataset directory.")] = Path
 
 @app.command(epilog="Example: mosl pretrain --method simsiam --data busi --data hc18 --encoder resnet50 --size 64 --epochs 100")
 def pretrain(
-    method: Annotated[str, typer.Option("--method", help="simclr, moco or simsiam.")] = "simsiam",
+    method: Annotated[str, typer.Option("--method", help="simclr, moco or simsiam.")] = C.PretrainConfig.method,
     data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Dataset directory (repeat to mix several).")] = None,
     data_weights: Annotated[Optional[str], typer.Option("--data-weights", help="Comma-separated sampling weight per --data.")] = None,
     arch: Arch = "unet",
