@@ -177,7 +177,7 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
             run.trim_log(start_epoch)
     trained = wrap_ddp(method, dist_info, device)
     resolved = {
-        "effective_lr": base_lr, "weight_decay": weight_decay, "hparams": hparams, "images": n_images,
+        "effective_lr": base_lr, "weight_decay": weight_decay, "hparams": method.hparams, "images": n_images,
         "channels": int(channels), "steps_per_epoch": steps_per_epoch, "global_batch": batch,
         "world_size": dist_info.world_size, "device": str(device), "data": data.sources,
     }
