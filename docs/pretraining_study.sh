@@ -34,7 +34,7 @@ pretrain simclr_mo --method simclr --temperature 0.2 --epochs $PRETRAIN_EPOCHS
 finetune simclr_mo pre/simclr_mo/model.safetensors
 [ -z "${EXTRA_ARMS:-}" ] || finetune simclr_mo_enc0.1 pre/simclr_mo/model.safetensors --encoder-lr-scale 0.1
 if [ -n "${CURVE:-}" ]; then  # a shorter pre-training budget: one more point of gain against pre-training time
-  pretrain simclr_mo_e5 --method simclr --temperature 0.2 --epochs 5
+  pretrain simclr_mo_e5 --method simclr --temperature 0.2 --epochs 5 --warmup-epochs 1
   FRACTIONS=0.1 finetune simclr_mo_e5 pre/simclr_mo_e5/model.safetensors
 fi
 mosl report ft --out report
