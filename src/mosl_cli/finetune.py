@@ -68,20 +68,21 @@ def label_subset(ds: Dataset, fraction: float, seed: int) -> list[int]:
 
 
 def resolve_init(cfg: FinetuneConfig) -> str:
-    """``auto`` → the weights ``mosl pretrain`` wrote by default here when they exist, else ``none``."""
-    if cfg.init != "auto":
-        return cfg.init
-    default = Path(DEFAULT_PRETRAIN_RUN) / WEIGHTS_FILE
-    return str(default) if default.is_file() else "none"
+    """``auto`` → the weights ``mosl pretrain`` wrote by default here when they exist, else ``none``;
+    a named file must exist (checked before any output folder is made)."""
+    if cfg.init == "auto":
+        default = Path(DEFAULT_PRETRAIN_RUN) / WEIGHTS_FILE
+        return str(default) if default.is_file() else "none"
+    if cfg.init != "none" and not Path(cfg.init).is_file():
+        raise MoslError(f"--init {cfg.init}: no such file; pass a weight file, `auto` or `none`")
+    return cfg.init
 
 
 def build_finetune_model(cfg: FinetuneConfig, init: str, channels: int) -> tuple[nn.Module, dict[str, Any]]:
     """The U-Net to fine-tune and a description of its initialisation (what was loaded)."""
     if init == "none":
         return build_model(cfg.arch, cfg.encoder, channels), {"init": "none"}
-    path = Path(init)
-    if not path.is_file():
-        raise MoslError(f"--init {init}: no such file; pass a weight file, `auto` or `none`")
+    path = Path(init)  # resolve_init checked that it exists
     arch, encoder, meta = cfg.arch, cfg.encoder, None
     if path.suffix == ".safetensors":
         try:
@@ -146,8 +147,6 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     train_idx = label_subset(ds, cfg.label_fraction, cfg.seed)
     val_idx = ds.indices("val", labelled=True)
     init = resolve_init(cfg)
-    if init != "none" and not Path(init).is_file():
-        raise MoslError(f"--init {init}: no such file; pass a weight file, `auto` or `none`")
     dist_info, device = init_distributed(cfg.device)
     run = RunDir(Path(cfg.out))
     resume = run.prepare(cfg.resume, cfg.overwrite, dist_info.is_main)
