@@ -187,13 +187,14 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
             break
         model.train()
         _set_encoder_frozen(model, epoch < cfg.freeze_encoder_epochs)
-        order = shard(epoch_order(len(train_idx), steps_per_epoch * cfg.batch_size, cfg.seed, epoch, None), dist_info)
+        # dataset indices of the whole epoch, copied to the device once (as in pretrain): no blocking copy per step
+        order = train_order_src[shard(epoch_order(len(train_idx), steps_per_epoch * cfg.batch_size, cfg.seed, epoch, None), dist_info)].to(device)
         loss_sum, t0 = torch.zeros((), device=device), time.perf_counter()
         with seeded(cfg.seed * 7919 + epoch * 104729 + dist_info.rank, device):
             for step in range(steps_per_epoch):
                 lr = cosine_lr(epoch * steps_per_epoch + step, total_steps, steps_per_epoch, cfg.lr)
                 set_lr(optimizer, lr)
-                sel = train_order_src[order[step * per_rank : (step + 1) * per_rank]].to(device)
+                sel = order[step * per_rank : (step + 1) * per_rank]
                 with torch.no_grad():
                     x, y = augment(images[sel], masks[sel])
                 if cfg.channels_last and device.type == "cuda":
