@@ -21,6 +21,7 @@ from torch import nn
 from mosl_cli.augment import SegAugment, seeded
 from mosl_cli.config import DEFAULT_PRETRAIN_RUN, WEIGHTS_FILE, FinetuneConfig
 from mosl_cli.data.store import Dataset, load_dataset
+from mosl_cli.device import fused_optimizer
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import append_jsonl, read_jsonl, write_json
 from mosl_cli.metrics import confusion, dice
@@ -158,7 +159,9 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     model = model.to(device)
     if cfg.channels_last and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(
+        _param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused_optimizer(device)
+    )
     augment = SegAugment(cfg.size, cfg.augment).to(device)
     images, masks = ds.images.to(device), ds.masks.to(device)
     train_order_src = torch.tensor(train_idx)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from mosl_cli.augment import PRESETS, SSLViews, seeded
 from mosl_cli.config import WEIGHTS_FILE, PretrainConfig
 from mosl_cli.data.store import load_dataset
+from mosl_cli.device import fused_optimizer
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import append_jsonl, read_jsonl, write_json
 from mosl_cli.methods import METHODS, MethodOutput, SSLMethod
@@ -114,7 +115,10 @@ def build_method(
     groups = method.param_groups()
     for group in groups:
         group["initial_lr"] = base_lr
-    optimizer = torch.optim.SGD(groups, lr=base_lr, momentum=hparams.get("sgd_momentum", 0.9), weight_decay=hparams["weight_decay"])
+    optimizer = torch.optim.SGD(
+        groups, lr=base_lr, momentum=hparams.get("sgd_momentum", 0.9), weight_decay=hparams["weight_decay"],
+        fused=fused_optimizer(device),
+    )
     return method, optimizer
 
 
