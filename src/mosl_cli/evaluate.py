@@ -69,15 +69,15 @@ def prepare_model(model: nn.Module, meta: dict[str, Any], path: str | Path, devi
 
 
 @torch.inference_mode()
-def forward_probabilities(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+def forward_probabilities(model: nn.Module, x: torch.Tensor, tta: bool = False, amp: bool = True) -> torch.Tensor:
     """Sigmoid probabilities, float32 ``[B, 1, s, s]``, of model inputs float32 ``[B, C, s, s]``.
 
-    Runs under autocast and in channels_last on CUDA. ``tta`` averages with the prediction on the
-    horizontally flipped inputs (flipped back).
+    Runs in channels_last on CUDA, and under bf16 autocast there unless ``amp`` is False. ``tta``
+    averages with the prediction on the horizontally flipped inputs (flipped back).
     """
     device = x.device
     x = x.contiguous(memory_format=memory_format(device))
-    with autocast(device):
+    with autocast(device, amp):
         prob = torch.sigmoid(model(x).float())
         if tta:
             prob = (prob + torch.sigmoid(model(x.flip(-1)).float()).flip(-1)) / 2

@@ -23,6 +23,7 @@ from mosl_cli.config import DEFAULT_PRETRAIN_RUN, WEIGHTS_FILE, FinetuneConfig
 from mosl_cli.data.store import Dataset, load_dataset
 from mosl_cli.device import fused_optimizer
 from mosl_cli.errors import MoslError
+from mosl_cli.evaluate import forward_probabilities
 from mosl_cli.fsutil import append_jsonl, read_jsonl, write_json
 from mosl_cli.metrics import confusion, dice
 from mosl_cli.models import build_model, load_into, model_inputs, read_metadata, save_weights, weights_metadata
@@ -117,11 +118,9 @@ def validation_dice(model: nn.Module, ds: Dataset, idx: list[int], size: int, de
     scores = []
     for start in range(0, len(idx), batch):
         sel = torch.tensor(idx[start : start + batch])
-        x = model_inputs(ds.images[sel].to(device), size)
-        with autocast(device, amp):
-            logits = model(x).float()
+        prob = forward_probabilities(model, model_inputs(ds.images[sel].to(device), size), amp=amp)
         target = F.interpolate(ds.masks[sel].to(device).float(), size=(size, size), mode="nearest") > 0.5
-        scores.append(dice(*confusion(logits > 0, target)[:3]))
+        scores.append(dice(*confusion(prob > 0.5, target)[:3]))
     return float(torch.cat(scores).mean())
 
 
