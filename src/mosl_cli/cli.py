@@ -173,11 +173,13 @@ def prepare(
     """Decode raw datasets once into a split, device-ready dataset directory."""
     if channels not in (1, 3):
         raise typer.BadParameter("use 1 or 3", param_hint="--channels")
+    from mosl_cli.data.splits import parse_splits
+    from mosl_cli.errors import MoslError
+
     try:
-        split_tuple = tuple(float(x) for x in splits.split(","))
-        assert len(split_tuple) == 3 and all(x >= 0 for x in split_tuple) and abs(sum(split_tuple) - 1) < 1e-6
-    except (ValueError, AssertionError):
-        raise typer.BadParameter("three non-negative fractions that sum to 1, e.g. 0.7,0.1,0.2", param_hint="--splits") from None
+        split_tuple = parse_splits(splits)
+    except MoslError as exc:  # a usage error: exit code 2, like every other bad option
+        raise typer.BadParameter(str(exc).removeprefix("--splits").lstrip(" :"), param_hint="--splits") from None
     cfg = C.PrepareConfig(tuple(sources), str(out), format, size, channels, seed, split_tuple,  # type: ignore[arg-type]
                           frames_per_video, camus_label, synthetic_count, dedup_distance, workers)
     from mosl_cli.prepare import run_prepare
