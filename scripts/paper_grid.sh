@@ -22,7 +22,12 @@
 # MOSL=echo prints every command instead of running it (a dry run).
 #
 # Resumable: a step whose metrics.json exists is skipped, a half-done one continues with --resume, so
-# rerunning the same command after a kill carries on. Layout under WORKDIR:
+# rerunning the same command after a kill carries on.
+# Parallel: start the script several times with the same settings (say one per GPU, each with its own
+# CUDA_VISIBLE_DEVICES); each run folder is locked (flock) by the copy working on it, the others move on
+# to the next one, and a fine-tune whose pre-training is still running elsewhere is left for a later
+# pass. Rerun once all copies have stopped to pick up what was left and to rebuild the report.
+# Layout under WORKDIR:
 #   pretrain/<group>/<method>_<scope>_<size>px/        model.safetensors, config.json, data_tag.txt
 #   finetune/<size>px/<group>_<method>_<scope>/f<fraction>_s<seed>/   (+ eval/ with the test metrics)
 #   finetune/<size>px/supervised/f<fraction>_s<seed>/                 (+ eval/)
@@ -65,6 +70,19 @@ steps=()
 
 abspath() { (cd "$1" && pwd); }
 say() { printf '\n== %s\n' "$*" >&2; }
+
+# Lock run folder $1 for this copy of the script (returns 1 when another copy holds it). The lock
+# file sits beside the folder and is released by unlock, or by the kernel when this copy dies.
+lock() {
+  command -v flock >/dev/null || return 0   # no flock: one copy at a time
+  mkdir -p "$(dirname "$1")"
+  exec {lock_fd}>"$1.lock"
+  flock -n "$lock_fd" && return 0
+  echo "running in another copy: $1" >&2
+  exec {lock_fd}>&-
+  return 1
+}
+unlock() { [[ -z ${lock_fd:-} ]] || exec {lock_fd}>&-; lock_fd=""; }
 
 # Run one step into run folder $1 (the rest: the command), skipping it when metrics.json is there and
 # continuing a half-done run (one whose config.json is written: it is, before the first epoch) with --resume.
@@ -128,12 +146,14 @@ for size in $SIZES; do
     for method in $METHODS; do
       for scope in $SCOPES; do
         run="$work/pretrain/$group/${method}_${scope}_${size}px"
+        inits+=("${group}_${method}_${scope}=$run/model.safetensors")
+        [[ -f $run/metrics.json ]] || lock "$run" || continue
         mkdir -p "$run"
         echo "$group" >"$run/data_tag.txt"
         step "$run" "${mosl[@]}" pretrain --method "$method" "${data_args[@]}" --arch "$ARCH" --encoder "$ENCODER" \
           --scope "$scope" --size "$size" --epochs "$PRETRAIN_EPOCHS" --batch-size "$PRETRAIN_BATCH" \
           --seed "$PRETRAIN_SEED" --device "$DEVICE" "${steps[@]}" "${pretrain_extra[@]}" --out "$run"
-        inits+=("${group}_${method}_${scope}=$run/model.safetensors")
+        unlock
       done
     done
   done
@@ -145,6 +165,12 @@ for size in $SIZES; do
     for fraction in $FRACTIONS; do
       for seed in $SEEDS; do
         run="$work/finetune/${size}px/$name/f${fraction}_s${seed}"
+        [[ -f $run/eval/metrics.json ]] && { echo "done already: $run" >&2; continue; }
+        if [[ $init != none && ! -f $(dirname "$init")/metrics.json && $MOSL != echo ]]; then
+          echo "left for a later pass: $run (its pre-training $(dirname "$init") is not finished)" >&2
+          continue
+        fi
+        lock "$run" || continue
         step "$run" "${mosl[@]}" finetune --data "$busi" --init "$init" --arch "$ARCH" --encoder "$ENCODER" \
           --label-fraction "$fraction" --size "$size" --epochs "$FINETUNE_EPOCHS" --batch-size "$FINETUNE_BATCH" \
           --seed "$seed" --device "$DEVICE" "${steps[@]}" "${finetune_extra[@]}" --out "$run"
@@ -152,6 +178,7 @@ for size in $SIZES; do
           say "evaluate $run"
           "${mosl[@]}" evaluate --model "$run/model.safetensors" --data "$busi" --split test --device "$DEVICE" --out "$run/eval"
         fi
+        unlock
       done
     done
   done
