@@ -219,3 +219,92 @@ def test_report_module_imports_neither_torch_nor_matplotlib() -> None:
     code = "import sys, mosl_cli.report; print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- variants
+
+
+def _edit_json(path: Path, edit: Any) -> None:
+    doc = json.loads(path.read_text(encoding="utf-8"))
+    edit(doc)
+    path.write_text(json.dumps(doc), encoding="utf-8")
+
+
+def _pretrain_copy(grid: dict[str, Any], dest: Path, **settings: Any) -> str:
+    """The grid's pre-train run's config.json and data tag copied to ``dest`` with ``settings`` changed; its weight path."""
+    source = grid["root"] / "runs" / "pretrain" / "simclr"
+    dest.mkdir(parents=True)
+    for name in ("config.json", DATA_TAG_FILE):
+        shutil.copy(source / name, dest / name)
+    _edit_json(dest / "config.json", lambda doc: doc["config"].update(settings))
+    return str(dest / "model.safetensors")
+
+
+def _finetune_copy(grid: dict[str, Any], source: str, run: Path, seed: int, dice: float, **settings: Any) -> None:
+    """Finetune run ``source`` of the grid (config.json, metrics.json, eval/metrics.json) copied to ``run``
+    as seed ``seed`` with lesion Dice ``dice`` and the finetune ``settings`` changed (``init`` as resolved too)."""
+    shutil.copytree(grid["root"] / "runs" / "finetune" / source, run, ignore=shutil.ignore_patterns("*.safetensors"))
+
+    def edit_config(doc: dict[str, Any]) -> None:
+        doc["config"].update(settings, seed=seed)
+        if "init" in settings:
+            doc["resolved"]["init"]["init"] = settings["init"]
+
+    def edit_eval(doc: dict[str, Any]) -> None:
+        doc["model"] = str(run / "model.safetensors")
+        doc["lesion"]["dice"]["mean"] = dice
+
+    _edit_json(run / "config.json", edit_config)
+    _edit_json(run / "eval" / "metrics.json", edit_eval)
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_pretrainings_differing_in_epochs_are_two_variants(grid: dict[str, Any], tmp_path: Path) -> None:
+    inits = {e: _pretrain_copy(grid, tmp_path / "pretrain" / f"e{e}", epochs=e) for e in (15, 30)}
+    for epochs, dices in ((15, (0.60, 0.62, 0.64)), (30, (0.70, 0.74))):
+        for seed, dice in enumerate(dices):
+            _finetune_copy(grid, "simclr/f1.0_s0", tmp_path / "ft" / f"e{epochs}_s{seed}", seed, dice, init=inits[epochs])
+    for seed, dice in enumerate((0.50, 0.54)):
+        _finetune_copy(grid, "supervised/f1.0_s0", tmp_path / "ft" / f"sup_s{seed}", seed, dice)
+    result = run_report(ReportConfig(runs=(str(tmp_path / "ft"),), out=str(tmp_path / "r"), cases=0))
+    got = {g["variant"]: g for g in result.groups}
+    assert set(got) == {"", "pretrain epochs=15", "pretrain epochs=30"}
+    assert [got[v]["n"] for v in ("", "pretrain epochs=15", "pretrain epochs=30")] == [2, 3, 2]
+    assert got["pretrain epochs=15"]["delta_dice"] == pytest.approx(0.62 - 0.52)
+    assert got["pretrain epochs=30"]["delta_dice"] == pytest.approx(0.72 - 0.52)
+    rows = _markdown_rows(tmp_path / "r" / "report.md")
+    assert [(r["method"], r["variant"], r["n"]) for r in rows] == [
+        ("supervised", "–", "2"), ("simclr", "pretrain epochs=15", "3"), ("simclr", "pretrain epochs=30", "2")]
+    assert sorted(r["variant"] for r in _csv_rows(tmp_path / "r" / "runs.csv")) == ["", ""] + ["pretrain epochs=15"] * 3 + ["pretrain epochs=30"] * 2
+    assert [r["variant"] for r in _csv_rows(tmp_path / "r" / "summary.csv")] == ["", "pretrain epochs=15", "pretrain epochs=30"]
+
+
+def test_finetune_options_split_and_delta_uses_the_matching_baseline(grid: dict[str, Any], tmp_path: Path) -> None:
+    for epochs, dices in ((1, (0.50, 0.60)), (3, (0.70,))):
+        for seed, dice in enumerate(dices):
+            _finetune_copy(grid, "supervised/f1.0_s0", tmp_path / f"sup_e{epochs}_s{seed}", seed, dice, epochs=epochs)
+    for scale, dices in ((1.0, (0.80, 0.90)), (0.1, (0.75, 0.85))):
+        for seed, dice in enumerate(dices):
+            _finetune_copy(grid, "simclr/f1.0_s0", tmp_path / f"simclr_x{scale}_s{seed}", seed, dice, epochs=3, encoder_lr_scale=scale)
+    result = run_report(ReportConfig(runs=(str(tmp_path),), out=str(tmp_path / "r"), cases=0))
+    got = {(g["method"], g["variant"]): g for g in result.groups}
+    assert list(got) == [("supervised", "epochs=1"), ("supervised", "epochs=3"),
+                         ("simclr", "encoder_lr_scale=0.1"), ("simclr", "encoder_lr_scale=1.0")]
+    assert got[("supervised", "epochs=1")]["n"] == 2 and got[("supervised", "epochs=1")]["dice_mean"] == pytest.approx(0.55)
+    assert got[("simclr", "encoder_lr_scale=1.0")]["delta_dice"] == pytest.approx(0.85 - 0.70)  # against epochs=3
+    assert got[("simclr", "encoder_lr_scale=0.1")]["delta_dice"] == pytest.approx(0.80 - 0.70)
+    assert "variant" in result.columns and "**variant**" in (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_study_without_differences_has_no_variant_column(grid: dict[str, Any]) -> None:
+    result = grid["result"]
+    assert result.columns[:9] == ["model", "labels", "method", "data", "scope", "n", "Dice", "Δ Dice", "IoU"]
+    assert all(c.startswith("Dice ") for c in result.columns[9:])
+    assert all(r["variant"] == "" for r in result.runs) and all(g["variant"] == "" for g in result.groups)
+    text = (grid["root"] / "report" / "report.md").read_text(encoding="utf-8")
+    assert "variant" not in text
+    assert all(r["variant"] == "" for r in _csv_rows(grid["root"] / "report" / "summary.csv"))

@@ -14,6 +14,11 @@ supervised baseline. The pre-training data is named by ``data_tag.txt`` in the p
 when there is one (``paper_grid.sh`` writes ``breast``, ``multiorgan``, ``natural``), else by the
 dataset folder names joined with ``+``.
 
+Runs that share a setting (model, size, label fraction, method, pre-training data and scope) but differ
+in other options (``mosl finetune``'s, or the pre-training's such as ``--epochs``) are told apart by a
+**variant**: the values of the options that differ, e.g. ``pretrain epochs=30`` or
+``encoder_lr_scale=0.1`` (see :func:`assign_variants`). Each variant is its own row, line and Δ Dice.
+
 Written into ``--out``: ``runs.csv`` (one row per finetune run), ``summary.csv`` and ``report.md``
 (mean ± std over seeds per setting, Δ Dice against the supervised baseline at the same model, size and
 label fraction), and, when matplotlib is installed, ``dice_vs_labels.png`` (test Dice against label
@@ -25,6 +30,7 @@ missing or unreadable is named in ``problems`` and left out; the rest still come
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import statistics
@@ -33,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mosl_cli.config import WEIGHTS_FILE, ReportConfig
+from mosl_cli.config import WEIGHTS_FILE, FinetuneConfig, PretrainConfig, ReportConfig
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import atomic_path, write_text
 
@@ -52,11 +58,16 @@ LESION_CLASSES = ("benign", "malignant")  # metrics.LESION_CLASSES: the paper's 
 MATPLOTLIB_MISSING = "matplotlib is not installed: tables written, no figures (pip install 'mosl-cli[report]')"
 
 RUN_COLUMNS: tuple[str, ...] = (
-    "run", "method", "data", "scope", "init", "arch", "encoder", "size", "label_fraction", "seed",
+    "run", "method", "data", "scope", "variant", "init", "arch", "encoder", "size", "label_fraction", "seed",
     "labelled", "epochs_run", "best_epoch", "val_dice", "eval", "split", "tta", "n_test",
     "dice_group", "dice", "iou", "hd95", "dice_all", "iou_all",
 )
 SETTING_KEYS: tuple[str, ...] = ("arch", "encoder", "size", "label_fraction", "method", "data", "scope")
+SERIES_KEYS: tuple[str, ...] = tuple(k for k in SETTING_KEYS if k != "label_fraction")  # one plot line per series
+PRETRAIN_PREFIX = "pretrain "  # variant options of the pre-training read "pretrain epochs=30"
+# Options that never make a variant: the setting itself, seeds, files and speed-only switches.
+PRETRAIN_IGNORED = frozenset({"method", "data", "scope", "device", "amp", "channels_last", "out", "resume", "overwrite"})
+FINETUNE_IGNORED = frozenset({*SETTING_KEYS, "seed", "data", "init", "device", "amp", "channels_last", "out", "resume", "overwrite"})
 
 
 @dataclass
@@ -203,10 +214,16 @@ def data_name(run_dir: Path | None, data_paths: Iterable[Any]) -> str:
     return "+".join(names) or "unknown"
 
 
+def _init_of(cfg_doc: dict[str, Any]) -> str:
+    """The weight file a finetune run started from (as resolved), or ``none``."""
+    resolved_init = (cfg_doc.get("resolved") or {}).get("init") or {}
+    return str(resolved_init.get("init") or cfg_doc["config"].get("init") or "none")
+
+
 def pretraining_of(cfg_doc: dict[str, Any], cache: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
     """``{"init", "method", "data", "scope"}`` of a finetune run's ``config.json`` document (see module doc)."""
     resolved_init = (cfg_doc.get("resolved") or {}).get("init") or {}
-    init = str(resolved_init.get("init") or cfg_doc["config"].get("init") or "none")
+    init = _init_of(cfg_doc)
     if init == "none":
         return {"init": "none", "method": BASELINE, "data": "none", "scope": "none"}
     if cache is not None and init in cache:
@@ -237,6 +254,69 @@ def pretraining_of(cfg_doc: dict[str, Any], cache: dict[str, dict[str, str]] | N
     return info
 
 
+def _option_text(value: Any) -> str:
+    """An option's value as variant text: ``default`` for ``None``, lists joined by ``/``."""
+    if value is None:
+        return "default"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (list, tuple)):
+        return "/".join(map(_option_text, value))
+    return str(value)
+
+
+def _options(settings: dict[str, Any], cls: type, ignored: frozenset[str], prefix: str = "") -> dict[str, str]:
+    """``settings`` over ``cls``'s defaults (older runs lack newer options) as texts, less ``ignored``."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    return {prefix + k: _option_text(v) for k, v in {**defaults, **settings}.items() if k not in ignored}
+
+
+def pretrain_options(init: str) -> dict[str, str]:
+    """The options of the pre-train run whose ``config.json`` lies beside weight file ``init``, keys
+    prefixed ``pretrain ``; empty for ``none`` or a bare weight file."""
+    if init == "none":
+        return {}
+    try:
+        pre = _read_json(Path(init).parent / CONFIG_FILE)
+    except ValueError:
+        return {}
+    if pre.get("command") != "pretrain" or not isinstance(pre.get("config"), dict):
+        return {}
+    return _options(pre["config"], PretrainConfig, PRETRAIN_IGNORED, PRETRAIN_PREFIX)
+
+
+def options_of(cfg_doc: dict[str, Any], cache: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
+    """A finetune run's comparable options (option → value text): its pre-training's, then its own,
+    without those in :data:`PRETRAIN_IGNORED` / :data:`FINETUNE_IGNORED`."""
+    init = _init_of(cfg_doc)
+    cache = {} if cache is None else cache
+    if init not in cache:
+        cache[init] = pretrain_options(init)
+    return {**cache[init], **_options(cfg_doc["config"], FinetuneConfig, FINETUNE_IGNORED)}
+
+
+def variant_text(options: dict[str, str], keys: Iterable[str]) -> str:
+    """``key=value`` of ``keys`` joined by ``, ``: pre-training options first, each part sorted by key."""
+    ordered = sorted(keys, key=lambda k: (not k.startswith(PRETRAIN_PREFIX), k))
+    return ", ".join(f"{k}={options.get(k, 'unknown')}" for k in ordered)
+
+
+def assign_variants(rows: Sequence[dict[str, Any]]) -> None:
+    """Set each row's ``variant`` from its ``options``: the options whose values differ between runs
+    of one setting (:data:`SETTING_KEYS`, any seed); the keys are pooled over a series' label fractions
+    so that an arm keeps one name (and one plot line). ``""`` where nothing differs."""
+    settings: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        settings.setdefault(tuple(r[k] for k in SETTING_KEYS), []).append(r)
+    varying: dict[tuple[Any, ...], set[str]] = {}
+    for members in settings.values():
+        keys = varying.setdefault(tuple(members[0][k] for k in SERIES_KEYS), set())
+        names = {k for r in members for k in r["options"]}
+        keys.update(k for k in names if len({r["options"].get(k) for r in members}) > 1)
+    for r in rows:
+        r["variant"] = variant_text(r["options"], varying[tuple(r[k] for k in SERIES_KEYS)])
+
+
 def _number(value: Any) -> float | None:
     """A finite float, else ``None``."""
     try:
@@ -253,8 +333,10 @@ def _mean_of(group: dict[str, Any] | None, metric: str) -> float | None:
 
 
 def run_row(run: Path, cfg_doc: dict[str, Any], metrics: dict[str, Any], evaluation: tuple[Path, dict[str, Any]] | None,
-            pretraining: dict[str, str]) -> dict[str, Any]:
+            pretraining: dict[str, str], options: dict[str, str] | None = None) -> dict[str, Any]:
     """One runs.csv row: the setting, training figures and test figures of a finetune run.
+
+    ``options`` (see :func:`options_of`) are kept for :func:`assign_variants`, which sets ``variant``.
 
     ``dice``/``iou``/``hd95`` are the lesion group's (benign + malignant) means, or all cases' where the
     evaluation has no lesion group (``dice_group`` says which); ``dice_<class>``/``iou_<class>`` per class.
@@ -262,6 +344,7 @@ def run_row(run: Path, cfg_doc: dict[str, Any], metrics: dict[str, Any], evaluat
     c, resolved = cfg_doc["config"], cfg_doc.get("resolved") or {}
     row: dict[str, Any] = {
         "run": str(run), **{k: pretraining[k] for k in ("method", "data", "scope", "init")},
+        "variant": "", "options": dict(options or {}),
         "arch": str(resolved.get("arch") or c.get("arch")), "encoder": str(resolved.get("encoder") or c.get("encoder")),
         "size": int(c.get("size", 0)), "label_fraction": float(c.get("label_fraction", 1.0)), "seed": int(c.get("seed", 0)),
         "labelled": metrics.get("labelled_train"), "epochs_run": metrics.get("epochs_run"),
@@ -308,33 +391,54 @@ def _series_order(method: str, data: str, scope: str) -> tuple[bool, str, str, s
 
 
 def setting_order(g: dict[str, Any]) -> tuple[Any, ...]:
-    """Sections by model and size, then label fraction, then the baseline before the pre-trained series."""
-    return (g["arch"], g["encoder"], g["size"], g["label_fraction"], *_series_order(g["method"], g["data"], g["scope"]))
+    """Sections by model and size, then label fraction, then the baseline before the pre-trained series, then variant."""
+    return (g["arch"], g["encoder"], g["size"], g["label_fraction"], *_series_order(g["method"], g["data"], g["scope"]),
+            g.get("variant", ""))
+
+
+def _differing(groups: Sequence[dict[str, Any]]) -> set[str]:
+    """Options whose values differ between ``groups``."""
+    names = {k for g in groups for k in g["options"]}
+    return {k for k in names if len({g["options"].get(k) for g in groups}) > 1}
+
+
+def baseline_for(g: dict[str, Any], baselines: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The baseline group to compare ``g`` with, among those at its model, size and label fraction: the
+    one whose values of the options that tell the baselines apart are ``g``'s, else the sole one, else none."""
+    keys = _differing(baselines)
+    matches = [b for b in baselines if all(b["options"].get(k) == g["options"].get(k) for k in keys)]
+    if len(matches) == 1:
+        return matches[0]
+    return baselines[0] if len(baselines) == 1 else None
 
 
 def summarize(rows: Sequence[dict[str, Any]], classes: Sequence[str]) -> list[dict[str, Any]]:
-    """One dict per setting (:data:`SETTING_KEYS`) over the runs that have test figures: ``n`` seeds,
-    ``seeds``, ``<metric>_mean`` / ``<metric>_std`` for dice, iou, val_dice and each class's dice, and
-    ``delta_dice`` = its mean Dice − the supervised baseline's at the same model, size and label fraction
-    (``None`` for the baseline itself and where no baseline ran)."""
+    """One dict per setting (:data:`SETTING_KEYS` and ``variant``) over the runs that have test figures:
+    ``n`` seeds, ``seeds``, ``<metric>_mean`` / ``<metric>_std`` for dice, iou, val_dice and each class's
+    dice, and ``delta_dice`` = its mean Dice − the supervised baseline's at the same model, size and label
+    fraction (see :func:`baseline_for`; ``None`` for the baseline itself and where no baseline ran)."""
     by_setting: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
         if r["dice"] is not None:
-            by_setting.setdefault(tuple(r[k] for k in SETTING_KEYS), []).append(r)
+            by_setting.setdefault((*(r[k] for k in SETTING_KEYS), r.get("variant", "")), []).append(r)
     groups = []
     for key, members in by_setting.items():
-        g: dict[str, Any] = dict(zip(SETTING_KEYS, key))
+        g: dict[str, Any] = dict(zip((*SETTING_KEYS, "variant"), key))
+        g["options"] = members[0].get("options") or {}  # the same in every member but for the seed
         g["n"] = len(members)
         g["dice_group"] = members[0]["dice_group"] if len({r["dice_group"] for r in members}) == 1 else "mixed"
         g["seeds"] = " ".join(str(s) for s in sorted(r["seed"] for r in members))
         for metric in ("dice", "iou", "val_dice", *(f"dice_{c}" for c in classes)):
             g[f"{metric}_mean"], g[f"{metric}_std"] = mean_std(r.get(metric) for r in members)
         groups.append(g)
-    baselines = {tuple(g[k] for k in ("arch", "encoder", "size", "label_fraction")): g["dice_mean"]
-                 for g in groups if g["method"] == BASELINE}
+    baselines: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for g in groups:
-        base = baselines.get(tuple(g[k] for k in ("arch", "encoder", "size", "label_fraction")))
-        g["delta_dice"] = None if g["method"] == BASELINE or base is None or g["dice_mean"] is None else g["dice_mean"] - base
+        if g["method"] == BASELINE:
+            baselines.setdefault(tuple(g[k] for k in ("arch", "encoder", "size", "label_fraction")), []).append(g)
+    for g in groups:
+        base = baseline_for(g, baselines.get(tuple(g[k] for k in ("arch", "encoder", "size", "label_fraction")), []))
+        g["delta_dice"] = (None if g["method"] == BASELINE or base is None or g["dice_mean"] is None or base["dice_mean"] is None
+                           else g["dice_mean"] - base["dice_mean"])
     return sorted(groups, key=setting_order)
 
 
@@ -353,8 +457,11 @@ def model_label(g: dict[str, Any]) -> str:
 
 
 def display_table(groups: Sequence[dict[str, Any]], classes: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    """Column names and display strings of the summary (the Markdown and the on-screen table)."""
-    columns = ["model", "labels", "method", "data", "scope", "n", "Dice", "Δ Dice", "IoU", *(f"Dice {c}" for c in classes)]
+    """Column names and display strings of the summary (the Markdown and the on-screen table); a
+    ``variant`` column after ``scope`` only where some setting has variants."""
+    variants = any(g.get("variant") for g in groups)
+    columns = ["model", "labels", "method", "data", "scope", *(["variant"] if variants else []), "n", "Dice", "Δ Dice", "IoU",
+               *(f"Dice {c}" for c in classes)]
     table = []
     for g in groups:
         baseline = g["method"] == BASELINE
@@ -364,7 +471,7 @@ def display_table(groups: Sequence[dict[str, Any]], classes: Sequence[str]) -> t
             delta = NONE if g["delta_dice"] is None else f"{round(g['delta_dice'], 3) + 0.0:+.3f}"  # no "-0.000"
         table.append([
             model_label(g), _fraction(g["label_fraction"]), g["method"], NONE if baseline else g["data"],
-            NONE if baseline else g["scope"], str(g["n"]),
+            NONE if baseline else g["scope"], *([g.get("variant") or NONE] if variants else []), str(g["n"]),
             _pm(g["dice_mean"], g["dice_std"]), delta, _pm(g["iou_mean"], g["iou_std"]),
             *(_pm(g.get(f"dice_{c}_mean"), g.get(f"dice_{c}_std")) for c in classes),
         ])
@@ -408,6 +515,10 @@ def markdown(result: ReportResult, roots: Sequence[str], figures: Sequence[str])
         "difference from the supervised baseline (random initialisation, `--init none`) at the same model, input "
         "size and label fraction. Every run is listed in `runs.csv`; these rows are in `summary.csv`.",
     ]
+    if "variant" in result.columns:
+        lines[-1] += (" **variant** names the options whose values differ between runs of one setting (`pretrain …`: "
+                      "the pre-training's); Δ Dice is taken against the baseline with the same finetune options where "
+                      "the baselines differ.")
     columns = result.columns[1:]
     section = None
     for row in result.table:
@@ -428,8 +539,9 @@ def markdown(result: ReportResult, roots: Sequence[str], figures: Sequence[str])
 # --------------------------------------------------------------------------- figures
 
 
-def _series_label(method: str, data: str, scope: str) -> str:
-    return "supervised (random init)" if method == BASELINE else f"{method} · {data} · {scope}"
+def _series_label(method: str, data: str, scope: str, variant: str = "") -> str:
+    label = "supervised (random init)" if method == BASELINE else f"{method} · {data} · {scope}"
+    return f"{label} · {variant}" if variant else label
 
 
 def _save_png(fig: Any, path: Path) -> None:
@@ -438,8 +550,8 @@ def _save_png(fig: Any, path: Path) -> None:
 
 
 def plot_dice_vs_fraction(groups: Sequence[dict[str, Any]], path: Path) -> None:
-    """Test Dice (mean ± std over seeds) against label fraction, one line per method × data × scope,
-    one panel per model and input size. Needs matplotlib."""
+    """Test Dice (mean ± std over seeds) against label fraction, one line per method × data × scope
+    (× variant), one panel per model and input size. Needs matplotlib."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullLocator
 
@@ -447,12 +559,12 @@ def plot_dice_vs_fraction(groups: Sequence[dict[str, Any]], path: Path) -> None:
     fig = Figure(figsize=(6.0 * len(sections), 4.5), layout="constrained")
     axes = fig.subplots(1, len(sections), squeeze=False)[0]
     for ax, section in zip(axes, sections):
-        series: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        series: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
         for g in groups:
             if model_label(g) == section and g["dice_mean"] is not None:
-                series.setdefault((g["method"], g["data"], g["scope"]), []).append(g)
+                series.setdefault((g["method"], g["data"], g["scope"], g.get("variant", "")), []).append(g)
         fractions: set[float] = set()
-        for key in sorted(series, key=lambda k: _series_order(*k)):
+        for key in sorted(series, key=lambda k: (*_series_order(*k[:3]), k[3])):
             points = sorted(series[key], key=lambda g: g["label_fraction"])
             x = [g["label_fraction"] for g in points]
             fractions.update(x)
@@ -617,8 +729,10 @@ def run_report(cfg: ReportConfig) -> ReportResult:
         raise MoslError(f"no finetune run found under {', '.join(cfg.runs)}{detail}; pass the folders written by `mosl finetune` or paper_grid.sh")
     chosen, match_problems = match_evaluations(found)
     cache: dict[str, dict[str, str]] = {}
-    rows = [run_row(run, cfg_doc, metrics, chosen.get(run), pretraining_of(cfg_doc, cache))
+    options_cache: dict[str, dict[str, str]] = {}
+    rows = [run_row(run, cfg_doc, metrics, chosen.get(run), pretraining_of(cfg_doc, cache), options_of(cfg_doc, options_cache))
             for run, (cfg_doc, metrics) in found.finetunes.items()]
+    assign_variants(rows)
     rows.sort(key=lambda r: (*setting_order(r), r["seed"], r["run"]))
     classes = class_names(rows)
     groups = summarize(rows, classes)
@@ -628,7 +742,7 @@ def run_report(cfg: ReportConfig) -> ReportResult:
     out.mkdir(parents=True, exist_ok=True)
     per_class = [f"{m}_{c}" for c in classes for m in ("dice", "iou")]
     write_csv(out / RUNS_CSV, [*RUN_COLUMNS, *per_class], rows)
-    summary_columns = [*SETTING_KEYS, "n", "seeds", "dice_group", "dice_mean", "dice_std", "delta_dice", "iou_mean", "iou_std",
+    summary_columns = [*SETTING_KEYS, "variant", "n", "seeds", "dice_group", "dice_mean", "dice_std", "delta_dice", "iou_mean", "iou_std",
                        "val_dice_mean", "val_dice_std", *(f"dice_{c}_{s}" for c in classes for s in ("mean", "std"))]
     write_csv(out / SUMMARY_CSV, summary_columns, groups)
     figures = _figures(result, cfg)
@@ -639,6 +753,6 @@ def run_report(cfg: ReportConfig) -> ReportResult:
 
 __all__ = [
     "ReportResult", "FoundRuns", "run_report", "find_runs", "match_evaluations", "pretraining_of", "data_name",
-    "run_row", "summarize", "display_table", "mean_std", "plot_dice_vs_fraction", "plot_mask_grid",
+    "run_row", "options_of", "assign_variants", "baseline_for", "summarize", "display_table", "mean_std", "plot_dice_vs_fraction", "plot_mask_grid",
     "choose_grid_models", "pick_cases", "RUN_COLUMNS", "DATA_TAG_FILE", "BASELINE",
 ]
