@@ -26,7 +26,7 @@
 # Parallel: start the script several times with the same settings (say one per GPU, each with its own
 # CUDA_VISIBLE_DEVICES); each run folder is locked (flock) by the copy working on it, the others move on
 # to the next one, and a fine-tune whose pre-training is still running elsewhere is left for a later
-# pass. Rerun once all copies have stopped to pick up what was left and to rebuild the report.
+# pass: each copy makes passes until the whole grid is done, then writes the report.
 # Layout under WORKDIR:
 #   pretrain/<group>/<method>_<scope>_<size>px/        model.safetensors, config.json, data_tag.txt
 #   finetune/<size>px/<group>_<method>_<scope>/f<fraction>_s<seed>/   (+ eval/ with the test metrics)
@@ -51,6 +51,7 @@ STEPS_PER_EPOCH=${STEPS_PER_EPOCH:-}        # empty: each step's default (one pa
 DEVICE=${DEVICE:-auto}
 WORKDIR=${WORKDIR:-paper_grid}
 REPORT_CASES=${REPORT_CASES:-4}
+PASS_WAIT=${PASS_WAIT:-30}                  # seconds between passes while other copies hold runs
 MOSL=${MOSL:-mosl}                          # e.g. MOSL="python -m mosl_cli"
 PYTHON=${PYTHON:-python}                    # reads the dataset manifests
 PRETRAIN_ARGS=${PRETRAIN_ARGS:-}            # extra options for every `mosl pretrain`
@@ -86,10 +87,12 @@ unlock() { [[ -z ${lock_fd:-} ]] || exec {lock_fd}>&-; lock_fd=""; }
 
 # Run one step into run folder $1 (the rest: the command), skipping it when metrics.json is there and
 # continuing a half-done run (one whose config.json is written: it is, before the first epoch) with --resume.
+done_already() { [[ $pass -gt 1 ]] || echo "done already: $1" >&2; }
+
 step() {
   local out=$1; shift
   if [[ -f $out/metrics.json ]]; then
-    echo "done already: $out" >&2
+    done_already "$out"
     return 0
   fi
   local resume=()
@@ -137,51 +140,66 @@ for group in $DATA_GROUPS; do
   groups+=("$group") previous=$dirs
 done
 
-for size in $SIZES; do
-  # Pre-training: one encoder (or U-Net) per group × method × scope at this size.
-  inits=()
-  for group in "${groups[@]}"; do
-    data_args=()
-    while read -r dir; do data_args+=(--data "$dir"); done < <(group_dirs "$group")
-    for method in $METHODS; do
-      for scope in $SCOPES; do
-        run="$work/pretrain/$group/${method}_${scope}_${size}px"
-        inits+=("${group}_${method}_${scope}=$run/model.safetensors")
-        [[ -f $run/metrics.json ]] || lock "$run" || continue
-        mkdir -p "$run"
-        echo "$group" >"$run/data_tag.txt"
-        step "$run" "${mosl[@]}" pretrain --method "$method" "${data_args[@]}" --arch "$ARCH" --encoder "$ENCODER" \
-          --scope "$scope" --size "$size" --epochs "$PRETRAIN_EPOCHS" --batch-size "$PRETRAIN_BATCH" \
-          --seed "$PRETRAIN_SEED" --device "$DEVICE" "${steps[@]}" "${pretrain_extra[@]}" --out "$run"
-        unlock
+# One pass over the grid; sets pending=1 when a run was left to another copy of the script.
+grid_pass() {
+  for size in $SIZES; do
+    # Pre-training: one encoder (or U-Net) per group × method × scope at this size.
+    inits=()
+    for group in "${groups[@]}"; do
+      data_args=()
+      while read -r dir; do data_args+=(--data "$dir"); done < <(group_dirs "$group")
+      for method in $METHODS; do
+        for scope in $SCOPES; do
+          run="$work/pretrain/$group/${method}_${scope}_${size}px"
+          inits+=("${group}_${method}_${scope}=$run/model.safetensors")
+          [[ -f $run/metrics.json ]] || lock "$run" || { pending=1; continue; }
+          mkdir -p "$run"
+          echo "$group" >"$run/data_tag.txt"
+          step "$run" "${mosl[@]}" pretrain --method "$method" "${data_args[@]}" --arch "$ARCH" --encoder "$ENCODER" \
+            --scope "$scope" --size "$size" --epochs "$PRETRAIN_EPOCHS" --batch-size "$PRETRAIN_BATCH" \
+            --seed "$PRETRAIN_SEED" --device "$DEVICE" "${steps[@]}" "${pretrain_extra[@]}" --out "$run"
+          unlock
+        done
       done
     done
-  done
-  inits+=("supervised=none")
+    inits+=("supervised=none")
 
-  # Fine-tuning and test evaluation: every init × label fraction × seed.
-  for entry in "${inits[@]}"; do
-    name=${entry%%=*} init=${entry#*=}
-    for fraction in $FRACTIONS; do
-      for seed in $SEEDS; do
-        run="$work/finetune/${size}px/$name/f${fraction}_s${seed}"
-        [[ -f $run/eval/metrics.json ]] && { echo "done already: $run" >&2; continue; }
-        if [[ $init != none && ! -f $(dirname "$init")/metrics.json && $MOSL != echo ]]; then
-          echo "left for a later pass: $run (its pre-training $(dirname "$init") is not finished)" >&2
-          continue
-        fi
-        lock "$run" || continue
-        step "$run" "${mosl[@]}" finetune --data "$busi" --init "$init" --arch "$ARCH" --encoder "$ENCODER" \
-          --label-fraction "$fraction" --size "$size" --epochs "$FINETUNE_EPOCHS" --batch-size "$FINETUNE_BATCH" \
-          --seed "$seed" --device "$DEVICE" "${steps[@]}" "${finetune_extra[@]}" --out "$run"
-        if [[ ! -f $run/eval/metrics.json ]]; then
-          say "evaluate $run"
-          "${mosl[@]}" evaluate --model "$run/model.safetensors" --data "$busi" --split test --device "$DEVICE" --out "$run/eval"
-        fi
-        unlock
+    # Fine-tuning and test evaluation: every init × label fraction × seed.
+    for entry in "${inits[@]}"; do
+      name=${entry%%=*} init=${entry#*=}
+      for fraction in $FRACTIONS; do
+        for seed in $SEEDS; do
+          run="$work/finetune/${size}px/$name/f${fraction}_s${seed}"
+          [[ -f $run/eval/metrics.json ]] && { done_already "$run"; continue; }
+          if [[ $init != none && ! -f $(dirname "$init")/metrics.json && $MOSL != echo ]]; then
+            [[ $pass -gt 1 ]] || echo "left for a later pass: $run (its pre-training $(dirname "$init") is not finished)" >&2
+            pending=1
+            continue
+          fi
+          lock "$run" || { pending=1; continue; }
+          step "$run" "${mosl[@]}" finetune --data "$busi" --init "$init" --arch "$ARCH" --encoder "$ENCODER" \
+            --label-fraction "$fraction" --size "$size" --epochs "$FINETUNE_EPOCHS" --batch-size "$FINETUNE_BATCH" \
+            --seed "$seed" --device "$DEVICE" "${steps[@]}" "${finetune_extra[@]}" --out "$run"
+          if [[ ! -f $run/eval/metrics.json ]]; then
+            say "evaluate $run"
+            "${mosl[@]}" evaluate --model "$run/model.safetensors" --data "$busi" --split test --device "$DEVICE" --out "$run/eval"
+          fi
+          unlock
+        done
       done
     done
   done
+}
+
+# Passes until nothing is left to other copies, so that every copy ends with the whole grid done.
+pass=1
+while :; do
+  pending=0
+  grid_pass
+  [[ $pending == 1 ]] || break
+  [[ $pass -gt 1 ]] || echo "waiting for the runs of other copies (a pass every ${PASS_WAIT}s) ..." >&2
+  pass=$((pass + 1))
+  sleep "$PASS_WAIT"
 done
 
 say "report"
