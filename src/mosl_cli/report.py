@@ -34,6 +34,7 @@ import dataclasses
 import json
 import math
 import statistics
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -551,27 +552,37 @@ def _save_png(fig: Any, path: Path) -> None:
 
 def plot_dice_vs_fraction(groups: Sequence[dict[str, Any]], path: Path) -> None:
     """Test Dice (mean ± std over seeds) against label fraction, one line per method × data × scope
-    (× variant), one panel per model and input size. Needs matplotlib."""
+    (× variant), one panel per model and input size, one legend below them. Needs matplotlib."""
+    from matplotlib import colormaps
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullLocator
 
+    def key_of(g: dict[str, Any]) -> tuple[str, str, str, str]:
+        return (g["method"], g["data"], g["scope"], g.get("variant", ""))
+
+    keys = sorted({key_of(g) for g in groups if g["dice_mean"] is not None}, key=lambda k: (*_series_order(*k[:3]), k[3]))
+    palette = colormaps["tab10"].colors
+    colours = {k: "black" if k[0] == BASELINE else palette[i % len(palette)] for i, k in enumerate(keys)}
+    labels = {k: textwrap.fill(_series_label(*k), 90) for k in keys}
     sections = list(dict.fromkeys(model_label(g) for g in groups))
-    fig = Figure(figsize=(6.0 * len(sections), 4.5), layout="constrained")
+    legend_lines = sum(labels[k].count("\n") + 1 for k in keys)
+    fig = Figure(figsize=(6.0 * len(sections), 4.0 + 0.2 * legend_lines), layout="constrained")
     axes = fig.subplots(1, len(sections), squeeze=False)[0]
+    handles: dict[tuple[str, str, str, str], Any] = {}
     for ax, section in zip(axes, sections):
         series: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
         for g in groups:
             if model_label(g) == section and g["dice_mean"] is not None:
-                series.setdefault((g["method"], g["data"], g["scope"], g.get("variant", "")), []).append(g)
+                series.setdefault(key_of(g), []).append(g)
         fractions: set[float] = set()
-        for key in sorted(series, key=lambda k: (*_series_order(*k[:3]), k[3])):
+        for i, key in enumerate(k for k in keys if k in series):
             points = sorted(series[key], key=lambda g: g["label_fraction"])
-            x = [g["label_fraction"] for g in points]
-            fractions.update(x)
-            baseline = key[0] == BASELINE
-            ax.errorbar(x, [g["dice_mean"] for g in points], yerr=[g["dice_std"] or 0.0 for g in points],
-                        label=_series_label(*key), marker="o", capsize=3, linestyle="--" if baseline else "-",
-                        color="black" if baseline else None)
+            fractions.update(g["label_fraction"] for g in points)
+            shift = 1.0 + 0.02 * (i - (len(series) - 1) / 2)  # side by side, so the error bars stay readable
+            handles[key] = ax.errorbar(
+                [g["label_fraction"] * shift for g in points], [g["dice_mean"] for g in points],
+                yerr=[g["dice_std"] or 0.0 for g in points], marker="o", capsize=3, color=colours[key],
+                linestyle="--" if key[0] == BASELINE else "-")
         ax.set_xscale("log")
         ticks = sorted(fractions)
         ax.set_xticks(ticks, labels=[_fraction(f) for f in ticks])
@@ -581,7 +592,8 @@ def plot_dice_vs_fraction(groups: Sequence[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel("test Dice (benign + malignant)" if lesion else "test Dice")
         ax.set_title(section)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+    shown = [k for k in keys if k in handles]
+    fig.legend([handles[k] for k in shown], [labels[k] for k in shown], loc="outside lower center", fontsize="small")
     _save_png(fig, path)
 
 
