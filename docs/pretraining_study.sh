@@ -33,10 +33,11 @@ finetune supervised none
 pretrain simclr_mo --method simclr --temperature 0.2 --epochs $PRETRAIN_EPOCHS
 finetune simclr_mo pre/simclr_mo/model.safetensors
 [ -z "${EXTRA_ARMS:-}" ] || finetune simclr_mo_enc0.1 pre/simclr_mo/model.safetensors --encoder-lr-scale 0.1
-if [ -n "${CURVE:-}" ]; then  # more points of gain against pre-training time (5 and 30 epochs), and 5 frozen encoder epochs
+if [ -n "${CURVE:-}" ]; then  # more points of gain against pre-training time (5 and 30 epochs), and 5 or 10 frozen encoder epochs
   pretrain simclr_mo_e30 --method simclr --temperature 0.2 --epochs 30
   finetune simclr_mo_e30 pre/simclr_mo_e30/model.safetensors
   finetune simclr_mo_e30_freeze5 pre/simclr_mo_e30/model.safetensors --freeze-encoder-epochs 5
+  finetune simclr_mo_e30_freeze10 pre/simclr_mo_e30/model.safetensors --freeze-encoder-epochs 10
   pretrain simclr_mo_e5 --method simclr --temperature 0.2 --epochs 5 --warmup-epochs 1
   finetune simclr_mo_e5 pre/simclr_mo_e5/model.safetensors
 fi
