@@ -66,6 +66,7 @@ def _worker(local_rank: int, port: int, out_dir: str) -> None:
             Path(out_dir) / f"rank{local_rank}.pt",
         )
     finally:
+        dist.barrier()  # no rank tears gloo down while the other still talks to it (that aborted a rank)
         dist.destroy_process_group()
 
 
