@@ -85,10 +85,11 @@ lock() {
 }
 unlock() { [[ -z ${lock_fd:-} ]] || exec {lock_fd}>&-; lock_fd=""; }
 
-# Run one step into run folder $1 (the rest: the command), skipping it when metrics.json is there and
-# continuing a half-done run (one whose config.json is written: it is, before the first epoch) with --resume.
+# Say that run $1 is done (on the first pass only: later passes would repeat it).
 done_already() { [[ $pass -gt 1 ]] || echo "done already: $1" >&2; }
 
+# Run one step into run folder $1 (the rest: the command), skipping it when metrics.json is there and
+# continuing a half-done run (one whose config.json is written: it is, before the first epoch) with --resume.
 step() {
   local out=$1; shift
   if [[ -f $out/metrics.json ]]; then

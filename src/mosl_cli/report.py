@@ -221,6 +221,16 @@ def _init_of(cfg_doc: dict[str, Any]) -> str:
     return str(resolved_init.get("init") or cfg_doc["config"].get("init") or "none")
 
 
+def pretrain_config(weights: Path) -> dict[str, Any] | None:
+    """The ``config`` of the ``mosl pretrain`` run whose ``config.json`` lies beside weight file
+    ``weights``; ``None`` when there is none (a bare or external weight file)."""
+    try:
+        pre = _read_json(weights.parent / CONFIG_FILE)
+    except ValueError:
+        return None
+    return pre["config"] if pre.get("command") == "pretrain" and isinstance(pre.get("config"), dict) else None
+
+
 def pretraining_of(cfg_doc: dict[str, Any], cache: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
     """``{"init", "method", "data", "scope"}`` of a finetune run's ``config.json`` document (see module doc)."""
     resolved_init = (cfg_doc.get("resolved") or {}).get("init") or {}
@@ -232,12 +242,8 @@ def pretraining_of(cfg_doc: dict[str, Any], cache: dict[str, dict[str, str]] | N
     weights = Path(init)
     info = {"init": init, "method": str(resolved_init.get("method") or "external"),
             "data": "unknown", "scope": str(resolved_init.get("scope") or "unknown")}
-    try:
-        pre = _read_json(weights.parent / CONFIG_FILE)
-    except ValueError:
-        pre = {}
-    if pre.get("command") == "pretrain" and isinstance(pre.get("config"), dict):
-        c = pre["config"]
+    c = pretrain_config(weights)
+    if c is not None:
         info.update(method=str(c.get("method")), scope=str(c.get("scope")), data=data_name(weights.parent, c.get("data") or ()))
     elif weights.is_file():
         from mosl_cli.models import read_metadata  # imports torch; only reached for bare weight files
@@ -275,15 +281,8 @@ def _options(settings: dict[str, Any], cls: type, ignored: frozenset[str], prefi
 def pretrain_options(init: str) -> dict[str, str]:
     """The options of the pre-train run whose ``config.json`` lies beside weight file ``init``, keys
     prefixed ``pretrain ``; empty for ``none`` or a bare weight file."""
-    if init == "none":
-        return {}
-    try:
-        pre = _read_json(Path(init).parent / CONFIG_FILE)
-    except ValueError:
-        return {}
-    if pre.get("command") != "pretrain" or not isinstance(pre.get("config"), dict):
-        return {}
-    return _options(pre["config"], PretrainConfig, PRETRAIN_IGNORED, PRETRAIN_PREFIX)
+    config = None if init == "none" else pretrain_config(Path(init))
+    return {} if config is None else _options(config, PretrainConfig, PRETRAIN_IGNORED, PRETRAIN_PREFIX)
 
 
 def options_of(cfg_doc: dict[str, Any], cache: dict[str, dict[str, str]] | None = None) -> dict[str, str]:
@@ -302,6 +301,12 @@ def variant_text(options: dict[str, str], keys: Iterable[str]) -> str:
     return ", ".join(f"{k}={options.get(k, 'unknown')}" for k in ordered)
 
 
+def _differing(groups: Sequence[dict[str, Any]]) -> set[str]:
+    """Options whose values differ between ``groups``."""
+    names = {k for g in groups for k in g["options"]}
+    return {k for k in names if len({g["options"].get(k) for g in groups}) > 1}
+
+
 def assign_variants(rows: Sequence[dict[str, Any]]) -> None:
     """Set each row's ``variant`` from its ``options``: the options whose values differ between runs
     of one setting (:data:`SETTING_KEYS`, any seed); the keys are pooled over a series' label fractions
@@ -311,9 +316,7 @@ def assign_variants(rows: Sequence[dict[str, Any]]) -> None:
         settings.setdefault(tuple(r[k] for k in SETTING_KEYS), []).append(r)
     varying: dict[tuple[Any, ...], set[str]] = {}
     for members in settings.values():
-        keys = varying.setdefault(tuple(members[0][k] for k in SERIES_KEYS), set())
-        names = {k for r in members for k in r["options"]}
-        keys.update(k for k in names if len({r["options"].get(k) for r in members}) > 1)
+        varying.setdefault(tuple(members[0][k] for k in SERIES_KEYS), set()).update(_differing(members))
     for r in rows:
         r["variant"] = variant_text(r["options"], varying[tuple(r[k] for k in SERIES_KEYS)])
 
@@ -395,12 +398,6 @@ def setting_order(g: dict[str, Any]) -> tuple[Any, ...]:
     """Sections by model and size, then label fraction, then the baseline before the pre-trained series, then variant."""
     return (g["arch"], g["encoder"], g["size"], g["label_fraction"], *_series_order(g["method"], g["data"], g["scope"]),
             g.get("variant", ""))
-
-
-def _differing(groups: Sequence[dict[str, Any]]) -> set[str]:
-    """Options whose values differ between ``groups``."""
-    names = {k for g in groups for k in g["options"]}
-    return {k for k in names if len({g["options"].get(k) for g in groups}) > 1}
 
 
 def baseline_for(g: dict[str, Any], baselines: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
