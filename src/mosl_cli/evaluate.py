@@ -69,14 +69,16 @@ def prepare_model(model: nn.Module, meta: dict[str, Any], path: str | Path, devi
 
 
 @torch.inference_mode()
-def forward_probabilities(model: nn.Module, x: torch.Tensor, tta: bool = False, amp: bool = True) -> torch.Tensor:
+def forward_probabilities(
+    model: nn.Module, x: torch.Tensor, tta: bool = False, amp: bool = True, channels_last: bool = True
+) -> torch.Tensor:
     """Sigmoid probabilities, float32 ``[B, 1, s, s]``, of model inputs float32 ``[B, C, s, s]``.
 
-    Runs in channels_last on CUDA, and under bf16 autocast there unless ``amp`` is False. ``tta``
+    Runs on CUDA in channels_last and under bf16 autocast unless ``channels_last`` / ``amp`` is False. ``tta``
     averages with the prediction on the horizontally flipped inputs (flipped back).
     """
     device = x.device
-    x = x.contiguous(memory_format=memory_format(device))
+    x = x.contiguous(memory_format=memory_format(device, channels_last))
     with autocast(device, amp):
         prob = torch.sigmoid(model(x).float())
         if tta:

@@ -21,7 +21,7 @@ from torch import nn
 from mosl_cli.augment import SegAugment, seeded
 from mosl_cli.config import DEFAULT_PRETRAIN_RUN, WEIGHTS_FILE, FinetuneConfig
 from mosl_cli.data.store import Dataset, load_dataset
-from mosl_cli.device import fused_optimizer
+from mosl_cli.device import fused_optimizer, memory_format
 from mosl_cli.errors import MoslError
 from mosl_cli.evaluate import forward_probabilities
 from mosl_cli.fsutil import append_jsonl, read_jsonl, write_json
@@ -111,14 +111,15 @@ def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def validation_dice(model: nn.Module, ds: Dataset, idx: list[int], size: int, device: torch.device,
-                    amp: bool, batch: int = 64) -> float:
+                    amp: bool, channels_last: bool = True, batch: int = 64) -> float:
     """Mean per-case Dice on ``idx`` at the training size (empty-mask rule of ``metrics``)."""
     assert ds.masks is not None
     model.eval()
     scores = []
     for start in range(0, len(idx), batch):
         sel = torch.tensor(idx[start : start + batch])
-        prob = forward_probabilities(model, model_inputs(ds.images[sel].to(device), size), amp=amp)
+        x = model_inputs(ds.images[sel].to(device), size)
+        prob = forward_probabilities(model, x, amp=amp, channels_last=channels_last)
         target = F.interpolate(ds.masks[sel].to(device).float(), size=(size, size), mode="nearest") > 0.5
         scores.append(dice(*confusion(prob > 0.5, target)[:3]))
     return float(torch.cat(scores).mean())
@@ -156,8 +157,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     if cfg.init == "auto":
         init_info["auto"] = True
     model = model.to(device)
-    if cfg.channels_last and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(memory_format=memory_format(device, cfg.channels_last))
     optimizer = torch.optim.AdamW(
         _param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused_optimizer(device)
     )
@@ -199,8 +199,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
                 sel = order[step * per_rank : (step + 1) * per_rank]
                 with torch.no_grad():
                     x, y = augment(images[sel], masks[sel])
-                if cfg.channels_last and device.type == "cuda":
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x = x.contiguous(memory_format=memory_format(device, cfg.channels_last))
                 with autocast(device, cfg.amp):
                     logits = trained(x)
                 loss = dice_bce_loss(logits.float(), y)
@@ -212,7 +211,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
             raise MoslError(f"loss became NaN/inf in epoch {epoch + 1}; lower --lr ({run.path} keeps the last good epoch)")
         sync_buffers(model, dist_info)
         loss_sum = mean_over_ranks(loss_sum, dist_info)
-        val = validation_dice(model, ds, val_idx, cfg.size, device, cfg.amp) if val_idx else float("nan")
+        val = validation_dice(model, ds, val_idx, cfg.size, device, cfg.amp, cfg.channels_last) if val_idx else float("nan")
         improved = not val_idx or val > progress["best_dice"]
         if improved:
             progress.update(best_dice=val if val_idx else float("nan"), best_epoch=epoch + 1, since_best=0)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from mosl_cli.augment import PRESETS, SSLViews, seeded
 from mosl_cli.config import WEIGHTS_FILE, PretrainConfig
 from mosl_cli.data.store import load_dataset
-from mosl_cli.device import fused_optimizer
+from mosl_cli.device import fused_optimizer, memory_format
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import append_jsonl, read_jsonl, write_json
 from mosl_cli.methods import METHODS, MethodOutput, SSLMethod
@@ -110,8 +110,7 @@ def build_method(
     torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
     model = build_model(cfg.arch, cfg.encoder, channels)
     method = METHODS[cfg.method](PooledBackbone(model, cfg.scope), **hparams).to(device)
-    if cfg.channels_last and device.type == "cuda":
-        method = method.to(memory_format=torch.channels_last)
+    method = method.to(memory_format=memory_format(device, cfg.channels_last))
     groups = method.param_groups()
     for group in groups:
         group["initial_lr"] = base_lr
@@ -131,9 +130,8 @@ def train_step(
 
     The body of :func:`run_pretrain`'s loop after the views are made; ``benchmarks/pretrain.py`` times it too.
     """
-    if channels_last and device.type == "cuda":
-        view1 = view1.contiguous(memory_format=torch.channels_last)
-        view2 = view2.contiguous(memory_format=torch.channels_last)
+    fmt = memory_format(device, channels_last)
+    view1, view2 = view1.contiguous(memory_format=fmt), view2.contiguous(memory_format=fmt)
     with autocast(device, amp):
         out = trained(view1, view2)
     optimizer.zero_grad(set_to_none=True)
