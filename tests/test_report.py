@@ -283,6 +283,24 @@ def test_pretrainings_differing_in_epochs_are_two_variants(grid: dict[str, Any],
     assert [r["variant"] for r in _csv_rows(tmp_path / "r" / "summary.csv")] == ["", "pretrain epochs=15", "pretrain epochs=30"]
 
 
+def test_arms_differing_in_several_options_are_named_by_their_departures(grid: dict[str, Any], tmp_path: Path) -> None:
+    # Four pre-trainings: the reference (15 epochs, lr 0.3), a longer one, a higher-lr one, and a short
+    # one with a shorter warm-up; one of them also fine-tuned with frozen encoder epochs.
+    arms = {"ref": {}, "e30": {"epochs": 30}, "lr": {"lr": 1.0}, "e5": {"epochs": 5, "warmup_epochs": 1}}
+    inits = {name: _pretrain_copy(grid, tmp_path / "pretrain" / name, **{"epochs": 15, "lr": 0.3, "warmup_epochs": 5, **change})
+             for name, change in arms.items()}
+    for name in arms:
+        _finetune_copy(grid, "simclr/f1.0_s0", tmp_path / "ft" / name, 0, 0.6, init=inits[name])
+    _finetune_copy(grid, "simclr/f1.0_s0", tmp_path / "ft" / "e30_frozen", 0, 0.6, init=inits["e30"], freeze_encoder_epochs=5)
+    result = run_report(ReportConfig(runs=(str(tmp_path / "ft"),), out=str(tmp_path / "r"), cases=0))
+    names = {Path(r["run"]).name: r["variant"] for r in result.runs}
+    assert names == {
+        "ref": "reference", "e30": "pretrain epochs=30", "lr": "pretrain lr=1.0",
+        "e5": "pretrain epochs=5, pretrain warmup_epochs=1", "e30_frozen": "pretrain epochs=30, freeze_encoder_epochs=5",
+    }
+    assert len(result.groups) == 5
+
+
 def test_finetune_options_split_and_delta_uses_the_matching_baseline(grid: dict[str, Any], tmp_path: Path) -> None:
     for epochs, dices in ((1, (0.50, 0.60)), (3, (0.70,))):
         for seed, dice in enumerate(dices):

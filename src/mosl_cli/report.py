@@ -35,6 +35,7 @@ import json
 import math
 import statistics
 import textwrap
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +65,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "dice_group", "dice", "iou", "hd95", "dice_all", "iou_all",
 )
 SETTING_KEYS: tuple[str, ...] = ("arch", "encoder", "size", "label_fraction", "method", "data", "scope")
+REFERENCE = "reference"  # the variant name of the arm that keeps every varying option at its most common value
 SERIES_KEYS: tuple[str, ...] = tuple(k for k in SETTING_KEYS if k != "label_fraction")  # one plot line per series
 PRETRAIN_PREFIX = "pretrain "  # variant options of the pre-training read "pretrain epochs=30"
 # Options that never make a variant: the setting itself, seeds, files and speed-only switches.
@@ -308,17 +310,45 @@ def _differing(groups: Sequence[dict[str, Any]]) -> set[str]:
 
 
 def assign_variants(rows: Sequence[dict[str, Any]]) -> None:
-    """Set each row's ``variant`` from its ``options``: the options whose values differ between runs
-    of one setting (:data:`SETTING_KEYS`, any seed); the keys are pooled over a series' label fractions
-    so that an arm keeps one name (and one plot line). ``""`` where nothing differs."""
+    """Set each row's ``variant`` from its ``options``, so that every arm of a series (runs of one setting,
+    :data:`SETTING_KEYS`, that differ in other options) keeps one short name and one plot line.
+
+    The options that vary are pooled over a series' label fractions. With one varying option an arm is
+    named by its value (``pretrain epochs=30``). With several, each option's reference value is the one
+    most arms share (then most runs, then the first in sort order); an arm is named by the options where
+    it departs from that (``pretrain epochs=5, pretrain warmup_epochs=1``), and the arm that departs in
+    none is ``reference``. ``""`` where nothing varies."""
     settings: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
         settings.setdefault(tuple(r[k] for k in SETTING_KEYS), []).append(r)
+    series: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     varying: dict[tuple[Any, ...], set[str]] = {}
     for members in settings.values():
-        varying.setdefault(tuple(members[0][k] for k in SERIES_KEYS), set()).update(_differing(members))
-    for r in rows:
-        r["variant"] = variant_text(r["options"], varying[tuple(r[k] for k in SERIES_KEYS)])
+        key = tuple(members[0][k] for k in SERIES_KEYS)
+        varying.setdefault(key, set()).update(_differing(members))
+        series.setdefault(key, []).extend(members)
+    for key, members in series.items():
+        keys = varying[key]
+        reference = _reference_values(members, keys) if len(keys) > 1 else {}
+        for r in members:
+            departs = [k for k in keys if k not in reference or r["options"].get(k) != reference[k]]
+            r["variant"] = variant_text(r["options"], departs) if departs or not keys else REFERENCE
+
+
+def _reference_values(rows: Sequence[dict[str, Any]], keys: Iterable[str]) -> dict[str, str | None]:
+    """Per option in ``keys``: the value most arms (distinct option sets) share, then most runs, then sort order."""
+    arms = Counter(tuple(sorted((k, str(r["options"].get(k))) for k in keys)) for r in rows)
+    reference: dict[str, str | None] = {}
+    for k in keys:
+        by_arms: Counter[str] = Counter()
+        by_runs: Counter[str] = Counter()
+        for arm, runs in arms.items():
+            value = dict(arm)[k]
+            by_arms[value] += 1
+            by_runs[value] += runs
+        best = min(by_arms, key=lambda v: (-by_arms[v], -by_runs[v], v))
+        reference[k] = next((r["options"].get(k) for r in rows if str(r["options"].get(k)) == best), None)
+    return reference
 
 
 def _number(value: Any) -> float | None:
@@ -515,7 +545,8 @@ def markdown(result: ReportResult, roots: Sequence[str], figures: Sequence[str])
     ]
     if "variant" in result.columns:
         lines[-1] += (" **variant** names the options whose values differ between runs of one setting (`pretrain …`: "
-                      "the pre-training's); Δ Dice is taken against the baseline with the same finetune options where "
+                      "the pre-training's); where several differ, an arm lists only those where it departs from the value "
+                      "most arms share, and the arm that departs in none is `reference`. Δ Dice is taken against the baseline with the same finetune options where "
                       "the baselines differ.")
     columns = result.columns[1:]
     section = None
@@ -558,7 +589,7 @@ def plot_dice_vs_fraction(groups: Sequence[dict[str, Any]], path: Path) -> None:
         return (g["method"], g["data"], g["scope"], g.get("variant", ""))
 
     keys = sorted({key_of(g) for g in groups if g["dice_mean"] is not None}, key=lambda k: (*_series_order(*k[:3]), k[3]))
-    palette = colormaps["tab10"].colors
+    palette = colormaps["tab10" if len(keys) <= 10 else "tab20"].colors  # distinct colours for up to 20 series
     colours = {k: "black" if k[0] == BASELINE else palette[i % len(palette)] for i, k in enumerate(keys)}
     labels = {k: textwrap.fill(_series_label(*k), 90) for k in keys}
     sections = list(dict.fromkeys(model_label(g) for g in groups))
