@@ -17,7 +17,8 @@ dataset folder names joined with ``+``.
 Runs that share a setting (model, size, label fraction, method, pre-training data and scope) but differ
 in other options (``mosl finetune``'s, or the pre-training's such as ``--epochs``) are told apart by a
 **variant**: the values of the options that differ, e.g. ``pretrain epochs=30`` or
-``encoder_lr_scale=0.1`` (see :func:`assign_variants`). Each variant is its own row, line and Δ Dice.
+``encoder_lr_scale=0.1``; with several, only where an arm departs from the most common values, and
+``reference`` for the arm that departs in none (see :func:`assign_variants`). Each variant is its own row, line and Δ Dice.
 
 Written into ``--out``: ``runs.csv`` (one row per finetune run), ``summary.csv`` and ``report.md``
 (mean ± std over seeds per setting, Δ Dice against the supervised baseline at the same model, size and
