@@ -41,23 +41,23 @@ if [ -n "${CURVE:-}" ]; then  # more points of gain against pre-training time (5
   pretrain simclr_mo_e5 --method simclr --temperature 0.2 --epochs 5 --warmup-epochs 1
   finetune simclr_mo_e5 pre/simclr_mo_e5/model.safetensors
 fi
-if [ -n "${LEVERS:-}" ]; then  # session 3: one lever at a time against the 15-epoch SimCLR arm
+if [ -n "${LEVERS:-}" ]; then  # session 3: one lever at a time against the SimCLR arm above
   [ -f cifar10/manifest.json ] || mosl prepare "$DATA/natural/cifar10" --out cifar10 --size 256 --splits 1,0,0
   [ -f miniimagenet/manifest.json ] || mosl prepare "$DATA/natural/mini-imagenet" --out miniimagenet --size 256 --splits 1,0,0
-  pretrain simclr_mo_ed --method simclr --temperature 0.2 --epochs 15 --scope encoder-decoder
+  pretrain simclr_mo_ed --method simclr --temperature 0.2 --epochs $PRETRAIN_EPOCHS --scope encoder-decoder
   finetune simclr_mo_ed pre/simclr_mo_ed/model.safetensors
-  pretrain simclr_mon --method simclr --temperature 0.2 --epochs 15 --data cifar10 --data miniimagenet --steps-per-epoch 28
+  pretrain simclr_mon --method simclr --temperature 0.2 --epochs $PRETRAIN_EPOCHS --data cifar10 --data miniimagenet --steps-per-epoch 28
   finetune simclr_mon pre/simclr_mon/model.safetensors
-  pretrain simclr_mo_crop0.5 --method simclr --temperature 0.2 --epochs 15 --crop-min 0.5
+  pretrain simclr_mo_crop0.5 --method simclr --temperature 0.2 --epochs $PRETRAIN_EPOCHS --crop-min 0.5
   finetune simclr_mo_crop0.5 pre/simclr_mo_crop0.5/model.safetensors
-  pretrain simclr_mo_lr1 --method simclr --temperature 0.2 --epochs 15 --lr 1.0
+  pretrain simclr_mo_lr1 --method simclr --temperature 0.2 --epochs $PRETRAIN_EPOCHS --lr 1.0
   finetune simclr_mo_lr1 pre/simclr_mo_lr1/model.safetensors
   SEEDS="$SEEDS 3 4" finetune supervised none
-  pretrain moco_mo --method moco --temperature 0.2 --epochs 15 --momentum 0.99
+  pretrain moco_mo --method moco --temperature 0.2 --epochs $PRETRAIN_EPOCHS --momentum 0.99
   SEEDS="$SEEDS 3 4" finetune moco_mo pre/moco_mo/model.safetensors
   pretrain moco_mo_e30 --method moco --temperature 0.2 --epochs 30 --momentum 0.99
   finetune moco_mo_e30 pre/moco_mo_e30/model.safetensors
-  pretrain simsiam_mo --method simsiam --epochs 15
+  pretrain simsiam_mo --method simsiam --epochs $PRETRAIN_EPOCHS
   finetune simsiam_mo pre/simsiam_mo/model.safetensors
 fi
 mosl report ft --out report

@@ -338,17 +338,16 @@ def assign_variants(rows: Sequence[dict[str, Any]]) -> None:
 
 def _reference_values(rows: Sequence[dict[str, Any]], keys: Iterable[str]) -> dict[str, str | None]:
     """Per option in ``keys``: the value most arms (distinct option sets) share, then most runs, then sort order."""
-    arms = Counter(tuple(sorted((k, str(r["options"].get(k))) for k in keys)) for r in rows)
+    keys = sorted(keys)
+    arms = Counter(tuple(r["options"].get(k) for k in keys) for r in rows)
     reference: dict[str, str | None] = {}
-    for k in keys:
-        by_arms: Counter[str] = Counter()
-        by_runs: Counter[str] = Counter()
+    for i, k in enumerate(keys):
+        by_arms: Counter[str | None] = Counter()
+        by_runs: Counter[str | None] = Counter()
         for arm, runs in arms.items():
-            value = dict(arm)[k]
-            by_arms[value] += 1
-            by_runs[value] += runs
-        best = min(by_arms, key=lambda v: (-by_arms[v], -by_runs[v], v))
-        reference[k] = next((r["options"].get(k) for r in rows if str(r["options"].get(k)) == best), None)
+            by_arms[arm[i]] += 1
+            by_runs[arm[i]] += runs
+        reference[k] = min(by_arms, key=lambda v: (-by_arms[v], -by_runs[v], str(v)))
     return reference
 
 
@@ -546,9 +545,9 @@ def markdown(result: ReportResult, roots: Sequence[str], figures: Sequence[str])
     ]
     if "variant" in result.columns:
         lines[-1] += (" **variant** names the options whose values differ between runs of one setting (`pretrain …`: "
-                      "the pre-training's); where several differ, an arm lists only those where it departs from the value "
-                      "most arms share, and the arm that departs in none is `reference`. Δ Dice is taken against the baseline with the same finetune options where "
-                      "the baselines differ.")
+                      "the pre-training's); where several differ, an arm lists only those where it departs from the "
+                      "value most arms share, and the arm that departs in none is `reference`. Δ Dice is taken against "
+                      "the baseline with the same finetune options where the baselines differ.")
     columns = result.columns[1:]
     section = None
     for row in result.table:
