@@ -110,3 +110,20 @@ def test_bad_inputs_are_user_errors(data: Path, tmp_path: Path) -> None:
     with pytest.raises(MoslError, match="no such file"):
         run_finetune(_cfg(data, tmp_path / "b", init=str(tmp_path / "missing.safetensors")))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b" / "model.safetensors").exists()
+
+
+def test_freeze_encoder_bn_keeps_pretrained_statistics(data: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build_model("unet", "resnet18", 1)
+    state = model.state_dict()
+    state["encoder.bn1.running_mean"].fill_(0.25)  # statistics that training in train mode would move
+    enc = {k: v for k, v in state.items() if k.startswith("encoder.")}
+    save_weights(tmp_path / "pre.safetensors", enc, weights_metadata(
+        kind="pretrained", arch="unet", encoder="resnet18", in_channels=1, size=32, scope="encoder", method="simclr"))
+    kept = run_finetune(_cfg(data, tmp_path / "kept", init=str(tmp_path / "pre.safetensors"), freeze_encoder_bn=True))
+    moved = run_finetune(_cfg(data, tmp_path / "moved", init=str(tmp_path / "pre.safetensors")))
+    torch.testing.assert_close(kept.model.state_dict()["encoder.bn1.running_mean"], enc["encoder.bn1.running_mean"])
+    assert not torch.allclose(moved.model.state_dict()["encoder.bn1.running_mean"], enc["encoder.bn1.running_mean"])
+    assert not torch.equal(kept.model.state_dict()["encoder.bn1.weight"], enc["encoder.bn1.weight"])  # scale still trains
+    with pytest.raises(MoslError, match="--freeze-encoder-bn"):
+        run_finetune(_cfg(data, tmp_path / "scratch", freeze_encoder_bn=True))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import kornia.augmentation as K
 import torch
@@ -59,6 +59,40 @@ class RandomSpeckle(IntensityAugmentationBase2D):
         strength = params["strength"].to(device=input.device, dtype=input.dtype, non_blocking=True).view(-1, 1, 1, 1)
         noise = torch.randn(input.shape[0], 1, *input.shape[2:], device=input.device, dtype=input.dtype)
         return (input * (1.0 + strength * noise)).clamp(0.0, 1.0)
+
+
+class Correspondence(NamedTuple):
+    """``K`` points per image that both views show.
+
+    ``grid1``, ``grid2``: float ``[B, K, 2]``, each point's ``(x, y)`` in view 1 and view 2, in
+    ``[-1, 1]`` as ``grid_sample(..., align_corners=True)`` reads them; ``valid``: bool ``[B]``,
+    False where the two crops do not overlap (those points are not used).
+    """
+
+    grid1: Tensor
+    grid2: Tensor
+    valid: Tensor
+
+
+def sample_correspondence(boxes1: Tensor, flips1: Tensor, boxes2: Tensor, flips2: Tensor, points: int) -> Correspondence:
+    """``points`` random points in the overlap of two crops of each image, located in both views.
+
+    ``boxes*``: float ``[B, 4]`` crop boxes ``(x0, y0, x1, y1)`` in input pixels, corners inclusive
+    (the corner pixels become the view's corner pixels); ``flips*``: ``[B]``, non-zero where the view
+    was flipped left-right after the crop. Draws from torch's global RNG.
+    """
+    low = torch.maximum(boxes1[:, :2], boxes2[:, :2])  # [B, 2] overlap's top-left (x, y)
+    high = torch.minimum(boxes1[:, 2:], boxes2[:, 2:])
+    valid = (high > low).all(dim=1)
+    u = torch.rand(boxes1.shape[0], points, 2, device=boxes1.device, dtype=boxes1.dtype)
+    xy = low[:, None] + u * (high - low).clamp(min=0)[:, None]  # [B, K, 2] input pixels
+
+    def to_view(boxes: Tensor, flips: Tensor) -> Tensor:
+        rel = (xy - boxes[:, None, :2]) / (boxes[:, None, 2:] - boxes[:, None, :2]).clamp(min=1e-6)  # [0, 1]
+        x = torch.where(flips.bool()[:, None], 1.0 - rel[..., 0], rel[..., 0])
+        return (torch.stack([x, rel[..., 1]], dim=-1) * 2 - 1).clamp(-1, 1)
+
+    return Correspondence(to_view(boxes1, flips1), to_view(boxes2, flips2), valid)
 
 
 def _blur(size: int, p: float) -> K.RandomGaussianBlur:
@@ -158,6 +192,17 @@ class SSLViews(nn.Module):
         views = normalise(self.pipeline(torch.cat([x, x])).clamp_(0.0, 1.0))
         view1, view2 = views.chunk(2)
         return view1, view2
+
+    def correspondence(self, points: int, device: torch.device) -> Correspondence:
+        """``points`` points per image that both views of the last :meth:`forward` show (from the
+        crop boxes and flips its ops drew), for a pixel-level loss (``methods/dense.py``)."""
+        crop = next(op for op in self.pipeline if isinstance(op, K.RandomResizedCrop))
+        flip = next(op for op in self.pipeline if isinstance(op, K.RandomHorizontalFlip))
+        src = crop._params["src"]  # noqa: SLF001 - kornia's record of the last call: [2B, 4, 2] corners (x, y) tl, tr, br, bl
+        boxes = torch.cat([src[:, 0], src[:, 2]], dim=1).to(device, non_blocking=True)
+        flips = flip._params["batch_prob"].to(device, non_blocking=True)  # noqa: SLF001 - [2B], 1 where flipped
+        (b1, b2), (f1, f2) = boxes.chunk(2), flips.chunk(2)
+        return sample_correspondence(b1, f1, b2, f2, points)
 
 
 def _seg_ops(size: int, intensity: bool) -> list[nn.Module]:

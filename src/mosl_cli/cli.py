@@ -6,7 +6,6 @@ inside the commands, so ``mosl --help`` never imports torch.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -221,7 +220,8 @@ def pretrain(
     data_weights: Annotated[Optional[str], typer.Option("--data-weights", help="Comma-separated sampling weight per --data.")] = None,
     arch: Arch = "unet",
     encoder: Encoder = "resnet50",
-    scope: Annotated[str, typer.Option("--scope", help="encoder, or encoder-decoder (the whole U-Net).")] = "encoder",
+    scope: Annotated[str, typer.Option("--scope", help="encoder, or encoder-decoder (the whole U-Net).")] = C.PretrainConfig.scope,
+    dense_weight: Annotated[float, typer.Option("--dense-weight", help="Weight of the pixel-level contrastive loss on the decoder (0: off; needs --scope encoder-decoder).")] = C.PretrainConfig.dense_weight,
     size: Size = 64,
     epochs: Epochs = 50,
     batch_size: BatchSize = 64,
@@ -254,8 +254,8 @@ def pretrain(
             raise typer.BadParameter("comma-separated numbers, one per --data", param_hint="--data-weights") from None
     cfg = C.PretrainConfig(
         method=method, data=tuple(str(d) for d in (data or [Path(C.DEFAULT_DATASET)])), data_weights=weights,
-        arch=arch, encoder=encoder, scope=scope, size=size, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, warmup_epochs=warmup_epochs, preset=preset, crop_scale=(crop_min, 1.0) if crop_min is not None else None,
+        arch=arch, encoder=encoder, scope=scope, dense_weight=dense_weight, size=size, epochs=epochs, batch_size=batch_size,
+        lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, preset=preset, crop_scale=(crop_min, 1.0) if crop_min is not None else None,
         temperature=temperature, proj_dim=proj_dim, proj_hidden=proj_hidden, pred_hidden=pred_hidden,
         momentum=momentum, queue_size=queue_size, steps_per_epoch=steps_per_epoch, seed=seed, device=device,
         amp=not no_amp, include_test=include_test, out=str(out), resume=resume, overwrite=overwrite,
@@ -286,6 +286,7 @@ def finetune(
     encoder_lr_scale: Annotated[float, typer.Option("--encoder-lr-scale", help="Encoder lr = lr × this.")] = 1.0,
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = 1e-4,
     freeze_encoder_epochs: Annotated[int, typer.Option("--freeze-encoder-epochs", help="Epochs with the encoder frozen.")] = 0,
+    freeze_encoder_bn: Annotated[bool, typer.Option("--freeze-encoder-bn", help="Keep the pre-trained encoder's BatchNorm statistics (its BN layers stay in eval mode; their scale and shift still train).")] = C.FinetuneConfig.freeze_encoder_bn,
     patience: Annotated[int, typer.Option("--patience", help="Stop after this many epochs without a better val Dice.")] = 15,
     steps_per_epoch: Annotated[Optional[int], typer.Option("--steps-per-epoch", help="Default: one pass over the labelled images (≥ 10).")] = None,
     no_augment: Annotated[bool, typer.Option("--no-augment", help="Resize only, no augmentation.")] = False,
@@ -300,7 +301,7 @@ def finetune(
     cfg = C.FinetuneConfig(
         data=str(data), init=init, arch=arch, encoder=encoder, label_fraction=label_fraction, size=size,
         epochs=epochs, batch_size=batch_size, lr=lr, encoder_lr_scale=encoder_lr_scale, weight_decay=weight_decay,
-        freeze_encoder_epochs=freeze_encoder_epochs, patience=patience, steps_per_epoch=steps_per_epoch,
+        freeze_encoder_epochs=freeze_encoder_epochs, freeze_encoder_bn=freeze_encoder_bn, patience=patience, steps_per_epoch=steps_per_epoch,
         augment=not no_augment, seed=seed, device=device, amp=not no_amp, out=str(out), resume=resume, overwrite=overwrite,
     )
     from mosl_cli.finetune import run_finetune

@@ -50,6 +50,7 @@ class PretrainConfig:
     arch: str = "unet"
     encoder: str = "resnet50"
     scope: str = "encoder"
+    dense_weight: float = 0.0  # weight of the pixel-level loss on the decoder (methods/dense.py); needs encoder-decoder
     size: int = 64
     epochs: int = 50
     batch_size: int = 64
@@ -91,6 +92,7 @@ class FinetuneConfig:
     encoder_lr_scale: float = 1.0
     weight_decay: float = 1e-4
     freeze_encoder_epochs: int = 0
+    freeze_encoder_bn: bool = False  # keep the initial weights' BN statistics in the encoder (eval-mode BN)
     patience: int = 15
     steps_per_epoch: int | None = None  # default: one pass over the labelled images, at least 10 steps
     augment: bool = True

@@ -131,11 +131,16 @@ def _param_groups(model: nn.Module, cfg: FinetuneConfig) -> list[dict[str, Any]]
     return [{"params": encoder, "lr_scale": cfg.encoder_lr_scale}, {"params": rest, "lr_scale": 1.0}]
 
 
-def _set_encoder_frozen(model: nn.Module, frozen: bool) -> None:
-    """Freeze (no grad, BN statistics fixed) or release the encoder."""
+def _set_encoder_frozen(model: nn.Module, frozen: bool, keep_bn_statistics: bool = False) -> None:
+    """Freeze (no grad, BN statistics fixed) or release the encoder; with ``keep_bn_statistics`` its BN
+    layers stay in eval mode either way (the initial weights' running statistics normalise)."""
     for p in model.encoder.parameters():
         p.requires_grad_(not frozen)
     model.encoder.train(not frozen)
+    if keep_bn_statistics:
+        for module in model.encoder.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):  # noqa: SLF001 - torch's common BN base
+                module.eval()
 
 
 def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> FinetuneResult:
@@ -148,6 +153,8 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     train_idx = label_subset(ds, cfg.label_fraction, cfg.seed)
     val_idx = ds.indices("val", labelled=True)
     init = resolve_init(cfg)
+    if cfg.freeze_encoder_bn and init == "none":
+        raise MoslError("--freeze-encoder-bn keeps pre-trained BN statistics, but --init is none; pass pre-trained weights or drop the flag")
     dist_info, device = init_distributed(cfg.device)
     run = RunDir(Path(cfg.out))
     resume = run.prepare(cfg.resume, cfg.overwrite, dist_info.is_main)
@@ -188,7 +195,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         if progress["since_best"] >= cfg.patience and val_idx:
             break
         model.train()
-        _set_encoder_frozen(model, epoch < cfg.freeze_encoder_epochs)
+        _set_encoder_frozen(model, epoch < cfg.freeze_encoder_epochs, cfg.freeze_encoder_bn)
         # dataset indices of the whole epoch, copied to the device once (as in pretrain): no blocking copy per step
         order = train_order_src[shard(epoch_order(len(train_idx), steps_per_epoch * cfg.batch_size, cfg.seed, epoch, None), dist_info)].to(device)
         loss_sum, t0 = torch.zeros((), device=device), time.perf_counter()

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mosl_cli.augment import PRESETS, SSLViews, seeded
+from mosl_cli.augment import PRESETS, Correspondence, SSLViews, seeded
 from mosl_cli.config import WEIGHTS_FILE, PretrainConfig
 from mosl_cli.data.store import load_dataset
 from mosl_cli.device import fused_optimizer, memory_format
@@ -24,6 +24,7 @@ from mosl_cli.fsutil import append_jsonl, read_jsonl, write_json
 from mosl_cli.methods import METHODS, MethodOutput, SSLMethod
 from mosl_cli.methods.backbone import PooledBackbone
 from mosl_cli.methods.base import embedding_std
+from mosl_cli.methods.dense import DENSE_POINTS
 from mosl_cli.models import build_model, save_weights, weights_metadata
 from mosl_cli.train import (
     METRICS_FILE, Callback, RunDir, all_ranks_agree, autocast, cosine_lr, init_distributed,
@@ -109,7 +110,10 @@ def build_method(
     (``base_lr`` already scaled to the batch; each group's ``initial_lr`` set for :func:`set_lr`)."""
     torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
     model = build_model(cfg.arch, cfg.encoder, channels)
-    method = METHODS[cfg.method](PooledBackbone(model, cfg.scope), **hparams).to(device)
+    method = METHODS[cfg.method](PooledBackbone(model, cfg.scope), **hparams)
+    if cfg.dense_weight:
+        method.add_dense_loss(cfg.dense_weight)
+    method = method.to(device)
     method = method.to(memory_format=memory_format(device, cfg.channels_last))
     groups = method.param_groups()
     for group in groups:
@@ -123,17 +127,18 @@ def build_method(
 
 def train_step(
     trained: torch.nn.Module, method: SSLMethod, optimizer: torch.optim.Optimizer, view1: torch.Tensor, view2: torch.Tensor,
-    device: torch.device, *, amp: bool = True, channels_last: bool = True,
+    device: torch.device, *, amp: bool = True, channels_last: bool = True, points: Correspondence | None = None,
 ) -> MethodOutput:
-    """One optimiser step on two views, float32 ``[B, C, size, size]`` on ``device``: forward (autocast on
-    CUDA) → backward → SGD step → :meth:`SSLMethod.after_step`. ``trained`` is ``method`` or its DDP wrapper.
+    """One optimiser step on two views, float32 ``[B, C, size, size]`` on ``device`` (and the points both
+    show, for the pixel-level loss): forward (autocast on CUDA) → backward → SGD step →
+    :meth:`SSLMethod.after_step`. ``trained`` is ``method`` or its DDP wrapper.
 
     The body of :func:`run_pretrain`'s loop after the views are made; ``benchmarks/pretrain.py`` times it too.
     """
     fmt = memory_format(device, channels_last)
     view1, view2 = view1.contiguous(memory_format=fmt), view2.contiguous(memory_format=fmt)
     with autocast(device, amp):
-        out = trained(view1, view2)
+        out = trained(view1, view2, points)
     optimizer.zero_grad(set_to_none=True)
     out.loss.backward()
     optimizer.step()
@@ -203,7 +208,9 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
                 idx = order[step * per_rank : (step + 1) * per_rank]
                 with torch.no_grad():
                     view1, view2 = views(images[idx])
-                out = train_step(trained, method, optimizer, view1, view2, device, amp=cfg.amp, channels_last=cfg.channels_last)
+                    points = views.correspondence(DENSE_POINTS, device) if method.dense is not None else None
+                out = train_step(trained, method, optimizer, view1, view2, device, amp=cfg.amp, channels_last=cfg.channels_last,
+                                 points=points)
                 loss_sum += out.loss.detach().float()
                 if (step + 1) % LOG_EVERY == 0 or step + 1 == steps_per_epoch:
                     loss_now = float(out.loss.detach())
@@ -241,5 +248,5 @@ def _save_pretrained(path: Path, method: torch.nn.Module, cfg: PretrainConfig, s
     state = {k: v for k, v in model.state_dict().items() if k.startswith(keep)}
     meta = weights_metadata(kind="pretrained", arch=cfg.arch, encoder=cfg.encoder, in_channels=int(model.encoder._in_channels),
                             size=cfg.size, scope=cfg.scope, method=cfg.method, data=sources, seed=cfg.seed,
-                            extra={"epochs": cfg.epochs, "preset": cfg.preset})
+                            extra={"epochs": cfg.epochs, "preset": cfg.preset, "dense_weight": cfg.dense_weight})
     save_weights(path, state, meta)

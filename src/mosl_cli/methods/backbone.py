@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor, nn
 
@@ -44,7 +47,9 @@ class PooledBackbone(nn.Module):
         self.model = model
         self.scope = scope
         encoder_dim = int(model.encoder.out_channels[-1])
-        self.feature_dim = encoder_dim + (_decoder_channels(model) if scope == "encoder-decoder" else 0)
+        self.decoder_dim = _decoder_channels(model) if scope == "encoder-decoder" else 0
+        self.feature_dim = encoder_dim + self.decoder_dim
+        self._maps: list[Tensor] | None = None
         frozen = [getattr(model, "segmentation_head", None), getattr(model, "classification_head", None)]
         if scope == "encoder":
             frozen.append(model.decoder)
@@ -58,4 +63,16 @@ class PooledBackbone(nn.Module):
         if self.scope == "encoder":
             return pooled
         decoded = self.model.decoder(features)
+        if self._maps is not None:
+            self._maps.append(decoded)
         return torch.cat([pooled, decoded.mean(dim=(2, 3))], dim=1)
+
+    @contextmanager
+    def capture_decoder_maps(self) -> Iterator[list[Tensor]]:
+        """Within the block, each forward also appends its decoder output map ``[B, C, H, W]`` to the
+        yielded list (``scope="encoder-decoder"`` only), for the pixel-level loss of ``dense.py``."""
+        self._maps = []
+        try:
+            yield self._maps
+        finally:
+            self._maps = None

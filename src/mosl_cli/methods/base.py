@@ -18,8 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mosl_cli.errors import MoslError
+from mosl_cli.methods.dense import PixelContrast
 
 if TYPE_CHECKING:
+    from mosl_cli.augment import Correspondence
     from mosl_cli.methods.backbone import PooledBackbone
 
 
@@ -31,7 +33,8 @@ class MethodOutput(NamedTuple):
 
 
 class SSLMethod(nn.Module):
-    """Base class: subclasses set ``name`` and ``defaults`` and implement :meth:`forward`."""
+    """Base class: subclasses set ``name`` and ``defaults`` and implement :meth:`contrast`, the
+    method's own image-level loss; :meth:`forward` adds the optional pixel-level loss to it."""
 
     name: ClassVar[str]
     defaults: ClassVar[dict[str, Any]]
@@ -40,6 +43,8 @@ class SSLMethod(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.hparams: dict[str, Any] = self.resolve(hparams)
+        self.dense: PixelContrast | None = None
+        self.dense_weight = 0.0
 
     @classmethod
     def resolve(cls, hparams: dict[str, Any]) -> dict[str, Any]:
@@ -59,9 +64,26 @@ class SSLMethod(nn.Module):
         resolved.update({k: v for k, v in hparams.items() if v is not None and k in cls.defaults})
         return resolved
 
-    def forward(self, view1: Tensor, view2: Tensor) -> MethodOutput:  # pragma: no cover - abstract
-        """Two views ``[B, C, H, W]`` float → :class:`MethodOutput`."""
+    def contrast(self, view1: Tensor, view2: Tensor) -> MethodOutput:  # pragma: no cover - abstract
+        """Two views ``[B, C, H, W]`` float → the method's own :class:`MethodOutput`. The first two
+        online ``self.backbone`` calls must be on ``view1`` then ``view2`` (the pixel loss reads them)."""
         raise NotImplementedError
+
+    def add_dense_loss(self, weight: float) -> None:
+        """Add ``weight`` × the pixel-level loss of ``dense.py`` (needs ``scope="encoder-decoder"``)."""
+        if weight < 0:
+            raise MoslError(f"--dense-weight {weight} is negative; use 0 (off) or a positive weight such as 1")
+        if self.backbone.scope != "encoder-decoder":
+            raise MoslError("--dense-weight needs --scope encoder-decoder: the pixel-level loss trains the decoder")
+        self.dense, self.dense_weight = PixelContrast(self.backbone.decoder_dim), float(weight)
+
+    def forward(self, view1: Tensor, view2: Tensor, points: Correspondence | None = None) -> MethodOutput:
+        """Two views ``[B, C, H, W]`` float (and, with the pixel loss, the points both show) → loss."""
+        if self.dense is None or points is None:
+            return self.contrast(view1, view2)
+        with self.backbone.capture_decoder_maps() as maps:
+            out = self.contrast(view1, view2)
+        return MethodOutput(out.loss + self.dense_weight * self.dense(maps[0], maps[1], points), out.embedding)
 
     def after_step(self) -> None:
         """Called after ``optimizer.step()`` (MoCo's momentum update); a no-op by default."""

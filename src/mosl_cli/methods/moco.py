@@ -127,7 +127,7 @@ class MoCo(SSLMethod):
     def _key(self, x: Tensor) -> Tensor:
         return F.normalize(self.key_projector(self.key_backbone(x)).float(), dim=1)
 
-    def forward(self, view1: Tensor, view2: Tensor) -> MethodOutput:
+    def contrast(self, view1: Tensor, view2: Tensor) -> MethodOutput:
         z1, z2 = self._query(view1), self._query(view2)
         q1, q2 = F.normalize(z1.float(), dim=1), F.normalize(z2.float(), dim=1)
         k1, k2 = self._key(view1), self._key(view2)

@@ -67,7 +67,7 @@ class SimCLR(SSLMethod):
         hp["proj_hidden"] = hp["proj_hidden"] or backbone.feature_dim
         self.projector = build_head(simclr_projector(backbone.feature_dim, hp["proj_hidden"], hp["proj_dim"]))
 
-    def forward(self, view1: Tensor, view2: Tensor) -> MethodOutput:
+    def contrast(self, view1: Tensor, view2: Tensor) -> MethodOutput:
         z1 = self.projector(self.backbone(view1))
         z2 = self.projector(self.backbone(view2))
         loss = nt_xent(z1, z2, float(self.hparams["temperature"]))

@@ -56,13 +56,13 @@ class SimSiam(SSLMethod):
         self.projector = build_head(simsiam_projector(backbone.feature_dim, hp["proj_hidden"], hp["proj_dim"]))
         self.predictor = build_head(simsiam_predictor(hp["proj_dim"], hp["pred_hidden"]))
 
-    def forward(self, view1: Tensor, view2: Tensor) -> MethodOutput:
+    def contrast(self, view1: Tensor, view2: Tensor) -> MethodOutput:
         z1 = self.projector(self.backbone(view1))
         z2 = self.projector(self.backbone(view2))
         p1, p2 = self.predictor(z1), self.predictor(z2)
         return MethodOutput(simsiam_loss(p1, p2, z1, z2), z1.detach())
 
     def param_groups(self) -> list[dict[str, Any]]:
-        """Backbone and projector in one group; the predictor in a ``{"fix_lr": True}`` group."""
-        encoder = [p for p in (*self.backbone.parameters(), *self.projector.parameters()) if p.requires_grad]
+        """Every trained parameter but the predictor's in one group; the predictor in a ``{"fix_lr": True}`` group."""
+        encoder = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("predictor.")]
         return [{"params": encoder}, {"params": list(self.predictor.parameters()), "fix_lr": True}]
