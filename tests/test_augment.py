@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import kornia.augmentation as K
 import pytest
 import torch
 
@@ -67,6 +68,23 @@ def test_views_reject_bad_settings() -> None:
         SSLViews(32, 1, crop_scale=(0.9, 0.2))
     assert SSLViews(32, 1, "simclr").crop_scale == (0.08, 1.0)
     assert SSLViews(32, 1, "ultrasound", crop_scale=(0.5, 1.0)).crop_scale == (0.5, 1.0)
+    with pytest.raises(MoslError, match="--jitter"):
+        SSLViews(32, 1, jitter=1.5)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_jitter_strength_sets_the_intensity_range(preset: str) -> None:
+    def jitter_ops(views: SSLViews) -> list[K.ColorJitter]:
+        return [op for op in views.pipeline if isinstance(op, K.ColorJitter)]
+
+    assert jitter_ops(SSLViews(32, 1, preset, jitter=0.0)) == []  # 0: no intensity jitter at all
+    grey = torch.full((200, 1, 4, 4), 0.5)  # contrast leaves a flat image alone; brightness scales it
+    with seeded(0, CPU):
+        (mild,) = jitter_ops(SSLViews(32, 1, preset, jitter=0.1))
+        (strong,) = jitter_ops(SSLViews(32, 1, preset, jitter=0.4))
+        mild_out, strong_out = mild(grey), strong(grey)
+    assert mild_out.min() >= 0.45 - 1e-6 and mild_out.max() <= 0.55 + 1e-6
+    assert strong_out.min() < 0.4 and strong_out.max() > 0.6
 
 
 def test_speckle_is_multiplicative_per_sample() -> None:

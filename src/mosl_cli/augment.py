@@ -24,6 +24,8 @@ from mosl_cli.models import normalise
 PRESETS: tuple[str, ...] = ("ultrasound", "simclr")
 # Default RandomResizedCrop area range per preset: ours, and SimCLR's (Chen et al. 2020, App. A).
 CROP_SCALES: dict[str, tuple[float, float]] = {"ultrasound": (0.2, 1.0), "simclr": (0.08, 1.0)}
+# Colour-jitter strength: brightness and contrast factors drawn from [1 - J, 1 + J] (SimCLR's 0.8·s, s = 0.5).
+JITTER = 0.4
 
 
 @contextmanager
@@ -102,7 +104,7 @@ def _blur(size: int, p: float) -> K.RandomGaussianBlur:
     return K.RandomGaussianBlur((kernel, kernel), (0.1, sigma_max), p=p)
 
 
-def _view_ops(preset: str, size: int, channels: int, crop_scale: tuple[float, float]) -> list[nn.Module]:
+def _view_ops(preset: str, size: int, channels: int, crop_scale: tuple[float, float], jitter: float = JITTER) -> list[nn.Module]:
     """The kornia ops of one SSL view, float ``[B, C, H, W]`` in ``[0, 1]`` → ``[B, C, size, size]``.
 
     The crop resamples the whole batch in one warp (``cropping_mode="resample"``): the same bilinear
@@ -115,18 +117,16 @@ def _view_ops(preset: str, size: int, channels: int, crop_scale: tuple[float, fl
         return [
             crop,
             K.RandomHorizontalFlip(),
-            K.ColorJitter(brightness=0.4, contrast=0.4, p=0.8),
+            *([K.ColorJitter(brightness=jitter, contrast=jitter, p=0.8)] if jitter > 0 else []),
             _blur(size, p=0.5),
             RandomSpeckle((0.0, 0.3), p=0.5),
         ]
     # SimCLR (Chen et al. 2020, App. A): crop, flip, colour jitter (strength 0.5) with p 0.8,
     # greyscale with p 0.2, blur with p 0.5. Saturation, hue and greyscale need three channels.
     colour = channels == 3
-    ops: list[nn.Module] = [
-        crop,
-        K.RandomHorizontalFlip(),
-        K.ColorJitter(0.4, 0.4, 0.4 if colour else 0.0, 0.1 if colour else 0.0, p=0.8),
-    ]
+    ops: list[nn.Module] = [crop, K.RandomHorizontalFlip()]
+    if jitter > 0:
+        ops.append(K.ColorJitter(jitter, jitter, jitter if colour else 0.0, jitter / 4 if colour else 0.0, p=0.8))
     if colour:
         ops.append(K.RandomGrayscale(p=0.2))
     ops.append(_blur(size, p=0.5))
@@ -152,6 +152,8 @@ class SSLViews(nn.Module):
 
     ``preset``: ``ultrasound`` (default; grey-image ops plus speckle) or ``simclr`` (the paper's).
     ``crop_scale``: RandomResizedCrop's area range; ``None`` takes the preset's (``CROP_SCALES``).
+    ``jitter``: brightness/contrast jitter strength (saturation too, hue a quarter, for colour
+    images under ``simclr``); 0 drops the op, so the features may keep echogenicity.
     Batches larger than twice ``size`` are first shrunk to ``2·size`` with antialiasing, so crops are
     resampled by at most about 2× (no aliasing of fine speckle).
 
@@ -162,7 +164,8 @@ class SSLViews(nn.Module):
     """
 
     def __init__(
-        self, size: int, channels: int, preset: str = "ultrasound", crop_scale: tuple[float, float] | None = None
+        self, size: int, channels: int, preset: str = "ultrasound", crop_scale: tuple[float, float] | None = None,
+        jitter: float = JITTER,
     ) -> None:
         super().__init__()
         if preset not in PRESETS:
@@ -172,7 +175,10 @@ class SSLViews(nn.Module):
             raise MoslError(f"--crop-scale {crop_scale} must be two numbers with 0 < low <= high <= 1, e.g. 0.2 1.0")
         self.size, self.channels, self.preset = size, channels, preset
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
-        self.pipeline = nn.Sequential(*_view_ops(preset, size, channels, self.crop_scale))
+        if not 0.0 <= jitter < 1.0:
+            raise MoslError(f"--jitter {jitter} must be in [0, 1): brightness and contrast factors are drawn from [1 - J, 1 + J]")
+        self.jitter = float(jitter)
+        self.pipeline = nn.Sequential(*_view_ops(preset, size, channels, self.crop_scale, self.jitter))
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> SSLViews:
         # ``.to(device)`` would move kornia's samplers too; random parameters drawn on a GPU are read

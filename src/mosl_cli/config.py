@@ -59,6 +59,7 @@ class PretrainConfig:
     warmup_epochs: int = 5
     preset: str = "ultrasound"
     crop_scale: tuple[float, float] | None = None  # None: the preset's own (ultrasound 0.2-1, simclr 0.08-1)
+    jitter: float = 0.4  # brightness/contrast jitter strength of the views (augment.JITTER)
     temperature: float | None = None
     proj_dim: int | None = None
     proj_hidden: int | None = None

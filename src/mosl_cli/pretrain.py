@@ -154,6 +154,10 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
         raise MoslError(f"unknown --scope {cfg.scope!r}; use encoder or encoder-decoder")
     if cfg.preset not in PRESETS:
         raise MoslError(f"unknown --preset {cfg.preset!r}; use one of {', '.join(PRESETS)}")
+    if cfg.dense_weight and cfg.scope != "encoder-decoder":
+        raise MoslError("--dense-weight needs --scope encoder-decoder: the pixel-level loss trains the decoder")
+    if not 0.0 <= cfg.dense_weight or not 0.0 <= cfg.jitter < 1.0:
+        raise MoslError(f"--dense-weight {cfg.dense_weight} must be ≥ 0 and --jitter {cfg.jitter} in [0, 1)")
     if cfg.epochs < 1 or cfg.batch_size < 2:
         raise MoslError("--epochs must be ≥ 1 and --batch-size ≥ 2")
     dist_info, device = init_distributed(cfg.device)
@@ -174,7 +178,7 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
 
     method, optimizer = build_method(cfg, int(channels), hparams, base_lr, device)
     model = method.backbone.model
-    views = SSLViews(cfg.size, int(channels), cfg.preset, tuple(cfg.crop_scale) if cfg.crop_scale else None).to(device)
+    views = SSLViews(cfg.size, int(channels), cfg.preset, tuple(cfg.crop_scale) if cfg.crop_scale else None, cfg.jitter).to(device)
 
     start_epoch, resumed_from = 0, None
     if resume:
@@ -248,5 +252,5 @@ def _save_pretrained(path: Path, method: torch.nn.Module, cfg: PretrainConfig, s
     state = {k: v for k, v in model.state_dict().items() if k.startswith(keep)}
     meta = weights_metadata(kind="pretrained", arch=cfg.arch, encoder=cfg.encoder, in_channels=int(model.encoder._in_channels),
                             size=cfg.size, scope=cfg.scope, method=cfg.method, data=sources, seed=cfg.seed,
-                            extra={"epochs": cfg.epochs, "preset": cfg.preset, "dense_weight": cfg.dense_weight})
+                            extra={"epochs": cfg.epochs, "preset": cfg.preset, "jitter": cfg.jitter, "dense_weight": cfg.dense_weight})
     save_weights(path, state, meta)
