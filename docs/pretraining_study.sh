@@ -60,4 +60,16 @@ if [ -n "${LEVERS:-}" ]; then  # session 3: one lever at a time against the SimC
   pretrain simsiam_mo --method simsiam --epochs $PRETRAIN_EPOCHS
   finetune simsiam_mo pre/simsiam_mo/model.safetensors
 fi
+if [ -n "${DECODER_BN:-}" ]; then  # session 4: a pixel-level loss for the decoder, pre-trained BN statistics, milder jitter, 40 fine-tuning epochs
+  pretrain simclr_mo_dense --method simclr --temperature 0.2 --epochs $PRETRAIN_EPOCHS --scope encoder-decoder --dense-weight 1
+  finetune simclr_mo_dense pre/simclr_mo_dense/model.safetensors
+  SEEDS="$SEEDS 3 4" finetune simclr_mo_bn pre/simclr_mo/model.safetensors --freeze-encoder-bn
+  FINETUNE_EPOCHS=40 finetune supervised_ft40 none
+  FINETUNE_EPOCHS=40 finetune simclr_mo_ft40 pre/simclr_mo/model.safetensors
+  FINETUNE_EPOCHS=40 finetune simclr_mo_bn_ft40 pre/simclr_mo/model.safetensors --freeze-encoder-bn
+  FINETUNE_EPOCHS=40 finetune simclr_mo_dense_ft40 pre/simclr_mo_dense/model.safetensors
+  FINETUNE_EPOCHS=40 finetune simclr_mo_dense_bn_ft40 pre/simclr_mo_dense/model.safetensors --freeze-encoder-bn
+  pretrain simclr_mo_j0.1 --method simclr --temperature 0.2 --epochs $PRETRAIN_EPOCHS --jitter 0.1
+  FINETUNE_EPOCHS=40 finetune simclr_mo_j0.1_ft40 pre/simclr_mo_j0.1/model.safetensors
+fi
 mosl report ft --out report
