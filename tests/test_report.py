@@ -326,3 +326,22 @@ def test_a_study_without_differences_has_no_variant_column(grid: dict[str, Any])
     text = (grid["root"] / "report" / "report.md").read_text(encoding="utf-8")
     assert "variant" not in text
     assert all(r["variant"] == "" for r in _csv_rows(grid["root"] / "report" / "summary.csv"))
+
+
+def test_baselines_that_differ_get_their_own_line_style(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    import mosl_cli.report as report
+
+    figures: list[Any] = []
+    monkeypatch.setattr(report, "_save_png", lambda fig, path: figures.append(fig))
+    groups = [
+        {"method": method, "data": data, "scope": scope, "variant": variant, "label_fraction": f, "dice_mean": 0.5 + f,
+         "dice_std": 0.01, "dice_group": "lesion", "arch": "unet", "encoder": "resnet18", "size": 64}
+        for method, data, scope, variant in (("supervised", "–", "–", "epochs=20"), ("supervised", "–", "–", "epochs=40"),
+                                             ("simclr", "busi", "encoder", "epochs=40"))
+        for f in (0.1, 0.25)
+    ]
+    report.plot_dice_vs_fraction(groups, tmp_path / "plot.png")
+    series = [line for line in figures[0].axes[0].get_lines() if line.get_marker() == "o"]  # not the error-bar caps
+    styles = {(line.get_linestyle(), str(line.get_color())) for line in series}
+    assert len(series) == 3 and len(styles) == 3  # two baselines told apart, and from the pre-trained arm

@@ -56,6 +56,7 @@ MARKDOWN_FILE = "report.md"
 PLOT_FILE = "dice_vs_labels.png"
 MASKS_FILE = "masks.png"
 BASELINE = "supervised"
+BASELINE_STYLES = (("black", "--"), ("dimgray", ":"), ("gray", "-."))  # colour, line style of each baseline series
 NONE = "–"
 LESION_CLASSES = ("benign", "malignant")  # metrics.LESION_CLASSES: the paper's lesion score pools these
 MATPLOTLIB_MISSING = "matplotlib is not installed: tables written, no figures (pip install 'mosl-cli[report]')"
@@ -590,7 +591,9 @@ def plot_dice_vs_fraction(groups: Sequence[dict[str, Any]], path: Path) -> None:
 
     keys = sorted({key_of(g) for g in groups if g["dice_mean"] is not None}, key=lambda k: (*_series_order(*k[:3]), k[3]))
     palette = colormaps["tab10" if len(keys) <= 10 else "tab20"].colors  # distinct colours for up to 20 series
-    colours = {k: "black" if k[0] == BASELINE else palette[i % len(palette)] for i, k in enumerate(keys)}
+    baselines = [k for k in keys if k[0] == BASELINE]  # several when their finetune options differ (e.g. --epochs)
+    baseline_style = {k: BASELINE_STYLES[i % len(BASELINE_STYLES)] for i, k in enumerate(baselines)}
+    colours = {k: baseline_style[k][0] if k in baseline_style else palette[i % len(palette)] for i, k in enumerate(keys)}
     labels = {k: textwrap.fill(_series_label(*k), 90) for k in keys}
     sections = list(dict.fromkeys(model_label(g) for g in groups))
     legend_lines = sum(labels[k].count("\n") + 1 for k in keys)
@@ -610,7 +613,7 @@ def plot_dice_vs_fraction(groups: Sequence[dict[str, Any]], path: Path) -> None:
             handles[key] = ax.errorbar(
                 [g["label_fraction"] * shift for g in points], [g["dice_mean"] for g in points],
                 yerr=[g["dice_std"] or 0.0 for g in points], marker="o", capsize=3, color=colours[key],
-                linestyle="--" if key[0] == BASELINE else "-")
+                linestyle=baseline_style[key][1] if key in baseline_style else "-")
         ax.set_xscale("log")
         ticks = sorted(fractions)
         ax.set_xticks(ticks, labels=[_fraction(f) for f in ticks])
