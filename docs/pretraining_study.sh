@@ -64,8 +64,10 @@ if [ -n "${DECODER_BN:-}" ]; then  # session 4: a pixel-level loss for the decod
   pretrain simclr_mo_dense --method simclr --temperature 0.2 --epochs $PRETRAIN_EPOCHS --scope encoder-decoder --dense-weight 1
   finetune simclr_mo_dense pre/simclr_mo_dense/model.safetensors
   SEEDS="$SEEDS 3 4" finetune simclr_mo_bn pre/simclr_mo/model.safetensors --freeze-encoder-bn
-  FINETUNE_EPOCHS=40 finetune supervised_ft40 none
-  FINETUNE_EPOCHS=40 finetune simclr_mo_ft40 pre/simclr_mo/model.safetensors
+  SEEDS="$SEEDS 3" FINETUNE_EPOCHS=40 finetune supervised_ft40 none
+  SEEDS="$SEEDS 3" FINETUNE_EPOCHS=40 finetune simclr_mo_ft40 pre/simclr_mo/model.safetensors
+  pretrain simclr_mo_e30 --method simclr --temperature 0.2 --epochs 30   # the CURVE=1 weights (skipped when present)
+  FINETUNE_EPOCHS=40 finetune simclr_mo_e30_ft40 pre/simclr_mo_e30/model.safetensors
   FINETUNE_EPOCHS=40 finetune simclr_mo_bn_ft40 pre/simclr_mo/model.safetensors --freeze-encoder-bn
   FINETUNE_EPOCHS=40 finetune simclr_mo_dense_ft40 pre/simclr_mo_dense/model.safetensors
   FINETUNE_EPOCHS=40 finetune simclr_mo_dense_bn_ft40 pre/simclr_mo_dense/model.safetensors --freeze-encoder-bn
