@@ -28,6 +28,12 @@ CROP_SCALES: dict[str, tuple[float, float]] = {"ultrasound": (0.2, 1.0), "simclr
 JITTER = 0.4
 
 
+def check_jitter(jitter: float) -> None:
+    """``--jitter`` must lie in [0, 1): brightness and contrast factors are drawn from [1 - J, 1 + J]."""
+    if not 0.0 <= jitter < 1.0:
+        raise MoslError(f"--jitter {jitter} must be in [0, 1): brightness and contrast factors are drawn from [1 - J, 1 + J]")
+
+
 @contextmanager
 def seeded(seed: int, device: torch.device | str) -> Iterator[None]:
     """Run the body with torch's RNG (CPU, and ``device`` when it is a GPU) seeded, then restore it."""
@@ -175,8 +181,7 @@ class SSLViews(nn.Module):
             raise MoslError(f"--crop-scale {crop_scale} must be two numbers with 0 < low <= high <= 1, e.g. 0.2 1.0")
         self.size, self.channels, self.preset = size, channels, preset
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
-        if not 0.0 <= jitter < 1.0:
-            raise MoslError(f"--jitter {jitter} must be in [0, 1): brightness and contrast factors are drawn from [1 - J, 1 + J]")
+        check_jitter(jitter)
         self.jitter = float(jitter)
         self.pipeline = nn.Sequential(*_view_ops(preset, size, channels, self.crop_scale, self.jitter))
 

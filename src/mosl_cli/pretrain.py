@@ -15,23 +15,22 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mosl_cli.augment import PRESETS, Correspondence, SSLViews, seeded
+from mosl_cli.augment import PRESETS, Correspondence, SSLViews, check_jitter, seeded
 from mosl_cli.config import WEIGHTS_FILE, PretrainConfig
 from mosl_cli.data.store import load_dataset
 from mosl_cli.device import fused_optimizer, memory_format
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import append_jsonl, read_jsonl, write_json
 from mosl_cli.methods import METHODS, MethodOutput, SSLMethod
-from mosl_cli.methods.backbone import PooledBackbone
+from mosl_cli.methods.backbone import SCOPES, PooledBackbone
 from mosl_cli.methods.base import embedding_std
-from mosl_cli.methods.dense import DENSE_POINTS
+from mosl_cli.methods.dense import DENSE_POINTS, check_dense_weight
 from mosl_cli.models import build_model, save_weights, weights_metadata
 from mosl_cli.train import (
     METRICS_FILE, Callback, RunDir, all_ranks_agree, autocast, cosine_lr, init_distributed,
     epoch_order, load_checkpoint, mean_over_ranks, no_callback, save_checkpoint, set_lr, shard, sync_buffers, wrap_ddp, write_config,
 )
 
-SCOPES = ("encoder", "encoder-decoder")
 LOG_EVERY = 10  # steps between host syncs for the progress bar (keeps the device queue full)
 
 
@@ -154,10 +153,8 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
         raise MoslError(f"unknown --scope {cfg.scope!r}; use encoder or encoder-decoder")
     if cfg.preset not in PRESETS:
         raise MoslError(f"unknown --preset {cfg.preset!r}; use one of {', '.join(PRESETS)}")
-    if cfg.dense_weight and cfg.scope != "encoder-decoder":
-        raise MoslError("--dense-weight needs --scope encoder-decoder: the pixel-level loss trains the decoder")
-    if not 0.0 <= cfg.dense_weight or not 0.0 <= cfg.jitter < 1.0:
-        raise MoslError(f"--dense-weight {cfg.dense_weight} must be ≥ 0 and --jitter {cfg.jitter} in [0, 1)")
+    check_dense_weight(cfg.dense_weight, cfg.scope)  # both before any output is written
+    check_jitter(cfg.jitter)
     if cfg.epochs < 1 or cfg.batch_size < 2:
         raise MoslError("--epochs must be ≥ 1 and --batch-size ≥ 2")
     dist_info, device = init_distributed(cfg.device)

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mosl_cli.errors import MoslError
-from mosl_cli.methods.dense import PixelContrast
+from mosl_cli.methods.dense import PixelContrast, check_dense_weight
 
 if TYPE_CHECKING:
     from mosl_cli.augment import Correspondence
@@ -71,10 +71,7 @@ class SSLMethod(nn.Module):
 
     def add_dense_loss(self, weight: float) -> None:
         """Add ``weight`` × the pixel-level loss of ``dense.py`` (needs ``scope="encoder-decoder"``)."""
-        if weight < 0:
-            raise MoslError(f"--dense-weight {weight} is negative; use 0 (off) or a positive weight such as 1")
-        if self.backbone.scope != "encoder-decoder":
-            raise MoslError("--dense-weight needs --scope encoder-decoder: the pixel-level loss trains the decoder")
+        check_dense_weight(weight, self.backbone.scope, loss_built=True)
         self.dense, self.dense_weight = PixelContrast(self.backbone.decoder_dim), float(weight)
 
     def forward(self, view1: Tensor, view2: Tensor, points: Correspondence | None = None) -> MethodOutput:

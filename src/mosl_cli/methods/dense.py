@@ -21,12 +21,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mosl_cli.augment import Correspondence
+from mosl_cli.errors import MoslError
 from mosl_cli.methods.heads import Block, build_head
 
 DENSE_TEMPERATURE = 0.2  # as SimCLR's and MoCo's defaults here
 DENSE_HIDDEN = 128
 DENSE_DIM = 64
 DENSE_POINTS = 16  # points sampled per image and step
+
+
+def check_dense_weight(weight: float, scope: str, *, loss_built: bool = False) -> None:
+    """``--dense-weight`` must be ≥ 0, and non-zero only with ``--scope encoder-decoder``; when the loss is
+    being built (``loss_built``) the decoder map it reads is needed whatever the weight."""
+    if weight < 0:
+        raise MoslError(f"--dense-weight {weight} is negative; use 0 (off) or a positive weight such as 1")
+    if (weight or loss_built) and scope != "encoder-decoder":
+        raise MoslError("--dense-weight needs --scope encoder-decoder: the pixel-level loss trains the decoder")
 
 
 def sample_features(feature_map: Tensor, grid: Tensor) -> Tensor:
