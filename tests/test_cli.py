@@ -40,6 +40,8 @@ def test_each_step_has_help_with_an_example(step: str) -> None:
     (["pretrain", "--data", "/no/such/dataset"], "/no/such/dataset"),
     (["pretrain", "--dense-weight", "1"], "--scope encoder-decoder"),
     (["pretrain", "--jitter", "1.5"], "--jitter"),
+    (["pretrain", "--checkpoint-every", "-5"], "--checkpoint-every"),
+    (["finetune", "--checkpoint-every", "-5"], "--checkpoint-every"),
 ])
 def test_user_errors_are_one_line_exit_1(args: list[str], fragment: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from safetensors.torch import load_file
 
 from mosl_cli.config import FinetuneConfig
 from mosl_cli.data.store import load_dataset
 from mosl_cli.errors import MoslError
 from mosl_cli.finetune import label_subset, run_finetune
+from mosl_cli.fsutil import read_jsonl
 from mosl_cli.models import build_model, load_into, read_metadata, save_weights, weights_metadata
 from tiny import blob_dataset
 
@@ -127,3 +129,25 @@ def test_freeze_encoder_bn_keeps_pretrained_statistics(data: Path, tmp_path: Pat
     assert not torch.equal(kept.model.state_dict()["encoder.bn1.weight"], enc["encoder.bn1.weight"])  # scale still trains
     with pytest.raises(MoslError, match="--freeze-encoder-bn"):
         run_finetune(_cfg(data, tmp_path / "scratch", freeze_encoder_bn=True))
+
+
+def test_resume_from_a_checkpoint_older_than_the_log(data: Path, tmp_path: Path) -> None:
+    """With --checkpoint-every longer than the run, only epoch 1 is checkpointed before the interruption
+    after epoch 3: resume trims the log to epoch 1 and ends where an uninterrupted run does."""
+    full = run_finetune(_cfg(data, tmp_path / "full", epochs=4))
+
+    def stop_after_third_epoch(event: str, info: dict) -> None:
+        if event == "epoch" and info["epoch"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_finetune(_cfg(data, tmp_path / "cut", epochs=4, checkpoint_every=3600), stop_after_third_epoch)
+    assert len(read_jsonl(tmp_path / "cut" / "log.jsonl")) == 3
+    resumed = run_finetune(_cfg(data, tmp_path / "cut", epochs=4, checkpoint_every=3600, resume=True))
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "cut" / "log.jsonl")] == [1, 2, 3, 4]
+    assert resumed.best_epoch == full.best_epoch
+    assert resumed.best_val_dice == pytest.approx(full.best_val_dice, abs=1e-6)
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)

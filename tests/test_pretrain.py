@@ -14,6 +14,7 @@ from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import read_jsonl
 from mosl_cli.models import read_metadata
 from mosl_cli.pretrain import run_pretrain
+from mosl_cli.train import CheckpointClock
 from tiny import blob_dataset
 
 
@@ -96,3 +97,18 @@ def test_bad_options_are_user_errors(data: Path, tmp_path: Path) -> None:
         run_pretrain(_cfg(data, tmp_path / "x", method="byol"))
     with pytest.raises(MoslError, match="no such dataset"):
         run_pretrain(_cfg(tmp_path / "missing", tmp_path / "y"))
+
+
+def test_checkpoint_clock_writes_first_last_and_on_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    monkeypatch.setattr("mosl_cli.train.time.monotonic", lambda: now[0])
+    clock = CheckpointClock(60)
+    due = []
+    for t in (1, 30, 59, 62, 100, 123, 130):  # epoch ends, in seconds
+        now[0] = t
+        due.append(clock.due(final=t == 130))
+    assert due == [True, False, False, True, False, True, True]
+    every_epoch = CheckpointClock(0)
+    assert all(every_epoch.due(final=False) for _ in range(3))
+    with pytest.raises(MoslError, match="--checkpoint-every"):
+        CheckpointClock(-1)

@@ -42,6 +42,7 @@ BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Global batch
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")]
 NoAmp = Annotated[bool, typer.Option("--no-amp", help="Disable bfloat16 autocast on CUDA.")]
+CheckpointEvery = Annotated[float, typer.Option("--checkpoint-every", help="Seconds between checkpoints for --resume (the first and last epoch always write one; 0: every epoch).")]
 ModelFile = Annotated[Path, typer.Option("--model", "-m", help="Segmentation weight file written by `mosl finetune`.")]
 Threshold = Annotated[float, typer.Option("--threshold", help="Probability threshold for the lesion mask.")]
 
@@ -242,6 +243,7 @@ def pretrain(
     seed: Seed = 0,
     device: Device = "auto",
     no_amp: NoAmp = False,
+    checkpoint_every: CheckpointEvery = C.PretrainConfig.checkpoint_every,
     out: OutDir = Path(C.DEFAULT_PRETRAIN_RUN),
     resume: Resume = False,
     overwrite: Overwrite = False,
@@ -260,7 +262,7 @@ def pretrain(
         jitter=jitter,
         temperature=temperature, proj_dim=proj_dim, proj_hidden=proj_hidden, pred_hidden=pred_hidden,
         momentum=momentum, queue_size=queue_size, steps_per_epoch=steps_per_epoch, seed=seed, device=device,
-        amp=not no_amp, include_test=include_test, out=str(out), resume=resume, overwrite=overwrite,
+        amp=not no_amp, include_test=include_test, checkpoint_every=checkpoint_every, out=str(out), resume=resume, overwrite=overwrite,
     )
     from mosl_cli.pretrain import run_pretrain
 
@@ -295,6 +297,7 @@ def finetune(
     seed: Seed = 0,
     device: Device = "auto",
     no_amp: NoAmp = False,
+    checkpoint_every: CheckpointEvery = C.FinetuneConfig.checkpoint_every,
     out: OutDir = Path(C.DEFAULT_FINETUNE_RUN),
     resume: Resume = False,
     overwrite: Overwrite = False,
@@ -304,7 +307,7 @@ def finetune(
         data=str(data), init=init, arch=arch, encoder=encoder, label_fraction=label_fraction, size=size,
         epochs=epochs, batch_size=batch_size, lr=lr, encoder_lr_scale=encoder_lr_scale, weight_decay=weight_decay,
         freeze_encoder_epochs=freeze_encoder_epochs, freeze_encoder_bn=freeze_encoder_bn, patience=patience, steps_per_epoch=steps_per_epoch,
-        augment=not no_augment, seed=seed, device=device, amp=not no_amp, out=str(out), resume=resume, overwrite=overwrite,
+        augment=not no_augment, seed=seed, device=device, amp=not no_amp, checkpoint_every=checkpoint_every, out=str(out), resume=resume, overwrite=overwrite,
     )
     from mosl_cli.finetune import run_finetune
 

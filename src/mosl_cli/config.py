@@ -72,6 +72,7 @@ class PretrainConfig:
     amp: bool = True
     channels_last: bool = True
     include_test: bool = False  # test-split images are held out of pre-training unless asked
+    checkpoint_every: float = 60.0  # seconds between checkpoints (train.CheckpointClock); 0: every epoch
     out: str = DEFAULT_PRETRAIN_RUN
     resume: bool = False
     overwrite: bool = False
@@ -101,6 +102,7 @@ class FinetuneConfig:
     device: str = "auto"
     amp: bool = True
     channels_last: bool = True
+    checkpoint_every: float = 60.0  # seconds between checkpoints (train.CheckpointClock); 0: every epoch
     out: str = DEFAULT_FINETUNE_RUN
     resume: bool = False
     overwrite: bool = False

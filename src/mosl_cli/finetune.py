@@ -28,7 +28,7 @@ from mosl_cli.fsutil import append_jsonl, read_jsonl, write_json
 from mosl_cli.metrics import confusion, dice
 from mosl_cli.models import build_model, load_into, model_inputs, read_metadata, save_weights, weights_metadata
 from mosl_cli.train import (
-    METRICS_FILE, Callback, RunDir, all_ranks_agree, autocast, cosine_lr, epoch_order,
+    METRICS_FILE, Callback, CheckpointClock, RunDir, all_ranks_agree, autocast, cosine_lr, epoch_order,
     init_distributed, load_checkpoint, mean_over_ranks, no_callback, save_checkpoint, set_lr, shard, sync_buffers,
     wrap_ddp, write_config,
 )
@@ -147,6 +147,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     """Fine-tune on ``cfg.label_fraction`` of the train labels; write the run directory ``cfg.out``."""
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise MoslError("--epochs and --batch-size must be ≥ 1")
+    clock = CheckpointClock(cfg.checkpoint_every)
     ds = load_dataset(cfg.data)
     if ds.masks is None:
         raise MoslError(f"{cfg.data}: the dataset has no masks; fine-tuning needs a labelled dataset (e.g. BUSI)")
@@ -231,7 +232,9 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
             if improved:
                 _save_segmentation(run.file(WEIGHTS_FILE), model, cfg, arch_meta, init_info, ds)
             append_jsonl(run.log, record)
-            save_checkpoint(run, model, optimizer, progress)
+            stops = epoch + 1 == cfg.epochs or (bool(val_idx) and progress["since_best"] >= cfg.patience)
+            if clock.due(final=stops):
+                save_checkpoint(run, model, optimizer, progress)
         callback("epoch", record)
 
     epochs_run = int(progress["epoch"])

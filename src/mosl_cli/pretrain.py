@@ -27,7 +27,7 @@ from mosl_cli.methods.base import embedding_std
 from mosl_cli.methods.dense import DENSE_POINTS, check_dense_weight
 from mosl_cli.models import build_model, save_weights, weights_metadata
 from mosl_cli.train import (
-    METRICS_FILE, Callback, RunDir, all_ranks_agree, autocast, cosine_lr, init_distributed,
+    METRICS_FILE, Callback, CheckpointClock, RunDir, all_ranks_agree, autocast, cosine_lr, init_distributed,
     epoch_order, load_checkpoint, mean_over_ranks, no_callback, save_checkpoint, set_lr, shard, sync_buffers, wrap_ddp, write_config,
 )
 
@@ -155,6 +155,7 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
         raise MoslError(f"unknown --preset {cfg.preset!r}; use one of {', '.join(PRESETS)}")
     check_dense_weight(cfg.dense_weight, cfg.scope)  # both before any output is written
     check_jitter(cfg.jitter)
+    clock = CheckpointClock(cfg.checkpoint_every)
     if cfg.epochs < 1 or cfg.batch_size < 2:
         raise MoslError("--epochs must be ≥ 1 and --batch-size ≥ 2")
     dist_info, device = init_distributed(cfg.device)
@@ -228,8 +229,9 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
                   "embedding_std": std_last, "images_per_s": steps_per_epoch * batch / seconds, "seconds": seconds}
         if dist_info.is_main:
             append_jsonl(run.log, record)
-            save_checkpoint(run, method, optimizer, {"epoch": epoch + 1})
-            _save_pretrained(run.file(WEIGHTS_FILE), method, cfg, data.sources)
+            if clock.due(final=epoch + 1 == cfg.epochs):
+                save_checkpoint(run, method, optimizer, {"epoch": epoch + 1})
+                _save_pretrained(run.file(WEIGHTS_FILE), method, cfg, data.sources)
         callback("epoch", record)
 
     if not record and resumed_from is not None:  # the run had already finished
