@@ -224,7 +224,7 @@ def pretrain(
     scope: Annotated[str, typer.Option("--scope", help="encoder, or encoder-decoder (the whole U-Net).")] = C.PretrainConfig.scope,
     dense_weight: Annotated[float, typer.Option("--dense-weight", help="Weight of the pixel-level contrastive loss on the decoder (0: off; needs --scope encoder-decoder).")] = C.PretrainConfig.dense_weight,
     size: Size = 64,
-    epochs: Epochs = 50,
+    epochs: Epochs = C.PretrainConfig.epochs,
     batch_size: BatchSize = 64,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Base lr per 256 images (scaled by batch/256); default: the method's paper.")] = None,
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="Default: the method's paper.")] = None,
