@@ -2,19 +2,23 @@
 # Issue 7's fallback: the curve of Dice gain against pre-training length, with mosl finetune's
 # default schedule (50 epochs). SimCLR on BUSI + HC18 + POCUS for each length in EPOCHS_LIST, then
 # every pre-trained encoder and a from-scratch baseline fine-tuned on BUSI at 10 % and 25 % labels.
-# Runs many mosl processes at once, so it is meant for a GPU (an H200 took the session-5 curve);
-# on this repository's 2-core CPU use PARALLEL=1 and expect days.
+# Runs many mosl processes at once, so it is meant for a GPU (an H200 ran the session-5 curve in
+# 8 min); on this repository's 2-core CPU use PARALLEL=1 and expect about 7 hours.
 #
 #   bash docs/pretraining_curve.sh WORKDIR
 #
 # WORKDIR holds busi, hc18 and pocus made by `mosl prepare` (as in docs/pretraining_study.sh, any
-# --size); results go to WORKDIR/pre, WORKDIR/ft, WORKDIR/curve.json and WORKDIR/curve.png (gain against
-# pre-training epochs; CPU_SECONDS_PER_EPOCH sets the CPU-minutes axis). Already finished runs are
-# skipped, so an interrupted run resumes. Environment: EPOCHS_LIST, SEEDS, EXTRA_SEEDS (fine-tuned
-# after everything else), FRACTIONS, PARALLEL (fine-tunes at once; the pre-trainings run beside
-# them), DEADLINE (a `date +%s` after which running jobs are stopped and the summary written),
-# FT_EXTRA / PRE_EXTRA (more options, e.g. `--epochs 2` for a dry run; the last of a repeated
-# option wins), NAME (arm prefix, default simclr), MOSL (the command).
+# --size). Results: WORKDIR/pre, WORKDIR/ft, WORKDIR/curve.json and WORKDIR/curve.png (gain against
+# pre-training epochs; CPU_SECONDS_PER_EPOCH sets its CPU-minutes axis). Finished runs are skipped,
+# so an interrupted run resumes. Environment:
+#   EPOCHS_LIST  pre-training lengths (default "15 50 100 200")
+#   SEEDS, EXTRA_SEEDS  fine-tuning seeds; an arm's EXTRA_SEEDS start after its SEEDS
+#   FRACTIONS    label fractions (default "0.1 0.25")
+#   PARALLEL     fine-tunes at once (default 6); the pre-trainings run beside them
+#   POLL         seconds between checks (default 2)
+#   DEADLINE     a `date +%s` after which running jobs are stopped and the summary written
+#   FT_EXTRA, PRE_EXTRA  more options for finetune / pretrain (the last of a repeated option wins)
+#   NAME         arm prefix (default simclr); MOSL  the command (default mosl)
 set -uo pipefail
 cd "$1"
 EPOCHS_LIST=${EPOCHS_LIST:-"15 50 100 200"}
@@ -25,13 +29,21 @@ FRACTIONS=${FRACTIONS:-"0.1 0.25"}
 PARALLEL=${PARALLEL:-6}
 DEADLINE=${DEADLINE:-0}
 MOSL=${MOSL:-mosl}
+POLL=${POLL:-2}  # seconds between looks at what has finished
 mkdir -p pre ft logs
 
+pre_pids=()
 for e in $EPOCHS_LIST; do  # the pre-trainings, all at once
   [ -f pre/${NAME}_e$e/metrics.json ] && continue
   $MOSL pretrain --encoder resnet18 --size 64 --batch-size 64 --data busi --data hc18 --data pocus \
-    --temperature 0.2 --epochs $e --out pre/${NAME}_e$e --resume ${PRE_EXTRA:-} > logs/pre_e$e.log 2>&1 &
+    --temperature 0.2 --epochs $e --out pre/${NAME}_e$e --resume ${PRE_EXTRA:-} > logs/pre_${NAME}_e$e.log 2>&1 &
+  pre_pids+=($!)
 done
+pretraining() {  # how many of the pre-trainings are still running
+  local n=0 p
+  for p in "${pre_pids[@]}"; do kill -0 $p 2>/dev/null && n=$((n + 1)); done
+  echo $n
+}
 
 tasks=()  # "ARM INIT FRACTION SEED", in the order they start
 for seeds in "$SEEDS" "$EXTRA_SEEDS"; do
@@ -62,16 +74,15 @@ while :; do
     [ -n "${started[$t]:-}" ] && continue
     left=1
     if ! ready $init; then  # its pre-training failed: leave it out
-      [ "$(pgrep -fc 'pretrain --encoder')" = 0 ] && { started[$t]=skipped; echo "no weights for $t"; }
+      [ "$(pretraining)" = 0 ] && { started[$t]=skipped; echo "no weights for $t"; }
       continue
     fi
-    [ "$(jobs -rp | wc -l)" -lt $((PARALLEL + $(pgrep -fc 'pretrain --encoder'))) ] || break
+    [ "$(jobs -rp | wc -l)" -lt $((PARALLEL + $(pretraining))) ] || break
     started[$t]=1
     finetune $arm $init $f $s > logs/ft_${arm}_f${f}_s$s.log 2>&1 &
   done
   [ $left = 0 ] && [ "$(jobs -rp | wc -l)" = 0 ] && break
-  [ $left = 0 ] && wait -n
-  sleep 2
+  sleep $POLL
 done
 if late; then
   echo "deadline: stopping $(jobs -rp | wc -l) jobs"
