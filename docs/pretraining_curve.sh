@@ -125,7 +125,7 @@ try:  # curve.png: gain (mean and std of the per-seed differences) against pre-t
     import matplotlib.pyplot as plt
 except ImportError:
     plt = None
-cpu_s = float(os.environ.get("CPU_SECONDS_PER_EPOCH", "31"))  # one epoch on the 2-core CPU (session 5)
+cpu_s = float(os.environ.get("CPU_SECONDS_PER_EPOCH", "31.6"))  # one epoch on the 2-core CPU (session 5)
 if plt is not None:
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for f, style in (("0.1", "o-"), ("0.25", "s-")):
