@@ -191,9 +191,12 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
                        "images": len(train_idx), "device": str(device), "init": init_info})
     trained = wrap_ddp(model, dist_info, device, find_unused=cfg.freeze_encoder_epochs > 0)
 
+    def patience_spent() -> bool:  # early stopping: cfg.patience epochs without a better val Dice
+        return bool(val_idx) and progress["since_best"] >= cfg.patience
+
     t_start = time.perf_counter()
     for epoch in range(int(progress["epoch"]), cfg.epochs):
-        if progress["since_best"] >= cfg.patience and val_idx:
+        if patience_spent():
             break
         model.train()
         _set_encoder_frozen(model, epoch < cfg.freeze_encoder_epochs, cfg.freeze_encoder_bn)
@@ -232,8 +235,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
             if improved:
                 _save_segmentation(run.file(WEIGHTS_FILE), model, cfg, arch_meta, init_info, ds)
             append_jsonl(run.log, record)
-            stops = epoch + 1 == cfg.epochs or (bool(val_idx) and progress["since_best"] >= cfg.patience)
-            if clock.due(final=stops):
+            if clock.due(final=epoch + 1 == cfg.epochs or patience_spent()):
                 save_checkpoint(run, model, optimizer, progress)
         callback("epoch", record)
 
