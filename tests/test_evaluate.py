@@ -103,7 +103,7 @@ def test_writes_metrics_json_and_per_case_csv(model_file: Path, dataset: tuple, 
 
 def test_predictions_match_an_independent_forward_pass(model_file: Path, dataset: tuple, tmp_path: Path) -> None:
     data, images, masks = dataset
-    result = run_evaluate(EvaluateConfig(model=str(model_file), data=str(data), out=str(tmp_path / "e"), device="cpu"))
+    result = run_evaluate(EvaluateConfig(model=str(model_file), data=str(data), out=str(tmp_path / "e"), tta=False, device="cpu"))
     model, meta = model_from_file(model_file)
     test = [1, 2, 4]
     with torch.no_grad():

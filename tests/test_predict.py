@@ -55,7 +55,7 @@ def test_mask_has_the_scan_size_and_0_255_values(model_file: Path, tmp_path: Pat
     src = scan(tmp_path / "in" / "case.png", width=123, height=77)
     threshold = median_probability(model_file, src)
     out = tmp_path / "result.png"
-    [done] = run_predict(PredictConfig(inputs=(str(src),), model=str(model_file), out=str(out), threshold=threshold, device="cpu"))
+    [done] = run_predict(PredictConfig(inputs=(str(src),), model=str(model_file), out=str(out), threshold=threshold, tta=False, device="cpu"))
     assert done.mask == out and done.overlay is None and (done.height, done.width) == (77, 123)
     mask = np.asarray(Image.open(out))
     assert mask.shape == (77, 123) and mask.dtype == np.uint8

@@ -216,17 +216,62 @@ class SSLViews(nn.Module):
         return sample_correspondence(b1, f1, b2, f2, points)
 
 
-def _seg_ops(size: int, intensity: bool) -> list[nn.Module]:
-    """Mild geometry (flip, affine) for image and mask, then image-only intensity ops."""
-    ops: list[nn.Module] = [
+class RandomLowResolution(IntensityAugmentationBase2D):
+    """nnU-Net's low-resolution simulation: shrink by a factor ``z ~ U(zoom)`` (nearest), enlarge back
+    (bilinear). Imitates scans acquired or exported at a coarser grid. Masks pass through unchanged."""
+
+    def __init__(self, zoom: tuple[float, float] = (0.5, 1.0), p: float = 0.25) -> None:
+        super().__init__(p=p)
+        self.zoom = (float(zoom[0]), float(zoom[1]))
+
+    def generate_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, Tensor]:
+        return {"zoom": torch.empty(batch_shape[0]).uniform_(*self.zoom)}
+
+    def apply_transform(
+        self, input: Tensor, params: dict[str, Tensor], flags: dict[str, Any], transform: Tensor | None = None
+    ) -> Tensor:
+        h, w = input.shape[-2:]
+        out = []
+        for image, zoom in zip(input, params["zoom"].tolist()):
+            small = F.interpolate(image[None], size=(max(1, round(h * zoom)), max(1, round(w * zoom))), mode="nearest")
+            out.append(F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False))
+        return torch.cat(out) if out else input
+
+
+SEG_AUGMENTS: tuple[str, ...] = ("strong", "mild")
+
+
+def _seg_ops(size: int, intensity: bool, strength: str = "strong") -> list[nn.Module]:
+    """Geometry for image and mask, then image-only intensity ops.
+
+    ``strong`` follows nnU-Net's 2D pipeline (Isensee et al. 2021; rotation, scaling, mirroring, noise,
+    blur, brightness, contrast, low resolution, gamma), adapted to ultrasound: left-right mirroring only
+    (depth runs downwards and acoustic shadows with it), rotations within ±20°, multiplicative speckle
+    next to additive noise. ``mild``: flip, a small affine and light intensity jitter.
+    """
+    if strength not in SEG_AUGMENTS:
+        raise MoslError(f"--augment-strength {strength!r} is not one of {', '.join(SEG_AUGMENTS)}")
+    if strength == "mild":
+        ops: list[nn.Module] = [
+            K.RandomHorizontalFlip(),
+            K.RandomAffine(degrees=15.0, translate=(0.1, 0.1), scale=(0.85, 1.15), p=0.5),
+        ]
+        if intensity:
+            ops += [K.ColorJitter(brightness=0.2, contrast=0.2, p=0.5), _blur(size, p=0.2), RandomSpeckle((0.0, 0.2), p=0.3)]
+        return ops
+    ops = [
         K.RandomHorizontalFlip(),
-        K.RandomAffine(degrees=15.0, translate=(0.1, 0.1), scale=(0.85, 1.15), p=0.5),
+        K.RandomAffine(degrees=20.0, translate=(0.1, 0.1), scale=(0.7, 1.4), p=0.5),
     ]
     if intensity:
         ops += [
-            K.ColorJitter(brightness=0.2, contrast=0.2, p=0.5),
-            _blur(size, p=0.2),
-            RandomSpeckle((0.0, 0.2), p=0.3),
+            K.RandomGaussianNoise(std=0.03, p=0.1),
+            RandomSpeckle((0.0, 0.2), p=0.2),
+            K.RandomGaussianBlur((5, 5), (0.5, 1.0), p=0.2),
+            K.RandomBrightness((0.75, 1.25), p=0.15),
+            K.RandomContrast((0.75, 1.25), p=0.15),
+            RandomLowResolution((0.5, 1.0), p=0.25),
+            K.RandomGamma((0.7, 1.5), p=0.3),
         ]
     return ops
 
@@ -239,13 +284,14 @@ class SegAugment(nn.Module):
     mask by antialiased bilinear resampling thresholded at 0.5). Then one
     ``AugmentationSequential(data_keys=["input", "mask"])`` draws each sample's geometry once and
     applies it to both (the mask resampled nearest-neighbour); intensity ops touch the image only.
-    ``augment=False`` only resizes (validation); ``intensity=False`` keeps only the geometric ops.
+    ``augment=False`` only resizes (validation); ``intensity=False`` keeps only the geometric ops;
+    ``strength``: ``strong`` (default, nnU-Net-like) or ``mild`` (see :func:`_seg_ops`).
     """
 
-    def __init__(self, size: int, augment: bool = True, *, intensity: bool = True) -> None:
+    def __init__(self, size: int, augment: bool = True, *, intensity: bool = True, strength: str = "strong") -> None:
         super().__init__()
         self.size, self.augment = size, augment
-        self.pipeline = K.AugmentationSequential(*_seg_ops(size, intensity), data_keys=["input", "mask"])
+        self.pipeline = K.AugmentationSequential(*_seg_ops(size, intensity, strength), data_keys=["input", "mask"])
 
     def forward(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
         x = _resize(_to_unit(images), self.size)

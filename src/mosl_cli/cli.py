@@ -44,6 +44,9 @@ Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a run alre
 NoAmp = Annotated[bool, typer.Option("--no-amp", help="Disable bfloat16 autocast on CUDA.")]
 CheckpointEvery = Annotated[float, typer.Option("--checkpoint-every", help="Seconds between checkpoints for --resume (the first and last epoch always write one; 0: every epoch).")]
 ModelFile = Annotated[Path, typer.Option("--model", "-m", help="Segmentation weight file written by `mosl finetune`.")]
+Models = Annotated[list[Path], typer.Option("--model", "-m", help="Segmentation weight file written by `mosl finetune`, a run folder, or a folder of --folds runs; repeat to average several models.")]
+TTA = Annotated[bool, typer.Option("--tta/--no-tta", help="Average with the left-right mirrored prediction.")]
+Postprocess = Annotated[bool, typer.Option("--postprocess/--no-postprocess", help="Apply the post-processing rule stored in the weight file (chosen on val by finetune).")]
 Threshold = Annotated[float, typer.Option("--threshold", help="Probability threshold for the lesion mask.")]
 
 
@@ -276,24 +279,31 @@ def pretrain(
 # --------------------------------------------------------------------------- finetune
 
 
-@app.command(epilog="Example: mosl finetune --init mosl_pretrain/model.safetensors --label-fraction 0.25 --size 64")
+@app.command(epilog="Example: mosl finetune --data busi --size 128 --seed 0   |   mosl finetune --init mosl_pretrain/model.safetensors --label-fraction 0.25")
 def finetune(
     data: DataDir = Path(C.DEFAULT_DATASET),
-    init: Annotated[str, typer.Option("--init", help="auto (mosl_pretrain/model.safetensors if present), none, or a weight file (mosl, torchvision, lightly/solo-learn .ckpt, MoCo/SimSiam .pth.tar).")] = "auto",
-    arch: Arch = "unet",
-    encoder: Encoder = "resnet50",
-    label_fraction: Annotated[float, typer.Option("--label-fraction", help="Fraction of train labels used, in (0, 1]; nested across fractions.")] = 1.0,
-    size: Size = 64,
-    epochs: Epochs = 50,
-    batch_size: BatchSize = 16,
-    lr: Annotated[float, typer.Option("--lr", help="AdamW learning rate.")] = 1e-3,
-    encoder_lr_scale: Annotated[float, typer.Option("--encoder-lr-scale", help="Encoder lr = lr × this.")] = 1.0,
-    weight_decay: Annotated[float, typer.Option("--weight-decay")] = 1e-4,
-    freeze_encoder_epochs: Annotated[int, typer.Option("--freeze-encoder-epochs", help="Epochs with the encoder frozen.")] = 0,
+    init: Annotated[str, typer.Option("--init", help="auto (mosl_pretrain/model.safetensors if present), none, or a weight file (mosl, torchvision, lightly/solo-learn .ckpt, MoCo/SimSiam .pth.tar).")] = C.FinetuneConfig.init,
+    arch: Arch = C.FinetuneConfig.arch,
+    encoder: Encoder = C.FinetuneConfig.encoder,
+    label_fraction: Annotated[float, typer.Option("--label-fraction", help="Fraction of train labels used, in (0, 1]; nested across fractions.")] = C.FinetuneConfig.label_fraction,
+    size: Size = C.FinetuneConfig.size,
+    epochs: Epochs = C.FinetuneConfig.epochs,
+    batch_size: BatchSize = C.FinetuneConfig.batch_size,
+    lr: Annotated[float, typer.Option("--lr", help="AdamW peak learning rate (linear warm-up, then cosine decay to 0).")] = C.FinetuneConfig.lr,
+    warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Epochs of linear lr warm-up.")] = C.FinetuneConfig.warmup_epochs,
+    encoder_lr_scale: Annotated[float, typer.Option("--encoder-lr-scale", help="Encoder lr = lr × this.")] = C.FinetuneConfig.encoder_lr_scale,
+    weight_decay: Annotated[float, typer.Option("--weight-decay")] = C.FinetuneConfig.weight_decay,
+    freeze_encoder_epochs: Annotated[int, typer.Option("--freeze-encoder-epochs", help="Epochs with the encoder frozen.")] = C.FinetuneConfig.freeze_encoder_epochs,
     freeze_encoder_bn: Annotated[bool, typer.Option("--freeze-encoder-bn", help="Keep the pre-trained encoder's BatchNorm statistics (its BN layers stay in eval mode; their scale and shift still train).")] = C.FinetuneConfig.freeze_encoder_bn,
-    patience: Annotated[int, typer.Option("--patience", help="Stop after this many epochs without a better val Dice.")] = 15,
+    select: Annotated[str, typer.Option("--select", help="Weights kept as model.safetensors: ema (moving average), last, or best (highest val Dice).")] = C.FinetuneConfig.select,
+    ema_decay: Annotated[float, typer.Option("--ema-decay", help="Per-step decay of the weight moving average.")] = C.FinetuneConfig.ema_decay,
+    patience: Annotated[int, typer.Option("--patience", help="With --select best: stop after this many epochs without a better val Dice (0: never).")] = C.FinetuneConfig.patience,
     steps_per_epoch: Annotated[Optional[int], typer.Option("--steps-per-epoch", help="Default: one pass over the labelled images (≥ 10).")] = None,
     no_augment: Annotated[bool, typer.Option("--no-augment", help="Resize only, no augmentation.")] = False,
+    augment_strength: Annotated[str, typer.Option("--augment-strength", help="strong (nnU-Net-like: rotation, scaling, noise, blur, brightness, contrast, low resolution, gamma) or mild.")] = C.FinetuneConfig.augment_strength,
+    no_empty_masks: Annotated[bool, typer.Option("--no-empty-masks", help="Leave scans with an empty mask (normal scans) out of training.")] = False,
+    no_postprocess: Annotated[bool, typer.Option("--no-postprocess", help="Do not choose and store a post-processing rule on val.")] = False,
+    folds: Annotated[int, typer.Option("--folds", help="K > 1: cross-validation, K models on train+val folds in OUT/fold_<k> (evaluate/predict --model OUT averages them).")] = C.FinetuneConfig.folds,
     seed: Seed = 0,
     device: Device = "auto",
     no_amp: NoAmp = False,
@@ -305,39 +315,47 @@ def finetune(
     """Fine-tune a segmentation U-Net from pre-trained or random weights on a fraction of the labels."""
     cfg = C.FinetuneConfig(
         data=str(data), init=init, arch=arch, encoder=encoder, label_fraction=label_fraction, size=size,
-        epochs=epochs, batch_size=batch_size, lr=lr, encoder_lr_scale=encoder_lr_scale, weight_decay=weight_decay,
-        freeze_encoder_epochs=freeze_encoder_epochs, freeze_encoder_bn=freeze_encoder_bn, patience=patience, steps_per_epoch=steps_per_epoch,
-        augment=not no_augment, seed=seed, device=device, amp=not no_amp, checkpoint_every=checkpoint_every, out=str(out), resume=resume, overwrite=overwrite,
+        epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, encoder_lr_scale=encoder_lr_scale,
+        weight_decay=weight_decay, freeze_encoder_epochs=freeze_encoder_epochs, freeze_encoder_bn=freeze_encoder_bn,
+        select=select, ema_decay=ema_decay, patience=patience, steps_per_epoch=steps_per_epoch,
+        augment=not no_augment, augment_strength=augment_strength, empty_masks=not no_empty_masks,
+        postprocess=not no_postprocess, folds=folds, seed=seed, device=device, amp=not no_amp,
+        checkpoint_every=checkpoint_every, out=str(out), resume=resume, overwrite=overwrite,
     )
-    from mosl_cli.finetune import run_finetune
+    from mosl_cli.finetune import run_folds
 
     with _TrainingProgress(f"finetune {label_fraction:g} labels") as bar:
-        result = _call(run_finetune, cfg, bar)
+        results = _call(run_folds, cfg, bar)
     if _is_main_rank():
-        out_console.print(f"segmentation model: {result.out / C.WEIGHTS_FILE}  (best val Dice {result.best_val_dice:.4f} "
-                          f"at epoch {result.best_epoch}, {result.labelled} labelled images)")
+        for result in results:
+            out_console.print(f"segmentation model: {result.out / C.WEIGHTS_FILE}  ({cfg.select} weights after "
+                              f"{result.epochs_run} epochs; best val Dice {result.best_val_dice:.4f} at epoch "
+                              f"{result.best_epoch}; {result.labelled} labelled images)")
 
 
 # --------------------------------------------------------------------------- evaluate / predict
 
 
-@app.command(epilog="Example: mosl evaluate --model mosl_finetune/model.safetensors --split test --tta")
+@app.command(epilog="Example: mosl evaluate --model mosl_finetune/model.safetensors --split test   |   mosl evaluate --model cv_run/ (all folds)")
 def evaluate(
-    model: ModelFile = Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE,
+    model: Models = [Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE],
     data: DataDir = Path(C.DEFAULT_DATASET),
     split: Annotated[str, typer.Option("--split", help="test, val, train or all.")] = "test",
     out: OutDir = Path(C.DEFAULT_EVAL_DIR),
-    tta: Annotated[bool, typer.Option("--tta", help="Average with the horizontally flipped prediction.")] = False,
-    threshold: Threshold = 0.5,
-    batch_size: BatchSize = 64,
+    tta: TTA = C.EvaluateConfig.tta,
+    postprocess: Postprocess = C.EvaluateConfig.postprocess,
+    threshold: Threshold = C.EvaluateConfig.threshold,
+    batch_size: BatchSize = C.EvaluateConfig.batch_size,
     device: Device = "auto",
 ) -> None:
     """Dice, IoU, precision, recall and HD95 per case and per class; metrics.json and per_case.csv."""
-    cfg = C.EvaluateConfig(str(model), str(data), split, str(out), tta, threshold, batch_size, device)
+    models = str(model[0]) if len(model) == 1 else tuple(str(m) for m in model)
+    cfg = C.EvaluateConfig(model=models, data=str(data), split=split, out=str(out), tta=tta, postprocess=postprocess,
+                           threshold=threshold, batch_size=batch_size, device=device)
     from mosl_cli.evaluate import run_evaluate
 
     result = _call(run_evaluate, cfg)
-    table = Table(title=f"{model} on {data} [{split}]")
+    table = Table(title=f"{' + '.join(str(m) for m in model)} on {data} [{split}]")
     columns = ("group", "n", "dice", "iou", "precision", "recall", "hd95")
     for col in columns:
         table.add_column(col, justify="left" if col == "group" else "right")
@@ -350,15 +368,19 @@ def evaluate(
 @app.command(epilog="Example: mosl predict scan.png --out mask.png --overlay   |   mosl predict scans/ --out masks/")
 def predict(
     inputs: Annotated[list[str], typer.Argument(help="Scans (PNG, JPEG, BMP, TIFF): files, folders or globs.")],
-    model: ModelFile = Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE,
+    model: Models = [Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Mask file for one scan, else a folder (default mosl_predict/).")] = None,
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write the scan with the lesion outline.")] = False,
-    threshold: Threshold = 0.5,
-    batch_size: BatchSize = 32,
+    tta: TTA = C.PredictConfig.tta,
+    postprocess: Postprocess = C.PredictConfig.postprocess,
+    threshold: Threshold = C.PredictConfig.threshold,
+    batch_size: BatchSize = C.PredictConfig.batch_size,
     device: Device = "auto",
 ) -> None:
     """Write a 0/255 lesion mask at each scan's own size (and an overlay)."""
-    cfg = C.PredictConfig(tuple(inputs), str(model), str(out) if out else None, overlay, threshold, batch_size, device)
+    models = str(model[0]) if len(model) == 1 else tuple(str(m) for m in model)
+    cfg = C.PredictConfig(inputs=tuple(inputs), model=models, out=str(out) if out else None, overlay=overlay, tta=tta,
+                          postprocess=postprocess, threshold=threshold, batch_size=batch_size, device=device)
     from mosl_cli.predict import run_predict
 
     results = _call(run_predict, cfg)

@@ -80,24 +80,37 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """``mosl finetune``: supervised segmentation training from pre-trained (or random) weights."""
+    """``mosl finetune``: supervised segmentation training from pre-trained (or random) weights.
+
+    The default recipe (docs/finetune-recipe.md): resnet18 U-Net at 128 px, 100 epochs of AdamW with
+    warm-up and cosine decay to 0, nnU-Net-like augmentation, normal scans kept in training, the
+    exponential moving average of the weights kept, a post-processing rule chosen on val.
+    """
 
     data: str = DEFAULT_DATASET
     init: str = "auto"
     arch: str = "unet"
-    encoder: str = "resnet50"
+    encoder: str = "resnet18"
     label_fraction: float = 1.0
-    size: int = 64
-    epochs: int = 50
+    size: int = 128
+    epochs: int = 100
     batch_size: int = 16
     lr: float = 1e-3
+    warmup_epochs: int = 5
     encoder_lr_scale: float = 1.0
     weight_decay: float = 1e-4
     freeze_encoder_epochs: int = 0
     freeze_encoder_bn: bool = False  # keep the initial weights' BN statistics in the encoder (eval-mode BN)
-    patience: int = 15
+    select: str = "ema"  # which weights become model.safetensors: ema, last, or best (val Dice)
+    ema_decay: float = 0.998
+    patience: int = 0  # with select=best: stop after this many epochs without a better val Dice (0: never)
     steps_per_epoch: int | None = None  # default: one pass over the labelled images, at least 10 steps
     augment: bool = True
+    augment_strength: str = "strong"  # augment.SEG_AUGMENTS
+    empty_masks: bool = True  # train on labelled scans whose mask is empty (BUSI's normal scans)
+    postprocess: bool = True  # choose a post-processing rule on val (postprocess.py) and store it
+    folds: int = 1  # > 1: cross-validation over train+val, one model per fold in out/fold_<k>
+    fold: int | None = None  # the fold this run trains (set by the folds driver)
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -112,11 +125,12 @@ class FinetuneConfig:
 class EvaluateConfig:
     """``mosl evaluate``: per-case and per-class metrics of a segmentation model on one split."""
 
-    model: str = f"{DEFAULT_FINETUNE_RUN}/{WEIGHTS_FILE}"
+    model: str | tuple[str, ...] = f"{DEFAULT_FINETUNE_RUN}/{WEIGHTS_FILE}"  # a file, a run folder, folds, or several
     data: str = DEFAULT_DATASET
     split: str = "test"
     out: str = DEFAULT_EVAL_DIR
-    tta: bool = False
+    tta: bool = True
+    postprocess: bool = True
     threshold: float = 0.5
     batch_size: int = 64
     device: str = "auto"
@@ -127,9 +141,11 @@ class PredictConfig:
     """``mosl predict``: scans in, 0/255 masks (at each scan's own size) out."""
 
     inputs: tuple[str, ...]
-    model: str = f"{DEFAULT_FINETUNE_RUN}/{WEIGHTS_FILE}"
+    model: str | tuple[str, ...] = f"{DEFAULT_FINETUNE_RUN}/{WEIGHTS_FILE}"  # a file, a run folder, folds, or several
     out: str | None = None
     overlay: bool = False
+    tta: bool = True
+    postprocess: bool = True
     threshold: float = 0.5
     batch_size: int = 32
     device: str = "auto"

@@ -2,11 +2,13 @@
 
 Resolution: each image of the dataset (stored at S×S, see ``data/store.py``) is resized to the size
 the model was trained at (``size`` in the weight file), the model's sigmoid probabilities are
-bilinearly upsampled back to S×S, thresholded there and compared with the stored S×S masks. Every
+bilinearly upsampled back to S×S, thresholded there, post-processed by the rule the model carries
+(``postprocess.py``; ``--no-postprocess`` skips it) and compared with the stored S×S masks. Every
 model is therefore scored on the same grid against the same masks, whatever size it was trained at,
 and HD95 is in pixels of that S×S grid. (Masks at each scan's original size are what ``mosl
-predict`` writes; the dataset keeps only S×S.) ``--tta`` averages the probabilities with those of
-the horizontally flipped image.
+predict`` writes; the dataset keeps only S×S.) ``--tta`` (default) averages the probabilities with
+those of the horizontally flipped image; ``--model`` may name several files or a folder of fold runs,
+whose probabilities are averaged (``inference.py``).
 
 Writes ``metrics.json`` (settings, summary, per-class and per-case figures, the empty-mask rule)
 and ``per_case.csv`` (one row per image) into ``--out``, atomically, after every check has passed.
@@ -22,16 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from mosl_cli import metrics as M
 from mosl_cli.config import EvaluateConfig, to_dict
 from mosl_cli.data.store import Dataset, load_dataset
-from mosl_cli.device import autocast, memory_format, resolve_device
+from mosl_cli.device import resolve_device
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import atomic_path, write_json
-from mosl_cli.models import model_from_file, model_inputs
+from mosl_cli.inference import Ensemble, forward_probabilities, load_ensemble, model_probabilities, prepare_model
+from mosl_cli.postprocess import PostProcess
 
 METRICS_FORMAT = "mosl-metrics"
 METRICS_VERSION = 1
@@ -61,67 +62,25 @@ def check_thresholds(threshold: float, batch_size: int) -> None:
         raise MoslError(f"--batch-size {batch_size}: must be at least 1")
 
 
-def prepare_model(model: nn.Module, meta: dict[str, Any], path: str | Path, device: torch.device) -> nn.Module:
-    """Check the model is a one-class segmenter and put it in its inference memory format."""
-    if int(meta.get("classes", 1)) != 1:
-        raise MoslError(f"{path}: a {meta.get('classes')}-class model; mosl evaluates binary (1-class) models")
-    return model.to(memory_format=memory_format(device)).eval()
-
-
-@torch.inference_mode()
-def forward_probabilities(
-    model: nn.Module, x: torch.Tensor, tta: bool = False, amp: bool = True, channels_last: bool = True
-) -> torch.Tensor:
-    """Sigmoid probabilities, float32 ``[B, 1, s, s]``, of model inputs float32 ``[B, C, s, s]``.
-
-    Runs on CUDA in channels_last and under bf16 autocast unless ``channels_last`` / ``amp`` is False. ``tta``
-    averages with the prediction on the horizontally flipped inputs (flipped back).
-    """
-    device = x.device
-    x = x.contiguous(memory_format=memory_format(device, channels_last))
-    with autocast(device, amp):
-        prob = torch.sigmoid(model(x).float())
-        if tta:
-            prob = (prob + torch.sigmoid(model(x.flip(-1)).float()).flip(-1)) / 2
-    return prob
-
-
-@torch.inference_mode()
-def model_probabilities(
-    model: nn.Module, images: torch.Tensor, meta: dict[str, Any], tta: bool = False
-) -> torch.Tensor:
-    """Lesion probabilities, float32 ``[B, 1, H, W]``, of uint8 images ``[B, C, H, W]`` (on the model's device).
-
-    The images are resized to the model's ``size`` and normalised as it was trained
-    (:func:`mosl_cli.models.model_inputs`); the probabilities come back at the input's H×W (bilinear).
-    """
-    x = model_inputs(images, int(meta["size"]), meta.get("normalisation"))
-    prob = forward_probabilities(model, x, tta=tta)
-    if prob.shape[-2:] != images.shape[-2:]:
-        prob = F.interpolate(prob, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)
-    return prob
-
-
-def _load_checked(cfg: EvaluateConfig, device: torch.device) -> tuple[nn.Module, dict[str, Any], Dataset, list[int]]:
-    """Every check before any work: settings, weight file, dataset, split, channels, output path."""
+def _load_checked(cfg: EvaluateConfig, device: torch.device) -> tuple[Ensemble, Dataset, list[int]]:
+    """Every check before any work: settings, weight files, dataset, split, channels, output path."""
     check_thresholds(cfg.threshold, cfg.batch_size)
-    model, meta = model_from_file(cfg.model, device)
-    model = prepare_model(model, meta, cfg.model, device)
+    ensemble = load_ensemble(cfg.model, device)
     ds = load_dataset(cfg.data)
     if ds.masks is None:
         raise MoslError(f"{cfg.data}: the dataset has no masks; evaluate on a labelled dataset (e.g. BUSI)")
     indices = ds.indices(cfg.split, labelled=True)
     if not indices:
         raise MoslError(f"{cfg.data}: no labelled images in split {cfg.split!r}; choose another --split")
-    if ds.channels != int(meta["in_channels"]):
+    if ds.channels != ensemble.in_channels:
         raise MoslError(
-            f"{cfg.model}: a {meta['in_channels']}-channel model but {cfg.data} has {ds.channels}-channel images; "
-            f"prepare the data with --channels {meta['in_channels']} or pass a matching model"
+            f"{ensemble.describe()}: a {ensemble.in_channels}-channel model but {cfg.data} has {ds.channels}-channel images; "
+            f"prepare the data with --channels {ensemble.in_channels} or pass a matching model"
         )
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise MoslError(f"--out {out}: exists and is not a folder; pass a folder name")
-    return model, meta, ds, indices
+    return ensemble, ds, indices
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -129,11 +88,13 @@ def _finite_or_none(value: float) -> float | None:
 
 
 def evaluate_cases(
-    model: nn.Module, meta: dict[str, Any], ds: Dataset, indices: list[int], *, device: torch.device,
-    threshold: float = 0.5, tta: bool = False, batch_size: int = 64,
+    ensemble: Ensemble, ds: Dataset, indices: list[int], *, device: torch.device,
+    threshold: float = 0.5, tta: bool = False, postprocess: PostProcess | None = None, batch_size: int = 64,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One dict per case (id, class, source, the metrics, gt_pixels, pred_pixels) in ``indices`` order.
+
+    ``postprocess``: the rule applied to each thresholded mask (``None``: none).
 
     ``hd95`` is ``None`` where undefined (:data:`mosl_cli.metrics.EMPTY_MASK_RULE`).
     ``on_batch(done, total)`` is called after every batch.
@@ -144,7 +105,9 @@ def evaluate_cases(
     for chunk in order.split(batch_size):
         images = ds.images[chunk].to(device, non_blocking=True)
         target = ds.masks[chunk].to(device, non_blocking=True) > 0
-        pred = model_probabilities(model, images, meta, tta=tta) > threshold
+        pred = ensemble.probabilities(images, tta=tta) > threshold
+        if postprocess is not None:
+            pred = postprocess(pred)
         values = M.case_metrics(pred, target)
         host = {k: v.cpu().tolist() for k, v in values.items()}
         for j, i in enumerate(chunk.tolist()):
@@ -207,15 +170,18 @@ def run_evaluate(cfg: EvaluateConfig, on_batch: Callable[[int, int], None] | Non
     model, a missing dataset, an empty split, or a channel mismatch.
     """
     device = resolve_device(cfg.device)
-    model, meta, ds, indices = _load_checked(cfg, device)
+    ensemble, ds, indices = _load_checked(cfg, device)
+    rule = ensemble.postprocess(cfg.postprocess)
     cases = evaluate_cases(
-        model, meta, ds, indices, device=device, threshold=cfg.threshold, tta=cfg.tta,
+        ensemble, ds, indices, device=device, threshold=cfg.threshold, tta=cfg.tta, postprocess=rule,
         batch_size=cfg.batch_size, on_batch=on_batch,
     )
+    meta = ensemble.meta
     summary = M.aggregate(cases, key="class")
     document: dict[str, Any] = {
         "format": METRICS_FORMAT, "version": METRICS_VERSION,
-        "model": str(cfg.model), "model_meta": meta, "data": str(cfg.data), "split": cfg.split,
+        "model": str(cfg.model) if isinstance(cfg.model, str) else list(cfg.model), "model_meta": meta,
+        "models": [str(p) for p in ensemble.paths], "postprocess": rule.to_dict(), "data": str(cfg.data), "split": cfg.split,
         "size_evaluated": ds.size, "model_size": int(meta["size"]), "tta": cfg.tta,
         "threshold": cfg.threshold, "device": str(device), "config": to_dict(cfg),
         "empty_mask_rule": M.EMPTY_MASK_RULE,

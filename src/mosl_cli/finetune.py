@@ -1,8 +1,12 @@
 """``mosl finetune``: train a segmentation U-Net on a fraction of the labels, from pre-trained weights
 (mosl's own or another project's) or from scratch (``--init none``, the supervised baseline).
 
-Training uses the train split, model selection the val split (best val Dice kept, early stopping with
-patience). Loss: soft Dice + BCE. Image and mask are augmented together by kornia on the device.
+The recipe (docs/finetune-recipe.md has the measurements behind each default): the train split,
+normal scans with their empty masks included; AdamW with linear warm-up and cosine decay to 0; soft
+Dice + BCE; nnU-Net-like joint augmentation by kornia on the device; the exponential moving average
+of the weights is what ``model.safetensors`` holds (``--select last`` / ``best`` for the others). The
+val split is watched every epoch and, at the end, picks the post-processing rule the weight file
+carries (``postprocess.py``). ``--folds K`` trains K models on train+val folds (``run_folds``).
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,22 +22,25 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mosl_cli.augment import SegAugment, seeded
+from mosl_cli.augment import SEG_AUGMENTS, SegAugment, seeded
 from mosl_cli.config import DEFAULT_PRETRAIN_RUN, WEIGHTS_FILE, FinetuneConfig
 from mosl_cli.data.store import Dataset, load_dataset
 from mosl_cli.device import fused_optimizer, memory_format
 from mosl_cli.errors import MoslError
-from mosl_cli.evaluate import forward_probabilities
+from mosl_cli.inference import forward_probabilities, model_probabilities
 from mosl_cli.fsutil import append_jsonl, read_jsonl, write_json
 from mosl_cli.metrics import confusion, dice
+from mosl_cli.postprocess import choose_postprocess
 from mosl_cli.models import build_model, load_into, model_inputs, read_metadata, save_weights, weights_metadata
 from mosl_cli.train import (
-    METRICS_FILE, Callback, CheckpointClock, RunDir, all_ranks_agree, autocast, cosine_lr, epoch_order,
-    init_distributed, load_checkpoint, mean_over_ranks, no_callback, save_checkpoint, set_lr, shard, sync_buffers,
-    wrap_ddp, write_config,
+    METRICS_FILE, Callback, CheckpointClock, RunDir, WeightAverage, all_ranks_agree, autocast, cosine_lr,
+    epoch_order, init_distributed, load_checkpoint, mean_over_ranks, no_callback, save_checkpoint, set_lr, shard,
+    sync_buffers, wrap_ddp, write_config,
 )
 
 MIN_STEPS_PER_EPOCH = 10
+SELECTIONS: tuple[str, ...] = ("ema", "last", "best")
+FOLD_SPLITS: tuple[str, ...] = ("train", "val")  # the pool that --folds divides
 
 
 @dataclass
@@ -47,17 +54,21 @@ class FinetuneResult:
     model: nn.Module  # the last epoch's weights (the best ones are in out/model.safetensors)
 
 
-def label_subset(ds: Dataset, fraction: float, seed: int) -> list[int]:
+def label_subset(ds: Dataset, fraction: float, seed: int, pool: list[int] | None = None,
+                 empty_masks: bool = True) -> list[int]:
     """Labelled train indices kept at ``fraction``: stratified by class, nested across fractions.
 
-    Each class's train images are put in one seeded order and the first ``ceil(fraction·n)`` are kept,
+    Each class's images are put in one seeded order and the first ``ceil(fraction·n)`` are kept,
     so with one seed the 10 % subset lies inside the 25 % subset, which lies inside the 50 % one.
+    ``pool``: the candidate indices (default: the labelled train split); ``empty_masks=False`` drops
+    scans whose mask is empty (BUSI's normal scans) before sampling.
     """
     if not 0 < fraction <= 1:
         raise MoslError(f"--label-fraction {fraction} is outside (0, 1]; use e.g. 0.1 for 10 % of the labels")
     by_class: dict[str, list[int]] = {}
-    for i in ds.indices("train", labelled=True):
-        by_class.setdefault(str(ds.records[i]["class"]), []).append(i)
+    for i in ds.indices("train", labelled=True) if pool is None else pool:
+        if empty_masks or not _empty_mask(ds, i):
+            by_class.setdefault(str(ds.records[i]["class"]), []).append(i)
     if not by_class:
         raise MoslError(f"{ds.path}: the train split has no labelled image; prepare a dataset with masks")
     kept: list[int] = []
@@ -67,6 +78,55 @@ def label_subset(ds: Dataset, fraction: float, seed: int) -> list[int]:
         order = torch.randperm(len(members), generator=g).tolist()
         kept += [members[j] for j in order[: max(1, math.ceil(fraction * len(members)))]]
     return sorted(kept)
+
+
+def _empty_mask(ds: Dataset, i: int) -> bool:
+    record = ds.records[i]
+    if "mask_pixels" in record:
+        return int(record["mask_pixels"]) == 0
+    assert ds.masks is not None
+    return not bool(ds.masks[i].any())
+
+
+def fold_indices(ds: Dataset, folds: int, seed: int) -> list[list[int]]:
+    """``folds`` disjoint lists of labelled train+val indices; a group (near-duplicates, one patient)
+    never straddles two folds. Groups are dealt class by class, in a seeded order, to the fold that
+    holds fewest images of that class (stratified, balanced)."""
+    if folds < 2:
+        raise MoslError(f"--folds {folds}: cross-validation needs at least 2 folds")
+    groups: dict[str, list[int]] = {}
+    for split in FOLD_SPLITS:
+        for i in ds.indices(split, labelled=True):
+            groups.setdefault(str(ds.records[i].get("group", ds.records[i]["id"])), []).append(i)
+    if len(groups) < folds:
+        raise MoslError(f"{ds.path}: {len(groups)} groups of labelled train+val images cannot fill {folds} folds; use fewer --folds")
+    by_class: dict[str, list[list[int]]] = {}
+    for members in groups.values():
+        by_class.setdefault(str(ds.records[members[0]]["class"]), []).append(members)
+    out: list[list[int]] = [[] for _ in range(folds)]
+    for name in sorted(by_class):
+        g = torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32(name.encode()))
+        class_groups = by_class[name]
+        counts = [0] * folds
+        for j in torch.randperm(len(class_groups), generator=g).tolist():
+            k = min(range(folds), key=lambda f: (counts[f], f))
+            out[k] += class_groups[j]
+            counts[k] += len(class_groups[j])
+    return [sorted(f) for f in out]
+
+
+def split_indices(ds: Dataset, cfg: FinetuneConfig) -> tuple[list[int], list[int]]:
+    """``(train, val)`` indices of this run: the train split (at ``label_fraction``) and the val split,
+    or with ``cfg.fold`` set, every other fold of train+val and that fold."""
+    if cfg.fold is None:
+        pool, val = None, ds.indices("val", labelled=True)
+    else:
+        if not 0 <= cfg.fold < cfg.folds:
+            raise MoslError(f"fold {cfg.fold} is outside 0..{cfg.folds - 1}")
+        parts = fold_indices(ds, cfg.folds, cfg.seed)
+        val = parts[cfg.fold]
+        pool = sorted(i for k, part in enumerate(parts) if k != cfg.fold for i in part)
+    return label_subset(ds, cfg.label_fraction, cfg.seed, pool, cfg.empty_masks), val
 
 
 def resolve_init(cfg: FinetuneConfig) -> str:
@@ -114,6 +174,7 @@ def validation_dice(model: nn.Module, ds: Dataset, idx: list[int], size: int, de
                     amp: bool, channels_last: bool = True, batch: int = 64) -> float:
     """Mean per-case Dice on ``idx`` at the training size (empty-mask rule of ``metrics``)."""
     assert ds.masks is not None
+    was_training = model.training
     model.eval()
     scores = []
     for start in range(0, len(idx), batch):
@@ -122,7 +183,35 @@ def validation_dice(model: nn.Module, ds: Dataset, idx: list[int], size: int, de
         prob = forward_probabilities(model, x, amp=amp, channels_last=channels_last)
         target = F.interpolate(ds.masks[sel].to(device).float(), size=(size, size), mode="nearest") > 0.5
         scores.append(dice(*confusion(prob > 0.5, target)[:3]))
+    model.train(was_training)
     return float(torch.cat(scores).mean())
+
+
+@torch.no_grad()
+def final_validation(model: nn.Module, meta: dict[str, Any], ds: Dataset, idx: list[int],
+                     device: torch.device, batch: int = 64) -> dict[str, Any]:
+    """Score the final weights on ``idx`` as ``mosl evaluate`` does (stored size, mirroring TTA) and
+    choose the post-processing rule there. Returns mean val Dice without and with TTA, with the rule,
+    the rule itself and every candidate's score."""
+    assert ds.masks is not None
+    model.eval()
+    plain, mirrored, targets = [], [], []
+    for start in range(0, len(idx), batch):
+        sel = torch.tensor(idx[start : start + batch])
+        images = ds.images[sel].to(device)
+        plain.append(model_probabilities(model, images, meta, tta=False) > 0.5)
+        mirrored.append(model_probabilities(model, images, meta, tta=True) > 0.5)
+        targets.append(ds.masks[sel].to(device) > 0)
+    target = torch.cat(targets)
+
+    def mean_dice(pred: torch.Tensor) -> float:
+        return float(dice(*confusion(pred, target)[:3]).mean())
+
+    pred = torch.cat(mirrored)
+    rule, candidates = choose_postprocess(pred, target)
+    return {"val_dice": mean_dice(torch.cat(plain)), "val_dice_tta": mean_dice(pred),
+            "val_dice_tta_postprocessed": mean_dice(rule(pred)), "postprocess": rule.to_dict(),
+            "postprocess_candidates": candidates}
 
 
 def _param_groups(model: nn.Module, cfg: FinetuneConfig) -> list[dict[str, Any]]:
@@ -143,16 +232,28 @@ def _set_encoder_frozen(model: nn.Module, frozen: bool, keep_bn_statistics: bool
                 module.eval()
 
 
-def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> FinetuneResult:
-    """Fine-tune on ``cfg.label_fraction`` of the train labels; write the run directory ``cfg.out``."""
+def check_finetune_options(cfg: FinetuneConfig) -> None:
+    """One-line errors for option values, before anything is read or written."""
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise MoslError("--epochs and --batch-size must be ≥ 1")
+    if cfg.select not in SELECTIONS:
+        raise MoslError(f"--select {cfg.select!r} is not one of {', '.join(SELECTIONS)}")
+    if cfg.augment_strength not in SEG_AUGMENTS:
+        raise MoslError(f"--augment-strength {cfg.augment_strength!r} is not one of {', '.join(SEG_AUGMENTS)}")
+    if not 0.0 <= cfg.ema_decay < 1.0:
+        raise MoslError(f"--ema-decay {cfg.ema_decay} must be in [0, 1), e.g. 0.998")
+    if cfg.warmup_epochs < 0 or cfg.patience < 0:
+        raise MoslError("--warmup-epochs and --patience must be 0 or more")
+
+
+def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> FinetuneResult:
+    """Fine-tune on ``cfg.label_fraction`` of the train labels; write the run directory ``cfg.out``."""
+    check_finetune_options(cfg)
     clock = CheckpointClock(cfg.checkpoint_every)
     ds = load_dataset(cfg.data)
     if ds.masks is None:
         raise MoslError(f"{cfg.data}: the dataset has no masks; fine-tuning needs a labelled dataset (e.g. BUSI)")
-    train_idx = label_subset(ds, cfg.label_fraction, cfg.seed)
-    val_idx = ds.indices("val", labelled=True)
+    train_idx, val_idx = split_indices(ds, cfg)
     init = resolve_init(cfg)
     if cfg.freeze_encoder_bn and init == "none":
         raise MoslError("--freeze-encoder-bn keeps pre-trained BN statistics, but --init is none; pass pre-trained weights or drop the flag")
@@ -169,16 +270,19 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     optimizer = torch.optim.AdamW(
         _param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused_optimizer(device)
     )
-    augment = SegAugment(cfg.size, cfg.augment).to(device)
+    average = WeightAverage(model, cfg.ema_decay) if cfg.select == "ema" else None
+    augment = SegAugment(cfg.size, cfg.augment, strength=cfg.augment_strength).to(device)
     images, masks = ds.images.to(device), ds.masks.to(device)
     train_order_src = torch.tensor(train_idx)
     steps_per_epoch = cfg.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(len(train_idx) / cfg.batch_size))
     total_steps = cfg.epochs * steps_per_epoch
+    warmup_steps = min(cfg.warmup_epochs * steps_per_epoch, total_steps // 2)
     per_rank = max(1, cfg.batch_size // dist_info.world_size)
+    extra = {"ema": average} if average is not None else None
 
     progress = {"epoch": 0, "best_dice": -1.0, "best_epoch": 0, "since_best": 0}
     if resume:
-        progress = load_checkpoint(run, model, optimizer, device)
+        progress = load_checkpoint(run, model, optimizer, device, extra)
         if dist_info.is_main:
             run.trim_log(int(progress["epoch"]))
     arch_meta = {"arch": init_info.get("arch", cfg.arch), "encoder": init_info.get("encoder", cfg.encoder)}
@@ -190,9 +294,10 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     callback("start", {"epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch, "start_epoch": progress["epoch"],
                        "images": len(train_idx), "device": str(device), "init": init_info})
     trained = wrap_ddp(model, dist_info, device, find_unused=cfg.freeze_encoder_epochs > 0)
+    best_path = run.file("model_best.safetensors")
 
-    def patience_spent() -> bool:  # early stopping: cfg.patience epochs without a better val Dice
-        return bool(val_idx) and progress["since_best"] >= cfg.patience
+    def patience_spent() -> bool:  # early stopping (select=best only): patience epochs without a better val Dice
+        return cfg.select == "best" and cfg.patience > 0 and bool(val_idx) and progress["since_best"] >= cfg.patience
 
     t_start = time.perf_counter()
     for epoch in range(int(progress["epoch"]), cfg.epochs):
@@ -205,7 +310,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         loss_sum, t0 = torch.zeros((), device=device), time.perf_counter()
         with seeded(cfg.seed * 7919 + epoch * 104729 + dist_info.rank, device):
             for step in range(steps_per_epoch):
-                lr = cosine_lr(epoch * steps_per_epoch + step, total_steps, steps_per_epoch, cfg.lr)
+                lr = cosine_lr(epoch * steps_per_epoch + step, total_steps, warmup_steps, cfg.lr)
                 set_lr(optimizer, lr)
                 sel = order[step * per_rank : (step + 1) * per_rank]
                 with torch.no_grad():
@@ -217,36 +322,73 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if average is not None:
+                    average.update(model, epoch * steps_per_epoch + step)
                 loss_sum += loss.detach()
         if not all_ranks_agree(bool(torch.isfinite(loss_sum)), dist_info, device):
             raise MoslError(f"loss became NaN/inf in epoch {epoch + 1}; lower --lr ({run.path} keeps the last good epoch)")
         sync_buffers(model, dist_info)
         loss_sum = mean_over_ranks(loss_sum, dist_info)
         val = validation_dice(model, ds, val_idx, cfg.size, device, cfg.amp, cfg.channels_last) if val_idx else float("nan")
-        improved = not val_idx or val > progress["best_dice"]
+        improved = bool(val_idx) and val > progress["best_dice"]
         if improved:
-            progress.update(best_dice=val if val_idx else float("nan"), best_epoch=epoch + 1, since_best=0)
+            progress.update(best_dice=val, best_epoch=epoch + 1, since_best=0)
         else:
             progress["since_best"] += 1
         progress["epoch"] = epoch + 1
         record = {"epoch": epoch + 1, "loss": float(loss_sum) / steps_per_epoch, "val_dice": val, "lr": lr,
                   "seconds": time.perf_counter() - t0, "best_epoch": progress["best_epoch"]}
+        if average is not None and val_idx:
+            record["val_dice_ema"] = validation_dice(average.module, ds, val_idx, cfg.size, device, cfg.amp, cfg.channels_last)
         if dist_info.is_main:
-            if improved:
-                _save_segmentation(run.file(WEIGHTS_FILE), model, cfg, arch_meta, init_info, ds)
+            if improved and cfg.select == "best":
+                _save_segmentation(best_path, model, cfg, arch_meta, init_info, ds)
             append_jsonl(run.log, record)
             if clock.due(final=epoch + 1 == cfg.epochs or patience_spent()):
-                save_checkpoint(run, model, optimizer, progress)
+                save_checkpoint(run, model, optimizer, progress, extra)
         callback("epoch", record)
 
     epochs_run = int(progress["epoch"])
-    metrics = {"best_epoch": progress["best_epoch"], "best_val_dice": progress["best_dice"], "epochs_run": epochs_run,
-               "stopped_early": epochs_run < cfg.epochs, "label_fraction": cfg.label_fraction,
-               "labelled_train": len(train_idx), "val": len(val_idx), "init": init_info.get("init"),
+    metrics = {"select": cfg.select, "best_epoch": progress["best_epoch"], "best_val_dice": progress["best_dice"],
+               "epochs_run": epochs_run, "stopped_early": epochs_run < cfg.epochs, "label_fraction": cfg.label_fraction,
+               "labelled_train": len(train_idx), "val": len(val_idx), "fold": cfg.fold, "init": init_info.get("init"),
                "seconds": time.perf_counter() - t_start, "last_epoch": (read_jsonl(run.log) or [None])[-1]}
     if dist_info.is_main:
+        final = _final_weights(cfg, model, average, best_path, device)
+        meta = _segmentation_meta(cfg, arch_meta, init_info, ds)
+        if val_idx:
+            chosen = final_validation(final, meta, ds, val_idx, device)
+            metrics.update(chosen)
+            if cfg.postprocess:
+                meta["postprocess"] = chosen["postprocess"]
+        save_weights(run.file(WEIGHTS_FILE), final.state_dict(), meta)
+        best_path.unlink(missing_ok=True)
         write_json(run.file(METRICS_FILE), metrics)
     return FinetuneResult(run.path, int(progress["best_epoch"]), float(progress["best_dice"]), epochs_run, len(train_idx), init_info, model)
+
+
+def _final_weights(cfg: FinetuneConfig, model: nn.Module, average: WeightAverage | None, best_path: Path,
+                   device: torch.device) -> nn.Module:
+    """The weights ``model.safetensors`` keeps: the moving average, the last epoch's, or the best val epoch's."""
+    if average is not None:
+        return average.module
+    if cfg.select == "best" and best_path.is_file():
+        from safetensors.torch import load_file
+
+        model.load_state_dict(load_file(str(best_path), device=str(device)))
+    return model
+
+
+def run_folds(cfg: FinetuneConfig, callback: Callback = no_callback) -> list[FinetuneResult]:
+    """``--folds K``: K fine-tunes, fold k validating on the k-th group-aware part of train+val and
+    training on the others, written to ``out/fold_<k>``; ``evaluate``/``predict --model out`` average them."""
+    if cfg.folds < 2:
+        return [run_finetune(cfg, callback)]
+    results = []
+    for k in range(cfg.folds):
+        callback("message", {"text": f"fold {k + 1} of {cfg.folds}"})
+        results.append(run_finetune(replace(cfg, fold=k, out=str(Path(cfg.out) / f"fold_{k}")), callback))
+    return results
 
 
 def _class_counts(ds: Dataset, idx: list[int]) -> dict[str, int]:
@@ -256,10 +398,14 @@ def _class_counts(ds: Dataset, idx: list[int]) -> dict[str, int]:
     return counts
 
 
-def _save_segmentation(path: Path, model: nn.Module, cfg: FinetuneConfig, arch: dict[str, str],
-                       init_info: dict[str, Any], ds: Dataset) -> None:
-    meta = weights_metadata(kind="segmentation", arch=arch["arch"], encoder=arch["encoder"], in_channels=ds.channels,
+def _segmentation_meta(cfg: FinetuneConfig, arch: dict[str, str], init_info: dict[str, Any], ds: Dataset) -> dict[str, Any]:
+    return weights_metadata(kind="segmentation", arch=arch["arch"], encoder=arch["encoder"], in_channels=ds.channels,
                             size=cfg.size, scope="encoder-decoder", method=init_info.get("method"),
                             data={"path": str(ds.path), "fingerprint": ds.fingerprint()}, seed=cfg.seed,
-                            extra={"init": init_info.get("init"), "label_fraction": cfg.label_fraction})
-    save_weights(path, model.state_dict(), meta)
+                            extra={"init": init_info.get("init"), "label_fraction": cfg.label_fraction,
+                                   "select": cfg.select, "fold": cfg.fold})
+
+
+def _save_segmentation(path: Path, model: nn.Module, cfg: FinetuneConfig, arch: dict[str, str],
+                       init_info: dict[str, Any], ds: Dataset) -> None:
+    save_weights(path, model.state_dict(), _segmentation_meta(cfg, arch, init_info, ds))

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -31,9 +30,10 @@ import torch.nn.functional as F
 from mosl_cli.config import PredictConfig
 from mosl_cli.device import resolve_device
 from mosl_cli.errors import MoslError
-from mosl_cli.evaluate import check_thresholds, forward_probabilities, prepare_model
+from mosl_cli.evaluate import check_thresholds
 from mosl_cli.imageio import IMAGE_SUFFIXES, MASK_SUFFIXES, check_image, has_image_suffix, read_image, write_image
-from mosl_cli.models import model_from_file, model_inputs
+from mosl_cli.inference import Ensemble, load_ensemble
+from mosl_cli.postprocess import PostProcess
 
 DEFAULT_PREDICT_DIR = "mosl_predict"
 MASK_TAG = "_mask"
@@ -191,23 +191,24 @@ def _save(mask: np.ndarray, mask_path: Path, rgb: np.ndarray | None, edge: np.nd
 
 @torch.inference_mode()
 def predict_masks(
-    model: torch.nn.Module, meta: dict[str, Any], scans: Sequence[torch.Tensor], threshold: float,
-    want_outline: bool = False,
+    ensemble: Ensemble, scans: Sequence[torch.Tensor], threshold: float, want_outline: bool = False,
+    tta: bool = False, postprocess: PostProcess | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """uint8 ``[H, W, C]`` scans of any sizes → per scan ``(mask uint8 [H, W] 0/255, outline bool [H, W] | None)``.
 
-    Each scan is resized to the model's size on the model's device, the batch is stacked and run
-    once, and each probability map is upsampled (bilinear) to its scan's H×W and thresholded there.
-    On CUDA the results come back with one synchronisation per batch.
+    Each scan is resized on the device to each member model's size, the batch is stacked and run
+    once per member (mirrored too with ``tta``), and the averaged probability map is upsampled
+    (bilinear) to its scan's H×W, thresholded and post-processed there. On CUDA the results come
+    back with one synchronisation per batch.
     """
-    device = next(model.parameters()).device
-    size, norm = int(meta["size"]), meta.get("normalisation")
+    device = ensemble.device
     on_device = [s.to(device, non_blocking=True).permute(2, 0, 1)[None] for s in scans]
-    prob = forward_probabilities(model, torch.cat([model_inputs(t, size, norm) for t in on_device]))
     pending = []
-    for j, t in enumerate(on_device):
-        full = F.interpolate(prob[j:j + 1], size=tuple(t.shape[-2:]), mode="bilinear", align_corners=False)
-        mask = full[0, 0] > threshold
+    for j, prob in enumerate(ensemble.scan_probabilities(on_device, tta=tta)):
+        mask = prob[0] > threshold
+        if postprocess is not None:
+            mask = postprocess(mask[None])[0]
+        mask = mask[0]
         edge = outline(mask).to("cpu", non_blocking=True) if want_outline else None
         pending.append((mask.to("cpu", non_blocking=True), edge))
     if device.type == "cuda":
@@ -228,11 +229,11 @@ def run_predict(cfg: PredictConfig, on_image: Callable[[int, int], None] | None 
     """
     check_thresholds(cfg.threshold, cfg.batch_size)
     device = resolve_device(cfg.device)
-    model, meta = model_from_file(cfg.model, device)
-    model = prepare_model(model, meta, cfg.model, device)
-    channels = int(meta["in_channels"])
+    ensemble = load_ensemble(cfg.model, device)
+    channels = ensemble.in_channels
     if channels not in (1, 3):
-        raise MoslError(f"{cfg.model}: a {channels}-channel model; predict reads grey (1) or RGB (3) scans")
+        raise MoslError(f"{ensemble.describe()}: a {channels}-channel model; predict reads grey (1) or RGB (3) scans")
+    rule = ensemble.postprocess(cfg.postprocess)
     files = expand_inputs(cfg.inputs)
     plans = plan_outputs(files, cfg.out, cfg.overlay)
     results: list[PredictedFile] = []
@@ -243,7 +244,7 @@ def run_predict(cfg: PredictConfig, on_image: Callable[[int, int], None] | None 
         writes: list[Future[None]] = []
         for start in range(0, len(files), cfg.batch_size):
             batch = [next(scans) for _ in files[start:start + cfg.batch_size]]
-            masks = predict_masks(model, meta, [s for s, _ in batch], cfg.threshold, cfg.overlay)
+            masks = predict_masks(ensemble, [s for s, _ in batch], cfg.threshold, cfg.overlay, cfg.tta, rule)
             for j, ((_, rgb), (mask, edge)) in enumerate(zip(batch, masks)):
                 mask_path, overlay_path = plans[start + j]
                 writes.append(pool.submit(_save, mask, mask_path, rgb, edge, overlay_path))

@@ -272,12 +272,18 @@ def check_checkpoint_every(every: float) -> None:
 
 
 def save_checkpoint(
-    run: RunDir, module: nn.Module, optimizer: torch.optim.Optimizer, progress: dict[str, Any]
+    run: RunDir, module: nn.Module, optimizer: torch.optim.Optimizer, progress: dict[str, Any],
+    extra: dict[str, nn.Module] | None = None,
 ) -> None:
-    """Write model + optimizer + RNG state and ``progress`` (epoch, step, best …) atomically."""
+    """Write model + optimizer + RNG state and ``progress`` (epoch, step, best …) atomically.
+
+    ``extra``: further modules (an EMA copy of the model) saved under their name as prefix.
+    """
     from safetensors.torch import save_file
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    for name, other in (extra or {}).items():
+        tensors.update({f"{name}.{k}": v.detach().cpu().contiguous() for k, v in other.state_dict().items()})
     opt_tensors, opt_meta = _flatten_optimizer(optimizer)
     tensors.update({k: v.detach().cpu().contiguous() for k, v in opt_tensors.items()})
     tensors["rng.cpu"] = torch.get_rng_state()
@@ -287,9 +293,10 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    run: RunDir, module: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+    run: RunDir, module: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+    extra: dict[str, nn.Module] | None = None,
 ) -> dict[str, Any]:
-    """Restore what :func:`save_checkpoint` wrote; return its ``progress``."""
+    """Restore what :func:`save_checkpoint` wrote (``extra`` modules too); return its ``progress``."""
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
@@ -299,13 +306,53 @@ def load_checkpoint(
         tensors = load_file(str(run.checkpoint), device=str(device))
     except (SafetensorError, OSError) as exc:
         raise MoslError(f"{run.checkpoint}: unreadable checkpoint ({exc}); pass --overwrite to start again") from exc
-    model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    try:
-        module.load_state_dict(model_state, strict=True)
-    except RuntimeError as exc:
-        raise MoslError(f"{run.checkpoint}: does not fit these settings ({str(exc).splitlines()[0]}); resume with the same options") from exc
+    for name, target in {"model": module, **(extra or {})}.items():
+        state = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(f"{name}.")}
+        try:
+            target.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise MoslError(f"{run.checkpoint}: does not fit these settings ({str(exc).splitlines()[0]}); resume with the same options") from exc
     opt_tensors = {k: v for k, v in tensors.items() if k.startswith("optim.")}
     optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, json.loads(meta["optimizer"])))
     torch.set_rng_state(tensors["rng.cpu"].cpu())
     return json.loads(meta["progress"])
 
+
+class WeightAverage(nn.Module):
+    """An exponential moving average of a model's weights (and float buffers: BN statistics).
+
+    ``update(model, step)`` after optimizer step ``step`` (0-based): ``avg ← d·avg + (1 − d)·current``
+    with ``d = min(decay, (1 + step) / (10 + step))``, the warm-up of timm's ModelEmaV3, so early
+    averages are not dominated by the random initial weights. ``module`` is a full copy usable for
+    validation and saving.
+    """
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        super().__init__()
+        import copy
+
+        if not 0.0 <= decay < 1.0:
+            raise MoslError(f"--ema-decay {decay} must be in [0, 1), e.g. 0.998")
+        self.decay = decay
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        current = dict(model.state_dict())
+        floats, targets = [], []
+        for name, avg in self.module.state_dict().items():
+            if avg.is_floating_point():
+                targets.append(avg)
+                floats.append(current[name])
+            else:
+                avg.copy_(current[name])
+        torch._foreach_lerp_(targets, floats, 1.0 - decay)
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        return self.module.state_dict(*args, **kwargs)
+
+    def load_state_dict(self, state: Any, strict: bool = True, assign: bool = False) -> Any:  # type: ignore[override]
+        return self.module.load_state_dict(state, strict=strict, assign=assign)

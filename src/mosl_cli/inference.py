@@ -1,0 +1,155 @@
+"""Models for inference: one weight file or an ensemble of them (a folder of cross-validation folds,
+or several files), their averaged probabilities, and the post-processing rule they carry.
+
+``evaluate`` and ``predict`` load a model spec with :func:`load_ensemble` and get lesion
+probabilities with :meth:`Ensemble.probabilities`: each member resizes the uint8 images to its own
+training size, runs (with left-right mirroring when ``tta``), and its sigmoid probabilities are
+resized back to the input's H×W and averaged over members, as nnU-Net averages its folds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mosl_cli.config import WEIGHTS_FILE
+from mosl_cli.errors import MoslError
+from mosl_cli.device import autocast, memory_format
+from mosl_cli.models import model_from_file, model_inputs
+from mosl_cli.postprocess import PostProcess, combine
+
+
+def model_paths(spec: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Weight files named by ``spec``: a file, a run folder (its ``model.safetensors``), a folder of
+    runs (``*/model.safetensors``, e.g. ``finetune --folds`` output), or a list of any of these."""
+    items = [spec] if isinstance(spec, (str, Path)) else list(spec)
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = [path / WEIGHTS_FILE] if (path / WEIGHTS_FILE).is_file() else sorted(path.glob(f"*/{WEIGHTS_FILE}"))
+            if not found:
+                raise MoslError(f"{path}: no {WEIGHTS_FILE} in this folder or its sub-folders; pass a weight file or a run folder")
+            paths += found
+        else:
+            paths.append(path)
+    if not paths:
+        raise MoslError("no model given; pass --model FILE or a folder of runs")
+    return paths
+
+
+def prepare_model(model: nn.Module, meta: dict[str, Any], path: str | Path, device: torch.device) -> nn.Module:
+    """Check the model is a one-class segmenter and put it in its inference memory format."""
+    if int(meta.get("classes", 1)) != 1:
+        raise MoslError(f"{path}: a {meta.get('classes')}-class model; mosl evaluates binary (1-class) models")
+    return model.to(memory_format=memory_format(device)).eval()
+
+
+@torch.inference_mode()
+def forward_probabilities(
+    model: nn.Module, x: torch.Tensor, tta: bool = False, amp: bool = True, channels_last: bool = True
+) -> torch.Tensor:
+    """Sigmoid probabilities, float32 ``[B, 1, s, s]``, of model inputs float32 ``[B, C, s, s]``.
+
+    Runs on CUDA in channels_last and under bf16 autocast unless ``channels_last`` / ``amp`` is False. ``tta``
+    averages with the prediction on the horizontally flipped inputs (flipped back).
+    """
+    device = x.device
+    x = x.contiguous(memory_format=memory_format(device, channels_last))
+    with autocast(device, amp):
+        prob = torch.sigmoid(model(x).float())
+        if tta:
+            prob = (prob + torch.sigmoid(model(x.flip(-1)).float()).flip(-1)) / 2
+    return prob
+
+
+@torch.inference_mode()
+def model_probabilities(
+    model: nn.Module, images: torch.Tensor, meta: dict[str, Any], tta: bool = False
+) -> torch.Tensor:
+    """Lesion probabilities, float32 ``[B, 1, H, W]``, of uint8 images ``[B, C, H, W]`` (on the model's device).
+
+    The images are resized to the model's ``size`` and normalised as it was trained
+    (:func:`mosl_cli.models.model_inputs`); the probabilities come back at the input's H×W (bilinear).
+    """
+    x = model_inputs(images, int(meta["size"]), meta.get("normalisation"))
+    prob = forward_probabilities(model, x, tta=tta)
+    if prob.shape[-2:] != images.shape[-2:]:
+        prob = F.interpolate(prob, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)
+    return prob
+
+
+@dataclass
+class Ensemble:
+    """Segmentation models whose probabilities are averaged; ``meta`` is the first member's metadata."""
+
+    paths: list[Path]
+    models: list[nn.Module]
+    metas: list[dict[str, Any]]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self.metas[0]
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.meta["in_channels"])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.models[0].parameters()).device
+
+    def postprocess(self, enabled: bool = True) -> PostProcess:
+        """The members' stored rules combined (:func:`mosl_cli.postprocess.combine`); identity when off."""
+        if not enabled:
+            return PostProcess()
+        return combine([PostProcess.from_dict(m.get("postprocess")) for m in self.metas])
+
+    @torch.inference_mode()
+    def probabilities(self, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
+        """float32 ``[B, 1, H, W]`` lesion probabilities of uint8 ``[B, C, H, W]`` images (on the models' device)."""
+        total = None
+        for model, meta in zip(self.models, self.metas):
+            prob = model_probabilities(model, images, meta, tta=tta)
+            total = prob if total is None else total + prob
+        assert total is not None
+        return total / len(self.models)
+
+    @torch.inference_mode()
+    def scan_probabilities(self, scans: Sequence[torch.Tensor], tta: bool = False) -> list[torch.Tensor]:
+        """Per scan uint8 ``[1, C, H, W]`` (sizes may differ) its float32 ``[1, 1, H, W]`` probabilities:
+        one batched forward pass per member at its own size, each map upsampled to its scan's H×W."""
+        totals: list[torch.Tensor | None] = [None] * len(scans)
+        for model, meta in zip(self.models, self.metas):
+            x = torch.cat([model_inputs(t, int(meta["size"]), meta.get("normalisation")) for t in scans])
+            prob = forward_probabilities(model, x, tta=tta)
+            for j, t in enumerate(scans):
+                full = F.interpolate(prob[j:j + 1], size=tuple(t.shape[-2:]), mode="bilinear", align_corners=False)
+                totals[j] = full if totals[j] is None else totals[j] + full
+        return [t / len(self.models) for t in totals if t is not None]
+
+    def describe(self) -> str:
+        return str(self.paths[0]) if len(self.paths) == 1 else f"{len(self.paths)} models ({self.paths[0].parent.parent})"
+
+
+def load_ensemble(spec: str | Path | Sequence[str | Path], device: torch.device) -> Ensemble:
+    """Load every weight file of ``spec`` (see :func:`model_paths`) for inference on ``device``.
+
+    Members must be one-class segmentation models for the same number of input channels.
+    """
+    paths = model_paths(spec)
+    models, metas = [], []
+    for path in paths:
+        model, meta = model_from_file(path, device)
+        models.append(prepare_model(model, meta, path, device))
+        metas.append(meta)
+    channels = {int(m["in_channels"]) for m in metas}
+    if len(channels) > 1:
+        raise MoslError(f"{paths[0].parent}: the models take different channel counts {sorted(channels)}; ensemble models of one kind")
+    return Ensemble(paths, models, metas)

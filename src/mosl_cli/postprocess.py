@@ -1,0 +1,101 @@
+"""Post-processing of thresholded masks, chosen on the val split as nnU-Net chooses its own.
+
+A :class:`PostProcess` rule keeps only the largest connected lesion (``largest``) and empties a
+mask whose area is below ``min_area`` (a fraction of the image; the "no lesion here" decision that
+keeps normal scans empty). ``mosl finetune`` picks the rule that maximises mean val Dice over all
+val scans (normal ones included) with :func:`choose_postprocess` and stores it in the weight file;
+``evaluate`` and ``predict`` apply it unless ``--no-postprocess``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mosl_cli.metrics import confusion, dice
+
+# Candidate minimum lesion areas, as fractions of the image (0.001 of a 256×256 grid is 66 pixels).
+MIN_AREAS: tuple[float, ...] = (0.0, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016)
+
+
+def largest_component(mask: torch.Tensor) -> torch.Tensor:
+    """Bool ``[B, 1, H, W]``: only the largest 8-connected component of each mask (empty stays empty).
+
+    Labelled with ``scipy.ndimage.label`` on the host (exact, linear time); the result returns to
+    ``mask``'s device.
+    """
+    from scipy import ndimage
+
+    host = mask.bool().cpu().numpy()
+    out = np.zeros_like(host)
+    structure = np.ones((3, 3), dtype=bool)
+    for i in range(host.shape[0]):
+        labels, count = ndimage.label(host[i, 0], structure=structure)
+        if count:
+            sizes = np.bincount(labels.ravel())
+            sizes[0] = 0
+            out[i, 0] = labels == sizes.argmax()
+    return torch.from_numpy(out).to(mask.device)
+
+
+@dataclass(frozen=True)
+class PostProcess:
+    """Keep the largest lesion (``largest``); empty masks smaller than ``min_area`` × image area."""
+
+    largest: bool = False
+    min_area: float = 0.0
+
+    def __call__(self, mask: torch.Tensor) -> torch.Tensor:
+        """Bool ``[B, 1, H, W]`` → bool ``[B, 1, H, W]``."""
+        mask = largest_component(mask) if self.largest else mask.bool()
+        return self.drop_small(mask)
+
+    def drop_small(self, mask: torch.Tensor) -> torch.Tensor:
+        """Empty the masks (bool ``[B, 1, H, W]``) whose area is below ``min_area`` of the image."""
+        if self.min_area <= 0:
+            return mask
+        area = mask.flatten(1).float().mean(dim=1)
+        return mask & (area >= self.min_area).view(-1, 1, 1, 1)
+
+    @property
+    def is_identity(self) -> bool:
+        return not self.largest and self.min_area == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> PostProcess:
+        """The rule stored in a weight file's metadata (none stored: the identity)."""
+        data = data or {}
+        return cls(largest=bool(data.get("largest", False)), min_area=float(data.get("min_area", 0.0)))
+
+
+def choose_postprocess(pred: torch.Tensor, target: torch.Tensor) -> tuple[PostProcess, dict[str, float]]:
+    """The rule with the highest mean Dice of ``pred`` (bool ``[N, 1, H, W]``) against ``target``.
+
+    Candidates: ``largest`` off/on × :data:`MIN_AREAS`. A rule replaces the identity only when it is
+    strictly better; ties go to the simpler rule. Returns the rule and every candidate's mean Dice.
+    """
+    scores: dict[str, float] = {}
+    best, best_score = PostProcess(), -1.0
+    pred = pred.bool()
+    for largest, base in ((False, pred), (True, largest_component(pred))):
+        for min_area in MIN_AREAS:
+            rule = PostProcess(largest, min_area)
+            score = float(dice(*confusion(rule.drop_small(base), target)[:3]).mean())
+            scores[f"largest={largest},min_area={min_area}"] = score
+            if score > best_score + 1e-9:
+                best, best_score = rule, score
+    return best, scores
+
+
+def combine(rules: list[PostProcess]) -> PostProcess:
+    """One rule for an ensemble of models: ``largest`` by majority, the median ``min_area``."""
+    if not rules:
+        return PostProcess()
+    areas = sorted(r.min_area for r in rules)
+    return PostProcess(largest=2 * sum(r.largest for r in rules) > len(rules), min_area=areas[(len(areas) - 1) // 2])
