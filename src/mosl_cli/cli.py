@@ -159,16 +159,17 @@ def _dataset_table(rows: list[dict[str, Any]], title: str) -> Table:
 def prepare(
     sources: Annotated[list[str], typer.Argument(help="Dataset folders in their native layouts, or `synthetic`.")],
     out: OutDir = Path(C.DEFAULT_DATASET),
-    format: Annotated[str, typer.Option("--format", "-f", help="Force a reader: auto, busi, udiat, hc18, pocus, camus, cifar10, miniimagenet, folder, synthetic.")] = "auto",
+    format: Annotated[str, typer.Option("--format", "-f", help="Force a reader: auto, busi, udiat, hc18, pocus, camus, cifar10, miniimagenet, dicom, folder, synthetic.")] = "auto",
     size: Annotated[int, typer.Option("--size", help="Stored image size S (resized again on the device at training time).")] = 256,
     channels: Annotated[int, typer.Option("--channels", help="1 (luminance) or 3 (RGB).")] = 1,
     seed: Seed = 0,
     splits: Annotated[str, typer.Option("--splits", help="train,val,test fractions.")] = "0.7,0.1,0.2",
-    frames_per_video: Annotated[int, typer.Option("--frames-per-video", help="Frames sampled evenly from each video.")] = 8,
+    frames_per_video: Annotated[int, typer.Option("--frames-per-video", help="Frames sampled evenly from each video or multi-frame DICOM.")] = 8,
     camus_label: Annotated[int, typer.Option("--camus-label", help="CAMUS label used as the mask (1 = left-ventricle cavity).")] = 1,
     synthetic_count: Annotated[int, typer.Option("--synthetic-count", help="Scans generated for the `synthetic` source.")] = 600,
     dedup_distance: Annotated[int, typer.Option("--dedup-distance", help="Max perceptual-hash Hamming distance grouping near-duplicates.")] = C.PrepareConfig.dedup_distance,
     workers: Annotated[int, typer.Option("--workers", help="Decode processes (0 = one per core).")] = 0,
+    no_region_crop: Annotated[bool, typer.Option("--no-region-crop", help="Keep whole DICOM frames (default: crop to the ultrasound imaging region).")] = False,
 ) -> None:
     """Decode raw datasets once into a split, device-ready dataset directory."""
     if channels not in (1, 3):
@@ -181,7 +182,8 @@ def prepare(
     except MoslError as exc:  # a usage error: exit code 2, like every other bad option
         raise typer.BadParameter(str(exc).removeprefix("--splits").lstrip(" :"), param_hint="--splits") from None
     cfg = C.PrepareConfig(tuple(sources), str(out), format, size, channels, seed, split_tuple,  # type: ignore[arg-type]
-                          frames_per_video, camus_label, synthetic_count, dedup_distance, workers)
+                          frames_per_video, camus_label, synthetic_count, dedup_distance, workers,
+                          region_crop=not no_region_crop)
     from mosl_cli.prepare import run_prepare
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as bar:

@@ -35,6 +35,7 @@ class PrepareConfig:
     synthetic_count: int = 600
     dedup_distance: int = 6  # max Hamming distance of two 64-bit perceptual hashes to group them (see data/splits.py)
     workers: int = 0  # 0: one decode process per core
+    region_crop: bool = True  # crop DICOM frames to their ultrasound imaging region (data/readers/dicom.py)
 
 
 @dataclass(frozen=True)
