@@ -333,14 +333,17 @@ def evaluate(
     threshold: Threshold = 0.5,
     batch_size: BatchSize = 64,
     device: Device = "auto",
+    nsd_tolerance: Annotated[float, typer.Option("--nsd-tolerance", help="Normalised surface Dice tolerance in mm (for samples with a pixel spacing, e.g. DICOM).")] = C.EvaluateConfig.nsd_tolerance,
 ) -> None:
-    """Dice, IoU, precision, recall and HD95 per case and per class; metrics.json and per_case.csv."""
-    cfg = C.EvaluateConfig(str(model), str(data), split, str(out), tta, threshold, batch_size, device)
+    """Dice, IoU, precision, recall and HD95 per case and per class (and ASSD, mm, NSD); metrics.json and per_case.csv."""
+    cfg = C.EvaluateConfig(str(model), str(data), split, str(out), tta, threshold, batch_size, device, nsd_tolerance=nsd_tolerance)
     from mosl_cli.evaluate import run_evaluate
 
     result = _call(run_evaluate, cfg)
     table = Table(title=f"{model} on {data} [{split}]")
     columns = ("group", "n", "dice", "iou", "precision", "recall", "hd95")
+    if result.metrics.get("cases_with_spacing"):  # millimetres beside pixels
+        columns += ("hd95_mm", "assd_mm", "nsd")
     for col in columns:
         table.add_column(col, justify="left" if col == "group" else "right")
     for row in result.rows:

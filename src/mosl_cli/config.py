@@ -121,6 +121,7 @@ class EvaluateConfig:
     threshold: float = 0.5
     batch_size: int = 64
     device: str = "auto"
+    nsd_tolerance: float = 2.0  # mm: normalised surface Dice tolerance, where samples have a spacing
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ Resolution: each image of the dataset (stored at S×S, see ``data/store.py``) is
 the model was trained at (``size`` in the weight file), the model's sigmoid probabilities are
 bilinearly upsampled back to S×S, thresholded there and compared with the stored S×S masks. Every
 model is therefore scored on the same grid against the same masks, whatever size it was trained at,
-and HD95 is in pixels of that S×S grid. (Masks at each scan's original size are what ``mosl
+and HD95 / ASSD are in pixels of that S×S grid; where a sample records ``spacing_mm`` (DICOM) they are
+also given in mm, with the normalised surface Dice at ``--nsd-tolerance`` mm (the spacing on the S×S
+grid is :func:`mosl_cli.metrics.stored_spacing`). (Masks at each scan's original size are what ``mosl
 predict`` writes; the dataset keeps only S×S.) ``--tta`` averages the probabilities with those of
 the horizontally flipped image.
 
@@ -39,7 +41,7 @@ METRICS_FILE = "metrics.json"
 PER_CASE_FILE = "per_case.csv"
 CSV_COLUMNS: tuple[str, ...] = (
     "id", "class", "source", "dice", "iou", "precision", "recall", "hd95", "gt_pixels", "pred_pixels",
-)
+) + M.DISTANCE_METRICS
 OVERALL_GROUP = "all"
 
 
@@ -131,7 +133,7 @@ def _finite_or_none(value: float) -> float | None:
 def evaluate_cases(
     model: nn.Module, meta: dict[str, Any], ds: Dataset, indices: list[int], *, device: torch.device,
     threshold: float = 0.5, tta: bool = False, batch_size: int = 64,
-    on_batch: Callable[[int, int], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None, nsd_tolerance: float = M.NSD_TOLERANCE_MM,
 ) -> list[dict[str, Any]]:
     """One dict per case (id, class, source, the metrics, gt_pixels, pred_pixels) in ``indices`` order.
 
@@ -145,13 +147,14 @@ def evaluate_cases(
         images = ds.images[chunk].to(device, non_blocking=True)
         target = ds.masks[chunk].to(device, non_blocking=True) > 0
         pred = model_probabilities(model, images, meta, tta=tta) > threshold
-        values = M.case_metrics(pred, target)
+        spacing = M.stored_spacing([ds.records[i] for i in chunk.tolist()], ds.size)
+        values = M.case_metrics(pred, target, spacing, nsd_tolerance)
         host = {k: v.cpu().tolist() for k, v in values.items()}
         for j, i in enumerate(chunk.tolist()):
             record = ds.records[i]
             cases.append({
                 "id": record["id"], "class": record.get("class"), "source": record.get("source"),
-                **{name: _finite_or_none(float(host[name][j])) for name in M.METRICS},
+                **{name: _finite_or_none(float(host[name][j])) for name in (*M.METRICS, *M.DISTANCE_METRICS)},
                 "gt_pixels": int(host["gt_pixels"][j]), "pred_pixels": int(host["pred_pixels"][j]),
             })
         if on_batch is not None:
@@ -184,6 +187,7 @@ def table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             "recall": _fmt(g["recall"]["mean"]), "hd95": hd95,
             "dice_mean": g["dice"]["mean"], "dice_std": g["dice"]["std"], "hd95_mean": g["hd95"]["mean"],
             "hd95_undefined": g["hd95_undefined"],
+            **{name: _fmt(g[name]["mean"], 3 if name == "nsd" else 2) for name in M.DISTANCE_METRICS if name in g},
         })
     return rows
 
@@ -206,11 +210,13 @@ def run_evaluate(cfg: EvaluateConfig, on_batch: Callable[[int, int], None] | Non
     Raises :class:`MoslError` (nothing written) for a weight file that is not a mosl segmentation
     model, a missing dataset, an empty split, or a channel mismatch.
     """
+    if not cfg.nsd_tolerance > 0:
+        raise MoslError(f"--nsd-tolerance {cfg.nsd_tolerance}: use a distance in mm above 0 (default 2)")
     device = resolve_device(cfg.device)
     model, meta, ds, indices = _load_checked(cfg, device)
     cases = evaluate_cases(
         model, meta, ds, indices, device=device, threshold=cfg.threshold, tta=cfg.tta,
-        batch_size=cfg.batch_size, on_batch=on_batch,
+        batch_size=cfg.batch_size, on_batch=on_batch, nsd_tolerance=cfg.nsd_tolerance,
     )
     summary = M.aggregate(cases, key="class")
     document: dict[str, Any] = {
@@ -218,7 +224,8 @@ def run_evaluate(cfg: EvaluateConfig, on_batch: Callable[[int, int], None] | Non
         "model": str(cfg.model), "model_meta": meta, "data": str(cfg.data), "split": cfg.split,
         "size_evaluated": ds.size, "model_size": int(meta["size"]), "tta": cfg.tta,
         "threshold": cfg.threshold, "device": str(device), "config": to_dict(cfg),
-        "empty_mask_rule": M.EMPTY_MASK_RULE,
+        "empty_mask_rule": M.EMPTY_MASK_RULE, "nsd_tolerance_mm": cfg.nsd_tolerance,
+        "cases_with_spacing": sum(1 for i in indices if ds.records[i].get("spacing_mm")),
         "summary": summary["summary"], "per_class": summary["per_class"], M.LESION_GROUP: summary[M.LESION_GROUP],
         "cases": cases,
     }
