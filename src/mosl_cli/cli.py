@@ -354,24 +354,31 @@ def evaluate(
 
 @app.command(epilog="Example: mosl predict scan.png --out mask.png --overlay   |   mosl predict scans/ --out masks/")
 def predict(
-    inputs: Annotated[list[str], typer.Argument(help="Scans (PNG, JPEG, BMP, TIFF): files, folders or globs.")],
+    inputs: Annotated[list[str], typer.Argument(help="Scans (PNG, JPEG, BMP, TIFF, DICOM) or videos / DICOM cines: files, folders or globs.")],
     model: ModelFile = Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Mask file for one scan, else a folder (default mosl_predict/).")] = None,
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write the scan with the lesion outline.")] = False,
     threshold: Threshold = 0.5,
     batch_size: BatchSize = 32,
     device: Device = "auto",
+    mask_values: Annotated[str, typer.Option("--mask-values", help="0-255, or 0-1 (what nnU-Net and MONAI read).")] = C.PredictConfig.mask_values,
+    measurements: Annotated[Optional[Path], typer.Option("--measurements", help="CSV of lesion area (mm² when the scan has a spacing) and largest diameter per mask.")] = None,
+    no_region_crop: Annotated[bool, typer.Option("--no-region-crop", help="Predict on whole DICOM frames (default: their ultrasound imaging region).")] = False,
 ) -> None:
-    """Write a 0/255 lesion mask at each scan's own size (and an overlay)."""
-    cfg = C.PredictConfig(tuple(inputs), str(model), str(out) if out else None, overlay, threshold, batch_size, device)
+    """Write a 0/255 lesion mask at each scan's own size, one per frame of a cine or video (and an overlay)."""
+    cfg = C.PredictConfig(tuple(inputs), str(model), str(out) if out else None, overlay, threshold, batch_size, device,
+                          mask_values=mask_values, measurements=str(measurements) if measurements else None,
+                          region_crop=not no_region_crop)
     from mosl_cli.predict import run_predict
 
     results = _call(run_predict, cfg)
     for r in results[:20]:
         extra = f", overlay {r.overlay}" if r.overlay else ""
-        out_console.print(f"{r.input} → {r.mask} ({r.width}×{r.height}, {r.lesion_pixels} lesion px{extra})")
+        out_console.print(f"{r.input}{'' if r.frame is None else f' #{r.frame}'} → {r.mask} ({r.width}×{r.height}, {r.lesion_pixels} lesion px{extra})")
     if len(results) > 20:
         out_console.print(f"... and {len(results) - 20} more")
+    if measurements:
+        out_console.print(f"measurements: {measurements}")
 
 
 @app.command(epilog="Example: mosl report paper_grid --out paper_grid/report")

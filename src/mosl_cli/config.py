@@ -135,6 +135,9 @@ class PredictConfig:
     threshold: float = 0.5
     batch_size: int = 32
     device: str = "auto"
+    mask_values: str = "0-255"  # or "0-1" (what nnU-Net and MONAI read)
+    measurements: str | None = None  # CSV of lesion area (mm²) and largest diameter per mask
+    region_crop: bool = True  # crop DICOM frames to their ultrasound imaging region
 
 
 @dataclass(frozen=True)

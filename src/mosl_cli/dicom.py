@@ -60,11 +60,14 @@ def looks_like_dicom(path: str | Path) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
-def read(path: str | Path, header_only: bool = False) -> Any:
-    """The pydicom ``Dataset`` of ``path`` (``header_only``: stop before the pixel data)."""
+def read(path: str | Path, header_only: bool = False, lazy: bool = False) -> Any:
+    """The pydicom ``Dataset`` of ``path`` (``header_only``: stop before the pixel data; ``lazy``: keep
+    large values such as the pixel data on disk until used)."""
     pydicom = pydicom_module()
     try:
-        ds = pydicom.dcmread(str(path), stop_before_pixels=header_only, force=True)  # force: files without a preamble
+        ds = pydicom.dcmread(  # force: also files without the 128-byte preamble
+            str(path), stop_before_pixels=header_only, force=True, defer_size="64 KB" if lazy else None,
+        )
     except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         raise DicomError(f"not a readable DICOM file ({type(exc).__name__}: {' '.join(str(exc).split())})") from exc
     if len(ds) == 0:
