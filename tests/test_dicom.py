@@ -230,3 +230,15 @@ def test_prepare_records_crop_and_spacing(tmp_path: Path) -> None:
 
     stored = load_dataset(summary.out).images[0, 0].numpy()
     assert np.array_equal(stored, grey[5:37, 10:42])  # same size: the crop is stored unchanged
+
+
+def test_missing_pydicom_is_one_line_naming_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from mosl_cli.errors import MoslError
+
+    write(tmp_path / "d" / "a.dcm", np.zeros((8, 8), np.uint8))
+    monkeypatch.setitem(sys.modules, "pydicom", None)  # import pydicom now raises ImportError
+    with pytest.raises(MoslError, match=r"pip install 'mosl-cli\[dicom\]'") as err:
+        choose(str(tmp_path / "d"))[0].items(tmp_path / "d", CFG)
+    assert "\n" not in str(err.value)
