@@ -120,6 +120,15 @@ def check_pixels(ds: Any) -> None:
         )
 
 
+def _processing() -> Any:
+    """pydicom's LUT and colour-space helpers (``pydicom.pixels`` in 3.x, ``pixel_data_handlers.util`` in 2.x)."""
+    try:
+        from pydicom.pixels import processing
+    except ImportError:
+        from pydicom.pixel_data_handlers import util as processing
+    return processing
+
+
 def _raw_frame(ds: Any, index: int) -> np.ndarray:
     """Frame ``index`` as pydicom decodes it, YBR already converted to RGB: ``[H, W]`` or ``[H, W, 3]``."""
     try:
@@ -129,9 +138,7 @@ def _raw_frame(ds: Any, index: int) -> np.ndarray:
         arr = arr[index] if frame_count(ds) > 1 else arr
         pi = str(ds.get("PhotometricInterpretation", ""))
         if pi.startswith("YBR_FULL") and not _syntax(ds).is_compressed:
-            from pydicom.pixel_data_handlers.util import convert_color_space
-
-            arr = convert_color_space(arr, pi, "RGB")
+            arr = _processing().convert_color_space(arr, pi, "RGB")
         return arr
     return pixel_array(ds, index=index if frame_count(ds) > 1 else None)
 
@@ -145,17 +152,17 @@ def _scale(arr: np.ndarray, bits: int) -> np.ndarray:
 
 
 def _grey(ds: Any, arr: np.ndarray) -> np.ndarray:
-    """A MONOCHROME1/2 frame as uint8: fixed-scaled when unsigned, else modality/VOI LUT then min–max."""
+    """A MONOCHROME1/2 frame as uint8: 8-bit kept, unsigned without a VOI window fixed-scaled by
+    ``BitsStored``, else modality and VOI LUT then min–max scaled."""
     bits = int(ds.get("BitsStored", 8) or 8)
     windowed = "WindowCenter" in ds or "VOILUTSequence" in ds
-    if np.issubdtype(arr.dtype, np.unsignedinteger) and not windowed:
+    if np.issubdtype(arr.dtype, np.unsignedinteger) and (bits <= 8 or not windowed):
         out = _scale(arr, bits)
     else:
-        from pydicom.pixels.processing import apply_modality_lut, apply_voi_lut
-
         from mosl_cli.data.readers.base import to_uint8
 
-        out = to_uint8(np.asarray(apply_voi_lut(apply_modality_lut(arr, ds), ds), dtype=np.float64))
+        lut = _processing()
+        out = to_uint8(np.asarray(lut.apply_voi_lut(lut.apply_modality_lut(arr, ds), ds), dtype=np.float64))
     return 255 - out if str(ds.get("PhotometricInterpretation", "")) == "MONOCHROME1" else out
 
 
@@ -169,9 +176,7 @@ def frame_image(ds: Any, index: int = 0) -> Image.Image:
     try:
         arr = _raw_frame(ds, index)
         if pi == "PALETTE COLOR":
-            from pydicom.pixels.processing import apply_color_lut
-
-            rgb = apply_color_lut(arr, ds)
+            rgb = _processing().apply_color_lut(arr, ds)
             entry_bits = int(ds.RedPaletteColorLookupTableDescriptor[2])
             return Image.fromarray(_scale(rgb, entry_bits), "RGB")
     except (NotImplementedError, RuntimeError, ValueError, AttributeError, KeyError, IndexError) as exc:
