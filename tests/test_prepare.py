@@ -176,7 +176,7 @@ def test_no_usable_image_is_an_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("kw", "msg"), [
-    ({"format": "dicom"}, "--format 'dicom' is unknown"),
+    ({"format": "nifti"}, "--format 'nifti' is unknown"),
     ({"splits": (0.5, 0.2, 0.2)}, "sum to 0.9"),
     ({"splits": (0.0, 0.5, 0.5)}, "train fraction"),
     ({"channels": 2}, "--channels 2"),

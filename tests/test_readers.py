@@ -44,12 +44,14 @@ def test_auto_detects_each_layout(fixture: str, expected: str, request: pytest.F
 
 
 def test_registry_names() -> None:
-    assert list(READERS) == ["busi", "udiat", "hc18", "pocus", "camus", "cifar10", "miniimagenet", "folder", "synthetic"]
+    assert list(READERS) == [
+        "busi", "udiat", "hc18", "pocus", "camus", "cifar10", "miniimagenet", "dicom", "folder", "synthetic",
+    ]
 
 
 def test_choose_errors(tmp_path: Path, busi_root: Path) -> None:
-    with pytest.raises(MoslError, match="--format 'dicom' is unknown"):
-        choose(str(busi_root), "dicom")
+    with pytest.raises(MoslError, match="--format 'nifti' is unknown"):
+        choose(str(busi_root), "nifti")
     with pytest.raises(MoslError, match="no such folder"):
         choose(str(tmp_path / "nope"))
     (tmp_path / "file.txt").write_text("x")

@@ -162,16 +162,17 @@ def _dataset_table(rows: list[dict[str, Any]], title: str) -> Table:
 def prepare(
     sources: Annotated[list[str], typer.Argument(help="Dataset folders in their native layouts, or `synthetic`.")],
     out: OutDir = Path(C.DEFAULT_DATASET),
-    format: Annotated[str, typer.Option("--format", "-f", help="Force a reader: auto, busi, udiat, hc18, pocus, camus, cifar10, miniimagenet, folder, synthetic.")] = "auto",
+    format: Annotated[str, typer.Option("--format", "-f", help="Force a reader: auto, busi, udiat, hc18, pocus, camus, cifar10, miniimagenet, dicom, folder, synthetic.")] = "auto",
     size: Annotated[int, typer.Option("--size", help="Stored image size S (resized again on the device at training time).")] = 256,
     channels: Annotated[int, typer.Option("--channels", help="1 (luminance) or 3 (RGB).")] = 1,
     seed: Seed = 0,
     splits: Annotated[str, typer.Option("--splits", help="train,val,test fractions.")] = "0.7,0.1,0.2",
-    frames_per_video: Annotated[int, typer.Option("--frames-per-video", help="Frames sampled evenly from each video.")] = 8,
+    frames_per_video: Annotated[int, typer.Option("--frames-per-video", help="Frames sampled evenly from each video or multi-frame DICOM.")] = 8,
     camus_label: Annotated[int, typer.Option("--camus-label", help="CAMUS label used as the mask (1 = left-ventricle cavity).")] = 1,
     synthetic_count: Annotated[int, typer.Option("--synthetic-count", help="Scans generated for the `synthetic` source.")] = 600,
     dedup_distance: Annotated[int, typer.Option("--dedup-distance", help="Max perceptual-hash Hamming distance grouping near-duplicates.")] = C.PrepareConfig.dedup_distance,
     workers: Annotated[int, typer.Option("--workers", help="Decode processes (0 = one per core).")] = 0,
+    no_region_crop: Annotated[bool, typer.Option("--no-region-crop", help="Keep whole DICOM frames (default: crop to the ultrasound imaging region).")] = False,
 ) -> None:
     """Decode raw datasets once into a split, device-ready dataset directory."""
     if channels not in (1, 3):
@@ -184,7 +185,8 @@ def prepare(
     except MoslError as exc:  # a usage error: exit code 2, like every other bad option
         raise typer.BadParameter(str(exc).removeprefix("--splits").lstrip(" :"), param_hint="--splits") from None
     cfg = C.PrepareConfig(tuple(sources), str(out), format, size, channels, seed, split_tuple,  # type: ignore[arg-type]
-                          frames_per_video, camus_label, synthetic_count, dedup_distance, workers)
+                          frames_per_video, camus_label, synthetic_count, dedup_distance, workers,
+                          region_crop=not no_region_crop)
     from mosl_cli.prepare import run_prepare
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as bar:
@@ -347,16 +349,19 @@ def evaluate(
     threshold: Threshold = C.EvaluateConfig.threshold,
     batch_size: BatchSize = C.EvaluateConfig.batch_size,
     device: Device = "auto",
+    nsd_tolerance: Annotated[float, typer.Option("--nsd-tolerance", help="Normalised surface Dice tolerance in mm (for samples with a pixel spacing, e.g. DICOM).")] = C.EvaluateConfig.nsd_tolerance,
 ) -> None:
-    """Dice, IoU, precision, recall and HD95 per case and per class; metrics.json and per_case.csv."""
+    """Dice, IoU, precision, recall and HD95 per case and per class (and ASSD, mm, NSD); metrics.json and per_case.csv."""
     models = str(model[0]) if len(model) == 1 else tuple(str(m) for m in model)
     cfg = C.EvaluateConfig(model=models, data=str(data), split=split, out=str(out), tta=tta, postprocess=postprocess,
-                           threshold=threshold, batch_size=batch_size, device=device)
+                           threshold=threshold, batch_size=batch_size, device=device, nsd_tolerance=nsd_tolerance)
     from mosl_cli.evaluate import run_evaluate
 
     result = _call(run_evaluate, cfg)
     table = Table(title=f"{' + '.join(str(m) for m in model)} on {data} [{split}]")
     columns = ("group", "n", "dice", "iou", "precision", "recall", "hd95")
+    if result.metrics.get("cases_with_spacing"):  # millimetres beside pixels
+        columns += ("hd95_mm", "assd_mm", "nsd")
     for col in columns:
         table.add_column(col, justify="left" if col == "group" else "right")
     for row in result.rows:
@@ -367,7 +372,7 @@ def evaluate(
 
 @app.command(epilog="Example: mosl predict scan.png --out mask.png --overlay   |   mosl predict scans/ --out masks/")
 def predict(
-    inputs: Annotated[list[str], typer.Argument(help="Scans (PNG, JPEG, BMP, TIFF): files, folders or globs.")],
+    inputs: Annotated[list[str], typer.Argument(help="Scans (PNG, JPEG, BMP, TIFF, DICOM) or videos / DICOM cines: files, folders or globs.")],
     model: Models = [Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Mask file for one scan, else a folder (default mosl_predict/).")] = None,
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write the scan with the lesion outline.")] = False,
@@ -376,19 +381,26 @@ def predict(
     threshold: Threshold = C.PredictConfig.threshold,
     batch_size: BatchSize = C.PredictConfig.batch_size,
     device: Device = "auto",
+    mask_values: Annotated[str, typer.Option("--mask-values", help="0-255, or 0-1 (what nnU-Net and MONAI read).")] = C.PredictConfig.mask_values,
+    measurements: Annotated[Optional[Path], typer.Option("--measurements", help="CSV of lesion area (mm² when the scan has a spacing) and largest diameter per mask.")] = None,
+    no_region_crop: Annotated[bool, typer.Option("--no-region-crop", help="Predict on whole DICOM frames (default: their ultrasound imaging region).")] = False,
 ) -> None:
-    """Write a 0/255 lesion mask at each scan's own size (and an overlay)."""
+    """Write a 0/255 lesion mask at each scan's own size, one per frame of a cine or video (and an overlay)."""
     models = str(model[0]) if len(model) == 1 else tuple(str(m) for m in model)
     cfg = C.PredictConfig(inputs=tuple(inputs), model=models, out=str(out) if out else None, overlay=overlay, tta=tta,
-                          postprocess=postprocess, threshold=threshold, batch_size=batch_size, device=device)
+                          postprocess=postprocess, threshold=threshold, batch_size=batch_size, device=device,
+                          mask_values=mask_values, measurements=str(measurements) if measurements else None,
+                          region_crop=not no_region_crop)
     from mosl_cli.predict import run_predict
 
     results = _call(run_predict, cfg)
     for r in results[:20]:
         extra = f", overlay {r.overlay}" if r.overlay else ""
-        out_console.print(f"{r.input} → {r.mask} ({r.width}×{r.height}, {r.lesion_pixels} lesion px{extra})")
+        out_console.print(f"{r.input}{'' if r.frame is None else f' #{r.frame}'} → {r.mask} ({r.width}×{r.height}, {r.lesion_pixels} lesion px{extra})")
     if len(results) > 20:
         out_console.print(f"... and {len(results) - 20} more")
+    if measurements:
+        out_console.print(f"measurements: {measurements}")
 
 
 @app.command(epilog="Example: mosl report paper_grid --out paper_grid/report")

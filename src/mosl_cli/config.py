@@ -35,6 +35,7 @@ class PrepareConfig:
     synthetic_count: int = 600
     dedup_distance: int = 6  # max Hamming distance of two 64-bit perceptual hashes to group them (see data/splits.py)
     workers: int = 0  # 0: one decode process per core
+    region_crop: bool = True  # crop DICOM frames to their ultrasound imaging region (data/readers/dicom.py)
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ class EvaluateConfig:
     threshold: float = 0.5
     batch_size: int = 64
     device: str = "auto"
+    nsd_tolerance: float = 2.0  # mm: normalised surface Dice tolerance, where samples have a spacing
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,9 @@ class PredictConfig:
     threshold: float = 0.5
     batch_size: int = 32
     device: str = "auto"
+    mask_values: str = "0-255"  # or "0-1" (what nnU-Net and MONAI read)
+    measurements: str | None = None  # CSV of lesion area (mm²) and largest diameter per mask
+    region_crop: bool = True  # crop DICOM frames to their ultrasound imaging region
 
 
 @dataclass(frozen=True)

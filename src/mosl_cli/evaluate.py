@@ -5,7 +5,9 @@ the model was trained at (``size`` in the weight file), the model's sigmoid prob
 bilinearly upsampled back to S×S, thresholded there, post-processed by the rule the model carries
 (``postprocess.py``; ``--no-postprocess`` skips it) and compared with the stored S×S masks. Every
 model is therefore scored on the same grid against the same masks, whatever size it was trained at,
-and HD95 is in pixels of that S×S grid. (Masks at each scan's original size are what ``mosl
+and HD95 / ASSD are in pixels of that S×S grid; where a sample records ``spacing_mm`` (DICOM) they are
+also given in mm, with the normalised surface Dice at ``--nsd-tolerance`` mm (the spacing on the S×S
+grid is :func:`mosl_cli.metrics.stored_spacing`). (Masks at each scan's original size are what ``mosl
 predict`` writes; the dataset keeps only S×S.) ``--tta`` (default) averages the probabilities with
 those of the horizontally flipped image; ``--model`` may name several files or a folder of fold runs,
 whose probabilities are averaged (``inference.py``).
@@ -40,7 +42,7 @@ METRICS_FILE = "metrics.json"
 PER_CASE_FILE = "per_case.csv"
 CSV_COLUMNS: tuple[str, ...] = (
     "id", "class", "source", "dice", "iou", "precision", "recall", "hd95", "gt_pixels", "pred_pixels",
-)
+) + M.DISTANCE_METRICS
 OVERALL_GROUP = "all"
 
 
@@ -90,7 +92,7 @@ def _finite_or_none(value: float) -> float | None:
 def evaluate_cases(
     ensemble: Ensemble, ds: Dataset, indices: list[int], *, device: torch.device,
     threshold: float = 0.5, tta: bool = False, postprocess: PostProcess | None = None, batch_size: int = 64,
-    on_batch: Callable[[int, int], None] | None = None,
+    on_batch: Callable[[int, int], None] | None = None, nsd_tolerance: float = M.NSD_TOLERANCE_MM,
 ) -> list[dict[str, Any]]:
     """One dict per case (id, class, source, the metrics, gt_pixels, pred_pixels) in ``indices`` order.
 
@@ -108,13 +110,14 @@ def evaluate_cases(
         pred = ensemble.probabilities(images, tta=tta) > threshold
         if postprocess is not None:
             pred = postprocess(pred)
-        values = M.case_metrics(pred, target)
+        spacing = M.stored_spacing([ds.records[i] for i in chunk.tolist()], ds.size)
+        values = M.case_metrics(pred, target, spacing, nsd_tolerance)
         host = {k: v.cpu().tolist() for k, v in values.items()}
         for j, i in enumerate(chunk.tolist()):
             record = ds.records[i]
             cases.append({
                 "id": record["id"], "class": record.get("class"), "source": record.get("source"),
-                **{name: _finite_or_none(float(host[name][j])) for name in M.METRICS},
+                **{name: _finite_or_none(float(host[name][j])) for name in (*M.METRICS, *M.DISTANCE_METRICS)},
                 "gt_pixels": int(host["gt_pixels"][j]), "pred_pixels": int(host["pred_pixels"][j]),
             })
         if on_batch is not None:
@@ -147,6 +150,7 @@ def table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
             "recall": _fmt(g["recall"]["mean"]), "hd95": hd95,
             "dice_mean": g["dice"]["mean"], "dice_std": g["dice"]["std"], "hd95_mean": g["hd95"]["mean"],
             "hd95_undefined": g["hd95_undefined"],
+            **{name: _fmt(g[name]["mean"], 3 if name == "nsd" else 2) for name in M.DISTANCE_METRICS if name in g},
         })
     return rows
 
@@ -169,12 +173,14 @@ def run_evaluate(cfg: EvaluateConfig, on_batch: Callable[[int, int], None] | Non
     Raises :class:`MoslError` (nothing written) for a weight file that is not a mosl segmentation
     model, a missing dataset, an empty split, or a channel mismatch.
     """
+    if not cfg.nsd_tolerance > 0:
+        raise MoslError(f"--nsd-tolerance {cfg.nsd_tolerance}: use a distance in mm above 0 (default 2)")
     device = resolve_device(cfg.device)
     ensemble, ds, indices = _load_checked(cfg, device)
     rule = ensemble.postprocess(cfg.postprocess)
     cases = evaluate_cases(
         ensemble, ds, indices, device=device, threshold=cfg.threshold, tta=cfg.tta, postprocess=rule,
-        batch_size=cfg.batch_size, on_batch=on_batch,
+        batch_size=cfg.batch_size, on_batch=on_batch, nsd_tolerance=cfg.nsd_tolerance,
     )
     meta = ensemble.meta
     summary = M.aggregate(cases, key="class")
@@ -184,7 +190,8 @@ def run_evaluate(cfg: EvaluateConfig, on_batch: Callable[[int, int], None] | Non
         "models": [str(p) for p in ensemble.paths], "postprocess": rule.to_dict(), "data": str(cfg.data), "split": cfg.split,
         "size_evaluated": ds.size, "model_size": int(meta["size"]), "tta": cfg.tta,
         "threshold": cfg.threshold, "device": str(device), "config": to_dict(cfg),
-        "empty_mask_rule": M.EMPTY_MASK_RULE,
+        "empty_mask_rule": M.EMPTY_MASK_RULE, "nsd_tolerance_mm": cfg.nsd_tolerance,
+        "cases_with_spacing": sum(1 for i in indices if ds.records[i].get("spacing_mm")),
         "summary": summary["summary"], "per_class": summary["per_class"], M.LESION_GROUP: summary[M.LESION_GROUP],
         "cases": cases,
     }

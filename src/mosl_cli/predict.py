@@ -1,7 +1,10 @@
 """``mosl predict``: scans in, 0/255 lesion masks at each scan's own size out (and optional overlays).
 
-Inputs are files, folders (their PNG/JPEG/BMP/TIFF files, not recursive, sorted by name) or glob
-patterns (matches treated like a folder's content). Output names:
+Inputs are files, folders (their PNG/JPEG/BMP/TIFF, DICOM and video files, not recursive, sorted by
+name) or glob patterns (matches treated like a folder's content). DICOM files and videos are read
+frame by frame, a cine or video giving one mask per frame (:mod:`mosl_cli.cine`). ``mask_values``
+``0-1`` writes 0/1 masks instead; ``measurements`` writes lesion area and diameter per mask
+(:mod:`mosl_cli.measure`). Output names:
 
 - one input and ``--out`` ending in an image suffix: the mask is that file (PNG, BMP or TIFF);
 - otherwise ``--out`` is a folder (default ``mosl_predict/``) holding ``<stem>_mask.png`` and, with
@@ -27,7 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mosl_cli import cine, dicom
 from mosl_cli.config import PredictConfig
+from mosl_cli.data.readers.base import VIDEO_EXTS
 from mosl_cli.device import resolve_device
 from mosl_cli.errors import MoslError
 from mosl_cli.evaluate import check_thresholds
@@ -42,6 +47,7 @@ OVERLAY_COLOUR: tuple[int, int, int] = (255, 0, 0)
 _GLOB_CHARS = frozenset("*?[")
 # Decode/write threads. More than a few mostly contend for the GIL (Pillow's chunk parsing is Python).
 MAX_IO_WORKERS = 4  # best of 2/4/8/16 on a 16-core H200 host (benchmarks/predict.py)
+_INPUT_SUFFIXES = frozenset(IMAGE_SUFFIXES) | dicom.DICOM_EXTS | (VIDEO_EXTS - {".gif"})
 
 
 @dataclass
@@ -54,13 +60,15 @@ class PredictedFile:
     height: int
     width: int
     lesion_pixels: int
+    frame: int | None = None  # the frame index of a cine or video
+    spacing_mm: tuple[float, float] | None = None  # mm per (row, col), from a DICOM
 
 
 # --------------------------------------------------------------------------- inputs and outputs
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _INPUT_SUFFIXES)
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
@@ -82,7 +90,8 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
             files = [path]
         elif _GLOB_CHARS & set(item):
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
-            files = [f for m in matches for f in (_images_in(m) if m.is_dir() else [m]) if has_image_suffix(f)]
+            files = [f for m in matches for f in (_images_in(m) if m.is_dir() else [m])
+                     if has_image_suffix(f) or f.suffix.lower() in _INPUT_SUFFIXES]
             if not files:
                 raise MoslError(f"{item}: the pattern matches no PNG/JPEG/BMP/TIFF file")
         else:
@@ -222,12 +231,15 @@ def io_workers() -> int:
 
 
 def run_predict(cfg: PredictConfig, on_image: Callable[[int, int], None] | None = None) -> list[PredictedFile]:
-    """Predict a lesion mask for every scan of ``cfg.inputs``; return what was written, in input order.
+    """Predict a lesion mask for every scan of ``cfg.inputs``; return what was written: still scans in
+    input order, then every frame of each DICOM file and video.
 
     ``on_image(done, total)`` is called after every batch. Raises :class:`MoslError` before writing
     anything when an input, the output path or the weight file is unusable.
     """
     check_thresholds(cfg.threshold, cfg.batch_size)
+    if cfg.mask_values not in cine.MASK_VALUES:
+        raise MoslError(f"--mask-values {cfg.mask_values}: use 0-255 (default) or 0-1")
     device = resolve_device(cfg.device)
     ensemble = load_ensemble(cfg.model, device)
     channels = ensemble.in_channels
@@ -235,7 +247,11 @@ def run_predict(cfg: PredictConfig, on_image: Callable[[int, int], None] | None 
         raise MoslError(f"{ensemble.describe()}: a {channels}-channel model; predict reads grey (1) or RGB (3) scans")
     rule = ensemble.postprocess(cfg.postprocess)
     files = expand_inputs(cfg.inputs)
-    plans = plan_outputs(files, cfg.out, cfg.overlay)
+    clips = [cine.open_clip(f, cfg.region_crop) for f in files if cine.is_clip(f)]  # DICOM and videos
+    n_inputs, files = len(files), [f for f in files if not cine.is_clip(f)]
+    plans = plan_outputs(files, cfg.out, cfg.overlay) if files else []
+    taken = {p.resolve() for plan in plans for p in plan if p is not None} | {f.resolve() for f in files}
+    cine.plan_clips(clips, cfg.out, cfg.overlay, taken, n_inputs, DEFAULT_PREDICT_DIR)
     results: list[PredictedFile] = []
     pin = device.type == "cuda"
     with ThreadPoolExecutor(max_workers=io_workers(), thread_name_prefix="mosl-io") as pool:
@@ -246,6 +262,7 @@ def run_predict(cfg: PredictConfig, on_image: Callable[[int, int], None] | None 
             batch = [next(scans) for _ in files[start:start + cfg.batch_size]]
             masks = predict_masks(ensemble, [s for s, _ in batch], cfg.threshold, cfg.overlay, cfg.tta, rule)
             for j, ((_, rgb), (mask, edge)) in enumerate(zip(batch, masks)):
+                mask = mask // np.uint8(255) if cfg.mask_values == "0-1" else mask
                 mask_path, overlay_path = plans[start + j]
                 writes.append(pool.submit(_save, mask, mask_path, rgb, edge, overlay_path))
                 results.append(PredictedFile(
@@ -255,6 +272,17 @@ def run_predict(cfg: PredictConfig, on_image: Callable[[int, int], None] | None 
                 on_image(len(results), len(files))
         for w in writes:
             w.result()
+        for clip in clips:
+            results += cine.predict_clip(
+                ensemble, clip, channels=channels, threshold=cfg.threshold, batch_size=cfg.batch_size,
+                mask_values=cfg.mask_values, pool=pool, tta=cfg.tta, postprocess=rule,
+            )
+            if on_image is not None:
+                on_image(len(results), len(results))
+    if cfg.measurements:
+        from mosl_cli.measure import write_measurements
+
+        write_measurements(cfg.measurements, results)
     return results
 
 

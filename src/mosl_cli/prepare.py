@@ -72,6 +72,7 @@ class Decoded:
     width: int
     phash: int
     digest: str
+    meta: dict[str, Any] | None = None  # extra manifest fields from the reader (a DICOM's crop, spacing)
 
 
 @dataclass
@@ -95,7 +96,7 @@ def decode_item(item: Item, size: int, channels: int) -> tuple[list[Decoded], st
                 raise SkipSample(
                     f"mask is {f.mask.shape[1]}x{f.mask.shape[0]} but the image is {f.image.width}x{f.image.height}"
                 )
-            out.append(_resize(f.image, f.mask, f.suffix, f.cls, f.organ, size, channels))
+            out.append(_resize(f.image, f.mask, f.suffix, f.cls, f.organ, size, channels, f.meta))
     except DECODE_ERRORS as exc:
         return [], _reason(exc)
     if not out:
@@ -115,7 +116,7 @@ def _reason(exc: BaseException) -> str:
 
 def _resize(
     image: Image.Image, mask: np.ndarray | None, suffix: str, cls: str | None, organ: str | None,
-    size: int, channels: int,
+    size: int, channels: int, meta: dict[str, Any] | None = None,
 ) -> Decoded:
     """Square-resize one frame to ``size`` (bilinear, antialiased; mask nearest) and fingerprint it."""
     grey = image if image.mode == "L" else image.convert("L")
@@ -129,7 +130,7 @@ def _resize(
     return Decoded(
         suffix=suffix, cls=cls, organ=organ, image=np.ascontiguousarray(arr), mask=small,
         mask_pixels=None if mask is None else int(mask.sum()), height=image.height, width=image.width,
-        phash=hashing.phash(grey), digest=hashing.digest(grey),
+        phash=hashing.phash(grey), digest=hashing.digest(grey), meta=meta,
     )
 
 
@@ -234,7 +235,7 @@ def run_prepare(cfg: PrepareConfig, progress: Progress | None = None) -> Prepare
             samples.append({
                 "id": sid, "source": src.name, "organ": d.organ or item.organ, "class": d.cls or item.cls,
                 "paths": list(item.paths), "height": d.height, "width": d.width,
-                "has_mask": d.mask is not None, "mask_pixels": d.mask_pixels,
+                "has_mask": d.mask is not None, "mask_pixels": d.mask_pixels, **(d.meta or {}),
             })
             decoded.append(d)
             reader_groups.append(None if group is None else f"{src.name}/{group}")

@@ -6,6 +6,7 @@ Layout (see DESIGN.md)::
     DIR/manifest.json      format tag and version, size, channels, sources, one record per sample
 
 A sample record: ``id, source, organ, class, paths, height, width, has_mask, group, split``.
+DICOM samples add ``frame_size`` [H, W], ``crop`` [x0, y0, x1, y1] and ``spacing_mm`` [row, col].
 """
 
 from __future__ import annotations

@@ -15,11 +15,11 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from mosl_cli.data.readers import busi, camus, cifar10, folder, hc18, miniimagenet, pocus, synthetic, udiat
+from mosl_cli.data.readers import busi, camus, cifar10, dicom, folder, hc18, miniimagenet, pocus, synthetic, udiat
 from mosl_cli.errors import MoslError
 
 READERS: dict[str, ModuleType] = {
-    m.NAME: m for m in (busi, udiat, hc18, pocus, camus, cifar10, miniimagenet, folder, synthetic)
+    m.NAME: m for m in (busi, udiat, hc18, pocus, camus, cifar10, miniimagenet, dicom, folder, synthetic)
 }
 FORMATS = ("auto", *READERS)
 

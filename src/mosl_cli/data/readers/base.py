@@ -55,7 +55,8 @@ class Frame:
 
     ``image``: PIL image, mode ``L`` or ``RGB``. ``mask``: bool ``[H, W]`` (all False is a real
     "no lesion" label) or ``None`` when unlabelled. ``suffix`` extends the item key (``"#f00012"``);
-    ``cls`` and ``organ`` override the item's (one pickled batch holds many classes).
+    ``cls`` and ``organ`` override the item's (one pickled batch holds many classes). ``meta``: extra
+    JSON-ready fields for the sample's manifest record (a DICOM's ``crop``, ``frame_size``, ``spacing_mm``).
     """
 
     image: Image.Image
@@ -63,6 +64,7 @@ class Frame:
     suffix: str = ""
     cls: str | None = None
     organ: str | None = None
+    meta: dict[str, Any] | None = None
 
 
 # Errors that mean "this file is bad", as opposed to a bug in mosl: they turn into a skipped entry.

@@ -13,6 +13,8 @@ Rules (the README repeats them):
   unlabelled.
 - Organ, independent of ``--format``: ``natural`` when the class folders are CIFAR-10 classes or
   ImageNet WordNet ids (``n01532829``) — the CIFAR-10 and mini-ImageNet JPEG layouts — else ``unknown``.
+- DICOM files (``.dcm``) among the images are read as the ``dicom`` reader reads them
+  (:mod:`mosl_cli.data.readers.dicom`; needs the ``dicom`` extra).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from mosl_cli.config import PrepareConfig
 from mosl_cli.data.readers.base import (
-    IMAGE_EXTS, NO_CLASS, Item, any_file, load_image_with_masks, sorted_files, subdirs,
+    IMAGE_EXTS, NO_CLASS, Item, any_file, load_image_with_masks, natural_key, sorted_files, subdirs,
 )
 
 NAME = "folder"
@@ -107,18 +109,33 @@ def _find_mask(rel: Path, by_rel: dict[str, str], by_stem: dict[str, list[str]])
     return None
 
 
-def list_folder(root: Path, organ: str | None = None) -> list[Item]:
-    """Items of a plain image folder; ``organ`` overrides the :func:`organ_of` rule."""
+def list_folder(
+    root: Path, organ: str | None = None, dicom_cfg: PrepareConfig | None = None, sniff: bool = False
+) -> list[Item]:
+    """Items of a plain image folder; ``organ`` overrides the :func:`organ_of` rule.
+
+    With ``dicom_cfg``, DICOM files are items too: those with a DICOM suffix, and with ``sniff``
+    also suffix-less files carrying the ``DICM`` magic.
+    """
     images, masks = layout(root)
     by_rel, by_stem = _mask_index(masks) if masks is not None else ({}, {})
     files = [p for p in sorted_files(images, IMAGE_EXTS, recursive=True)
              if masks is None or masks not in p.parents]
+    dicoms: set[Path] = set()
+    if dicom_cfg is not None:
+        from mosl_cli.data.readers import dicom as dicom_reader
+
+        dicoms = set(dicom_reader.dicom_files(images, masks, sniff))
+        files = sorted([*files, *dicoms], key=lambda p: natural_key(str(p.relative_to(images))))
     rels = [p.relative_to(images) for p in files]
     classes = [class_of(r) for r in rels]
     organ = organ or organ_of(set(classes))
     out: list[Item] = []
     for p, rel, cls in zip(files, rels, classes):
         mask = _find_mask(rel, by_rel, by_stem) if masks is not None else None
+        if p in dicoms:
+            out.append(dicom_reader.make_item(p, rel.as_posix(), cls, organ, () if mask is None else (mask,), dicom_cfg))
+            continue
         out.append(Item(
             key=rel.as_posix(), paths=(str(p),) if mask is None else (str(p), mask),
             cls=cls, organ=organ, load=load_image_with_masks,
@@ -127,5 +144,5 @@ def list_folder(root: Path, organ: str | None = None) -> list[Item]:
 
 
 def items(root: Path, cfg: PrepareConfig) -> list[Item]:
-    """One item per image file (see the module docstring)."""
-    return list_folder(root)
+    """One item per image file, ``.dcm`` files included (see the module docstring)."""
+    return list_folder(root, dicom_cfg=cfg)
