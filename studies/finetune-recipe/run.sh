@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The fine-tuning recipe study: each lever of `mosl finetune` against the default recipe, on BUSI's
+# leakage-safe split, scored by `mosl evaluate` on val (where choices are made) and test.
+#
+#   bash studies/finetune-recipe/run.sh DATASET_DIR WORK_DIR
+#
+# DATASET_DIR: BUSI prepared by `mosl prepare ../shared/data/busi --out busi` (256 px, 547/77/156).
+# Resumable: an arm whose test evaluation exists is skipped; a killed fine-tune resumes.
+# Settings (environment): SIZE (128), SEEDS ("0 1 2"), ARMS (names below), PARALLEL (1), MOSL (mosl).
+set -euo pipefail
+DATA=${1:?dataset directory}
+WORK=${2:?work directory}
+SIZE=${SIZE:-128}
+SEEDS=${SEEDS:-"0 1 2"}
+PARALLEL=${PARALLEL:-1}
+MOSL=${MOSL:-mosl}
+ARMS=${ARMS:-"reference default mild_augment no_normal_scans resnet34 fraction_0.1 fraction_0.25"}
+HERE=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$WORK"
+
+options() {  # the finetune options of an arm (added to the defaults)
+  case $1 in
+    default) echo "" ;;
+    mild_augment) echo "--augment-strength mild" ;;
+    no_normal_scans) echo "--no-empty-masks" ;;
+    select_last) echo "--select last" ;;
+    resnet34) echo "--encoder resnet34" ;;
+    unetplusplus) echo "--arch unetplusplus" ;;
+    fraction_0.1) echo "--label-fraction 0.1" ;;
+    fraction_0.25) echo "--label-fraction 0.25" ;;
+    *) echo "unknown arm $1" >&2; exit 2 ;;
+  esac
+}
+
+run_arm() {  # ARM SEED: fine-tune, then evaluate on val and test
+  local arm=$1 seed=$2 dir="$WORK/$SIZE/$1/s$2"
+  if [ "$arm" = reference ]; then  # the plain loop of benchmarks/finetune_recipe.py (test split only)
+    python "$HERE/../../benchmarks/finetune_recipe.py" --data "$DATA" --size "$SIZE" --seed "$seed" --work "$dir" --part reference
+    return 0
+  fi
+  [ -f "$dir/eval_test/metrics.json" ] && return 0
+  local resume=--overwrite
+  [ -f "$dir/checkpoint.safetensors" ] && resume=--resume
+  # shellcheck disable=SC2046
+  $MOSL finetune --data "$DATA" --init none --size "$SIZE" --seed "$seed" $(options "$arm") --out "$dir" $resume
+  $MOSL evaluate --model "$dir" --data "$DATA" --split val --out "$dir/eval_val"
+  $MOSL evaluate --model "$dir" --data "$DATA" --split test --out "$dir/eval_test"
+}
+
+jobs_running() { jobs -rp | wc -l; }
+for seed in $SEEDS; do
+  for arm in $ARMS; do
+    while [ "$(jobs_running)" -ge "$PARALLEL" ]; do sleep 5; done
+    run_arm "$arm" "$seed" > "$WORK/log_${SIZE}_${arm}_s${seed}.txt" 2>&1 &
+  done
+done
+wait
+python "$HERE/summarise.py" "$WORK/$SIZE"

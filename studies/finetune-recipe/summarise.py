@@ -1,0 +1,67 @@
+"""Table of the fine-tuning recipe study: one row per arm, mean ± std over its seeds.
+
+    python studies/finetune-recipe/summarise.py WORK/SIZE [--markdown]
+
+Reads ``ARM/sSEED/eval_val/metrics.json`` and ``eval_test/metrics.json`` (written by ``mosl
+evaluate``), ``metrics.json`` of the fine-tune (val Dice before and after TTA and post-processing,
+seconds) and, for the reference loop, ``reference/sSEED/reference.json``; prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def _read(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def rows(root: Path) -> list[list[str]]:
+    table = []
+    for arm in sorted(p for p in root.iterdir() if p.is_dir()):
+        val, test, normal, minutes, seeds = [], [], [], [], []
+        for run in sorted(arm.glob("s*")):
+            if arm.name == "reference":
+                ref = _read(run / "reference.json")
+                if ref:
+                    seeds.append(run.name[1:])
+                    test.append(ref["lesion_dice"])
+                    normal.append(ref["normal_dice"])
+                    minutes.append(ref["seconds"] / 60)
+                continue
+            ev_test, ev_val, ft = (_read(run / "eval_test" / "metrics.json"), _read(run / "eval_val" / "metrics.json"),
+                                   _read(run / "metrics.json"))
+            if not (ev_test and ev_val and ft):
+                continue
+            seeds.append(run.name[1:])
+            val.append(ev_val["lesion"]["dice"]["mean"])
+            test.append(ev_test["lesion"]["dice"]["mean"])
+            normal.append(ev_test["per_class"]["normal"]["dice"]["mean"])
+            minutes.append(ft["seconds"] / 60)
+        if seeds:
+            table.append([arm.name, ",".join(seeds), _fmt(val), _fmt(test), _fmt(normal), f"{statistics.mean(minutes):.0f}"])
+    return table
+
+
+def main() -> None:
+    root = Path(sys.argv[1])
+    header = ["arm", "seeds", "val lesion Dice", "test lesion Dice", "test normal Dice (empty-mask rule)", "train min"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows(root):
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
