@@ -5,7 +5,10 @@ inside the commands, so ``mosl --help`` never imports torch.
 
 from __future__ import annotations
 
+import errno
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +32,13 @@ out_console = Console()
 _STATE = {"debug": False}
 T = TypeVar("T")
 
+def _check_size(value: int) -> int:
+    """``--size`` of pretrain and finetune: a usage error outside 16-4096 pixels."""
+    if not 16 <= value <= 4096:
+        raise typer.BadParameter(f"{value} is outside 16 to 4096 pixels (e.g. 64)")
+    return value
+
+
 # Options shared by several steps, defined once.
 DataDir = Annotated[Path, typer.Option("--data", "-d", help="Dataset directory written by `mosl prepare`.")]
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
@@ -36,10 +46,10 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed (weights, order, 
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 Arch = Annotated[str, typer.Option("--arch", help="smp architecture (unet, unetplusplus, fpn, deeplabv3plus, ...).")]
 Encoder = Annotated[str, typer.Option("--encoder", help="smp encoder (resnet18, resnet50, ...); built with encoder_weights=None.")]
-Size = Annotated[int, typer.Option("--size", help="Input size in pixels (images are resized on the device).")]
+Size = Annotated[int, typer.Option("--size", callback=_check_size, help="Input size in pixels, 16 to 4096 (images are resized on the device).")]
 Epochs = Annotated[int, typer.Option("--epochs", help="Number of epochs.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Global batch size (all processes together).")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch. Only --device, --checkpoint-every and --out may differ from the run's options; any other change is refused (it would change the result).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")]
 NoAmp = Annotated[bool, typer.Option("--no-amp", help="Disable bfloat16 autocast on CUDA.")]
 CheckpointEvery = Annotated[float, typer.Option("--checkpoint-every", help="Seconds between checkpoints for --resume (the first and last epoch always write one; 0: every epoch).")]
@@ -51,51 +61,141 @@ def _is_main_rank() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn a MoslError into one red line and exit code 1 (a traceback only with --debug)."""
-    from mosl_cli.errors import MoslError
+RESUME_HINT = "finished epochs are kept; rerun the same command with --resume"
 
+
+@contextmanager
+def _user_errors(interrupted: str) -> Iterator[None]:
+    """Turn every expected failure into one line on stderr (a traceback only with --debug).
+
+    Exit codes: 1 for a MoslError or an OS error (no space, read-only, not a folder), 2 for a
+    UsageError, 130 for Ctrl-C (SIGINT) and 143 for SIGTERM, which here behaves like Ctrl-C.
+    """
+    from mosl_cli.errors import MoslError, UsageError
+
+    previous = _catch_sigterm()
     try:
         yield
-    except MoslError as exc:
+    except (MoslError, OSError) as exc:
         if _STATE["debug"]:
             console.print_exception()
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: finished epochs are kept; rerun the same command with --resume")
-        raise typer.Exit(130) from None
+        text = str(exc) if isinstance(exc, MoslError) else _os_error_line(exc)
+        console.print(f"[bold red]error:[/] {' '.join(text.split())}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, _Terminated)
+        console.print(f"[yellow]{'terminated' if terminated else 'interrupted'}[/]: {interrupted}", highlight=False, soft_wrap=True)
+        raise typer.Exit(143 if terminated else 130) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
-def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    with _user_errors():
-        return fn(*args, **kwargs)
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers send), raised where the step is, like Ctrl-C's KeyboardInterrupt."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
+def _catch_sigterm() -> Any:
+    """Install the SIGTERM handler (main thread only); return the one it replaced."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+_OS_ADVICE = {
+    errno.ENOSPC: "free space or write elsewhere", errno.EDQUOT: "free space or write elsewhere",
+    errno.EROFS: "write elsewhere", errno.ENOTDIR: "a part of the path is a file; choose another path",
+    errno.EEXIST: "choose another path", errno.EACCES: "check the permissions or choose another path",
+    errno.EPERM: "check the permissions or choose another path",
+}
+
+
+def _os_error_line(exc: OSError) -> str:
+    """``PATH: reason; what to do`` for an OS failure."""
+    reason = (exc.strerror or str(exc)).rstrip(".")
+    reason = reason[:1].lower() + reason[1:]
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{reason}; {_OS_ADVICE.get(exc.errno or 0, 'check the path')}"
+
+
+def _make_out(path: Path) -> list[Path]:
+    """Create the output folder ``path`` early (so an unusable one fails before any work) and return
+    the folders created, deepest first, for :func:`_call` to remove again when the step fails."""
+    from mosl_cli.errors import MoslError
+
+    if path.exists() and not path.is_dir():
+        raise MoslError(f"--out {path}: exists and is a file, not a folder; pass a folder name")
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise MoslError(f"--out {path}: {blocker} is a file, not a folder; choose another --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MoslError(f"--out {path}: cannot create the folder ({exc.strerror}); choose another --out") from None
+    if not os.access(path, os.W_OK):
+        why = "read-only file system" if os.statvfs(path).f_flag & os.ST_RDONLY else "permission denied"
+        _remove_empty(missing)
+        raise MoslError(f"--out {path}: not writable ({why}); choose another --out")
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in folders:  # deepest first; one that holds anything stays
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+
+
+def _call(fn: Callable[..., T], *args: Any, out: Path | None = None, interrupted: str = "nothing half-written was left",
+          **kwargs: Any) -> T:
+    """Run one step's core function under :func:`_user_errors`; ``out``: its output folder, created
+    first and removed again if the step fails while it is still empty."""
+    created: list[Path] = []
+    with _user_errors(interrupted):
+        try:
+            if out is not None and _is_main_rank():
+                created = _make_out(out)
+            return fn(*args, **kwargs)
+        except BaseException:
+            _remove_empty(created)
+            raise
 
 
 class _TrainingProgress:
     """A Rich progress bar fed by the training loops' callback (rank 0 only)."""
 
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, expect: dict[str, str] | None = None) -> None:
         self.title = title
+        self.expect = expect or {}  # the --arch/--encoder asked for: a notice when the init file builds another
         self.progress: Progress | None = None
         self.task: Any = None
         self.steps = 0
 
     def __enter__(self) -> _TrainingProgress:
-        if _is_main_rank():
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False,
-            )
-            self.progress.__enter__()
         return self
 
     def __exit__(self, *exc: Any) -> None:
         if self.progress:
             self.progress.__exit__(*exc)
 
+    def _start(self) -> None:
+        """Show the bar from the loop's first event (a step that fails before prints only its error)."""
+        if _is_main_rank() and self.progress is None:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False,
+            )
+            self.progress.__enter__()
+
     def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "start":
+            self._start()
         if not self.progress:
             return
         if event == "start":
@@ -106,6 +206,11 @@ class _TrainingProgress:
                           + (f", resuming after epoch {info['start_epoch']}" if info["start_epoch"] else ""))
             if "init" in info:
                 console.print(f"initialised from: {_describe_init(info['init'])}")
+                built = {k: info["init"].get(k) for k in self.expect}
+                if any(built[k] and built[k] != v for k, v in self.expect.items()):
+                    console.print(f"[yellow]note:[/] {info['init']['init']} was made for {built['arch']}/{built['encoder']}, "
+                                  f"so that model is built, not --arch {self.expect['arch']} --encoder {self.expect['encoder']}",
+                                  highlight=False, soft_wrap=True)
         elif event == "step":
             done = (info["epoch"] - 1) * self.steps + info["step"]
             text = f"ep {info['epoch']} loss {info['loss']:.4f} lr {info['lr']:.2e} {info['images_per_s']:.0f} img/s"
@@ -169,6 +274,7 @@ def prepare(
     synthetic_count: Annotated[int, typer.Option("--synthetic-count", help="Scans generated for the `synthetic` source.")] = 600,
     dedup_distance: Annotated[int, typer.Option("--dedup-distance", help="Max perceptual-hash Hamming distance grouping near-duplicates.")] = C.PrepareConfig.dedup_distance,
     workers: Annotated[int, typer.Option("--workers", help="Decode processes (0 = one per core).")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a dataset already in --out.")] = False,
 ) -> None:
     """Decode raw datasets once into a split, device-ready dataset directory."""
     if channels not in (1, 3):
@@ -181,10 +287,11 @@ def prepare(
     except MoslError as exc:  # a usage error: exit code 2, like every other bad option
         raise typer.BadParameter(str(exc).removeprefix("--splits").lstrip(" :"), param_hint="--splits") from None
     cfg = C.PrepareConfig(tuple(sources), str(out), format, size, channels, seed, split_tuple,  # type: ignore[arg-type]
-                          frames_per_video, camus_label, synthetic_count, dedup_distance, workers)
+                          frames_per_video, camus_label, synthetic_count, dedup_distance, workers, overwrite)
     from mosl_cli.prepare import run_prepare
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as bar:
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -192,7 +299,7 @@ def prepare(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        summary = _call(run_prepare, cfg, progress)
+        summary = _call(run_prepare, cfg, progress, out=out, interrupted=f"{out} was left as it was")
     out_console.print(_dataset_table(summary.rows, f"{summary.out}: {summary.total} images"))
     out_console.print(f"near-duplicate groups merged: {summary.groups_merged}; files skipped: {len(summary.skipped)}"
                       + (" (reasons in manifest.json)" if summary.skipped else ""))
@@ -267,7 +374,7 @@ def pretrain(
     from mosl_cli.pretrain import run_pretrain
 
     with _TrainingProgress(f"pretrain {method}") as bar:
-        result = _call(run_pretrain, cfg, bar)
+        result = _call(run_pretrain, cfg, bar, out=out, interrupted=RESUME_HINT)
     if _is_main_rank():
         out_console.print(f"pre-trained weights: {result.out / C.WEIGHTS_FILE}  (loss {result.final_loss:.4f}, "
                           f"embedding std {result.embedding_std:.4f}, {result.images_per_s:.0f} img/s)")
@@ -311,8 +418,8 @@ def finetune(
     )
     from mosl_cli.finetune import run_finetune
 
-    with _TrainingProgress(f"finetune {label_fraction:g} labels") as bar:
-        result = _call(run_finetune, cfg, bar)
+    with _TrainingProgress(f"finetune {label_fraction:g} labels", expect={"arch": arch, "encoder": encoder}) as bar:
+        result = _call(run_finetune, cfg, bar, out=out, interrupted=RESUME_HINT)
     if _is_main_rank():
         out_console.print(f"segmentation model: {result.out / C.WEIGHTS_FILE}  (best val Dice {result.best_val_dice:.4f} "
                           f"at epoch {result.best_epoch}, {result.labelled} labelled images)")
@@ -336,7 +443,7 @@ def evaluate(
     cfg = C.EvaluateConfig(str(model), str(data), split, str(out), tta, threshold, batch_size, device)
     from mosl_cli.evaluate import run_evaluate
 
-    result = _call(run_evaluate, cfg)
+    result = _call(run_evaluate, cfg, out=out)
     table = Table(title=f"{model} on {data} [{split}]")
     columns = ("group", "n", "dice", "iou", "precision", "recall", "hd95")
     for col in columns:
@@ -349,7 +456,7 @@ def evaluate(
 
 @app.command(epilog="Example: mosl predict scan.png --out mask.png --overlay   |   mosl predict scans/ --out masks/")
 def predict(
-    inputs: Annotated[list[str], typer.Argument(help="Scans (PNG, JPEG, BMP, TIFF): files, folders or globs.")],
+    inputs: Annotated[list[str], typer.Argument(help="Scans (PNG, JPEG, BMP, TIFF; GIF: its first frame): files, folders or globs.")],
     model: ModelFile = Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Mask file for one scan, else a folder (default mosl_predict/).")] = None,
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write the scan with the lesion outline.")] = False,
@@ -361,7 +468,11 @@ def predict(
     cfg = C.PredictConfig(tuple(inputs), str(model), str(out) if out else None, overlay, threshold, batch_size, device)
     from mosl_cli.predict import run_predict
 
-    results = _call(run_predict, cfg)
+    from mosl_cli.imageio import has_image_suffix
+    from mosl_cli.predict import DEFAULT_PREDICT_DIR
+
+    folder = out if out and not has_image_suffix(out) else (out.parent if out else Path(DEFAULT_PREDICT_DIR))
+    results = _call(run_predict, cfg, out=folder, interrupted="masks written so far are complete; the others are not written")
     for r in results[:20]:
         extra = f", overlay {r.overlay}" if r.overlay else ""
         out_console.print(f"{r.input} → {r.mask} ({r.width}×{r.height}, {r.lesion_pixels} lesion px{extra})")
@@ -381,7 +492,7 @@ def report(
     cfg = C.ReportConfig(tuple(str(r) for r in runs), str(out), cases)
     from mosl_cli.report import run_report
 
-    result = _call(run_report, cfg)
+    result = _call(run_report, cfg, out=out)
     columns, rows = result.columns, result.table
     title = f"test Dice of {len(result.runs)} finetune runs, mean ± std over n seeds"
     if len({row[0] for row in rows}) == 1:  # one model and size: named in the title

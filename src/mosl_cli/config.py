@@ -35,6 +35,7 @@ class PrepareConfig:
     synthetic_count: int = 600
     dedup_distance: int = 6  # max Hamming distance of two 64-bit perceptual hashes to group them (see data/splits.py)
     workers: int = 0  # 0: one decode process per core
+    overwrite: bool = False  # replace a dataset already in ``out``
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from mosl_cli import metrics as M
 from mosl_cli.config import EvaluateConfig, to_dict
 from mosl_cli.data.store import Dataset, load_dataset
 from mosl_cli.device import autocast, memory_format, resolve_device
-from mosl_cli.errors import MoslError
+from mosl_cli.errors import MoslError, UsageError
 from mosl_cli.fsutil import atomic_path, write_json
 from mosl_cli.models import model_from_file, model_inputs
 
@@ -56,9 +56,9 @@ class EvaluateResult:
 def check_thresholds(threshold: float, batch_size: int) -> None:
     """:class:`MoslError` unless ``0 < threshold < 1`` and ``batch_size >= 1``."""
     if not 0.0 < threshold < 1.0:
-        raise MoslError(f"--threshold {threshold}: must lie strictly between 0 and 1 (default 0.5)")
+        raise UsageError(f"--threshold {threshold}: must lie strictly between 0 and 1 (default 0.5)")
     if batch_size < 1:
-        raise MoslError(f"--batch-size {batch_size}: must be at least 1")
+        raise UsageError(f"--batch-size {batch_size}: must be at least 1")
 
 
 def prepare_model(model: nn.Module, meta: dict[str, Any], path: str | Path, device: torch.device) -> nn.Module:

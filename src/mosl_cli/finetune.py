@@ -32,6 +32,7 @@ from mosl_cli.train import (
     init_distributed, load_checkpoint, mean_over_ranks, no_callback, save_checkpoint, set_lr, shard, sync_buffers,
     wrap_ddp, write_config,
 )
+from mosl_cli.train import check_resume
 
 MIN_STEPS_PER_EPOCH = 10
 
@@ -159,6 +160,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     dist_info, device = init_distributed(cfg.device)
     run = RunDir(Path(cfg.out))
     resume = run.prepare(cfg.resume, cfg.overwrite, dist_info.is_main)
+    check_resume(run, cfg, resume)
 
     torch.manual_seed(cfg.seed)
     model, init_info = build_finetune_model(cfg, init, ds.channels)

@@ -1,6 +1,6 @@
 """``mosl predict``: scans in, 0/255 lesion masks at each scan's own size out (and optional overlays).
 
-Inputs are files, folders (their PNG/JPEG/BMP/TIFF files, not recursive, sorted by name) or glob
+Inputs are files, folders (their PNG/JPEG/BMP/TIFF/GIF files, not recursive, sorted by name) or glob
 patterns (matches treated like a folder's content). Output names:
 
 - one input and ``--out`` ending in an image suffix: the mask is that file (PNG, BMP or TIFF);
@@ -84,7 +84,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
             files = [f for m in matches for f in (_images_in(m) if m.is_dir() else [m]) if has_image_suffix(f)]
             if not files:
-                raise MoslError(f"{item}: the pattern matches no PNG/JPEG/BMP/TIFF file")
+                raise MoslError(f"{item}: the pattern matches no PNG/JPEG/BMP/TIFF/GIF file")
         else:
             raise MoslError(f"{path}: no such file or folder; check the path")
         found.extend(files)

@@ -33,8 +33,10 @@ from mosl_cli.config import PrepareConfig, to_dict
 from mosl_cli.data import hashing
 from mosl_cli.data.readers import READERS, check_format, choose
 from mosl_cli.data.readers.base import DECODE_ERRORS, Item, SkipSample
+from mosl_cli.data.store import check_target
 from mosl_cli.data.splits import SPLITS, assign_splits, check_fractions, group_samples
-from mosl_cli.errors import MoslError
+from mosl_cli.errors import MoslError, UsageError
+from mosl_cli.fsutil import remove_stale_temps
 
 Progress = Callable[[str, int, int], None]
 MIN_SIZE, MAX_SIZE = 16, 4096
@@ -168,23 +170,25 @@ def _decode_all(items: list[Item], cfg: PrepareConfig, progress: Progress) -> It
 
 
 def _check(cfg: PrepareConfig) -> tuple[float, float, float]:
-    """Validate the options (one-line :class:`MoslError` each); return the split fractions."""
+    """Validate the options (one-line :class:`UsageError` each) and ``--out``; return the split fractions."""
     check_format(cfg.format)
     if not cfg.sources:
         raise MoslError("no source given; name at least one dataset folder, or `synthetic`")
     if not MIN_SIZE <= cfg.size <= MAX_SIZE:
-        raise MoslError(f"--size {cfg.size}: use {MIN_SIZE} to {MAX_SIZE} pixels (e.g. 256)")
+        raise UsageError(f"--size {cfg.size}: use {MIN_SIZE} to {MAX_SIZE} pixels (e.g. 256)")
     if cfg.channels not in (1, 3):
-        raise MoslError(f"--channels {cfg.channels}: use 1 (luminance) or 3 (RGB)")
+        raise UsageError(f"--channels {cfg.channels}: use 1 (luminance) or 3 (RGB)")
     if cfg.frames_per_video < 1:
-        raise MoslError(f"--frames-per-video {cfg.frames_per_video}: use 1 or more")
+        raise UsageError(f"--frames-per-video {cfg.frames_per_video}: use 1 or more")
     if cfg.synthetic_count < 1:
-        raise MoslError(f"--synthetic-count {cfg.synthetic_count}: use 1 or more")
+        raise UsageError(f"--synthetic-count {cfg.synthetic_count}: use 1 or more")
     if cfg.workers < 0:
-        raise MoslError(f"--workers {cfg.workers}: use 0 (one per core) or more")
+        raise UsageError(f"--workers {cfg.workers}: use 0 (one per core) or more")
     if not -1 <= cfg.dedup_distance <= 64:
-        raise MoslError(f"--dedup-distance {cfg.dedup_distance}: use 0 to 64 bits, or -1 to group identical images only")
-    return check_fractions(tuple(cfg.splits))
+        raise UsageError(f"--dedup-distance {cfg.dedup_distance}: use 0 to 64 bits, or -1 to group identical images only")
+    fractions = check_fractions(tuple(cfg.splits))
+    check_target(Path(cfg.out), cfg.overwrite)
+    return fractions
 
 
 def _sources(cfg: PrepareConfig, progress: Progress) -> list[_Source]:
@@ -211,6 +215,8 @@ def run_prepare(cfg: PrepareConfig, progress: Progress | None = None) -> Prepare
     """Decode ``cfg.sources`` into the dataset directory ``cfg.out``; see the module docstring."""
     report: Progress = progress or (lambda stage, done, total: None)
     fractions = _check(cfg)
+    out = Path(os.path.abspath(cfg.out))
+    remove_stale_temps(out.parent, out.name)  # left by a killed earlier prepare of this folder
     # torch takes seconds to import and is needed only to write: import it while the workers decode
     threading.Thread(target=importlib.import_module, args=("torch",), daemon=True).start()
     sources = _sources(cfg, report)
