@@ -180,6 +180,11 @@ class _TrainingProgress:
     def __enter__(self) -> _TrainingProgress:
         return self
 
+    def run(self, fn: Callable[[Any, Any], T], cfg: Any) -> T:
+        """``fn(cfg, self)`` with the bar closed before an error is printed (the error stays the last line)."""
+        with self:
+            return fn(cfg, self)
+
     def __exit__(self, *exc: Any) -> None:
         if self.progress:
             self.progress.__exit__(*exc)
@@ -373,8 +378,8 @@ def pretrain(
     )
     from mosl_cli.pretrain import run_pretrain
 
-    with _TrainingProgress(f"pretrain {method}") as bar:
-        result = _call(run_pretrain, cfg, bar, out=out, interrupted=RESUME_HINT)
+    bar = _TrainingProgress(f"pretrain {method}")
+    result = _call(bar.run, run_pretrain, cfg, out=out, interrupted=RESUME_HINT)
     if _is_main_rank():
         out_console.print(f"pre-trained weights: {result.out / C.WEIGHTS_FILE}  (loss {result.final_loss:.4f}, "
                           f"embedding std {result.embedding_std:.4f}, {result.images_per_s:.0f} img/s)")
@@ -418,8 +423,8 @@ def finetune(
     )
     from mosl_cli.finetune import run_finetune
 
-    with _TrainingProgress(f"finetune {label_fraction:g} labels", expect={"arch": arch, "encoder": encoder}) as bar:
-        result = _call(run_finetune, cfg, bar, out=out, interrupted=RESUME_HINT)
+    bar = _TrainingProgress(f"finetune {label_fraction:g} labels", expect={"arch": arch, "encoder": encoder})
+    result = _call(bar.run, run_finetune, cfg, out=out, interrupted=RESUME_HINT)
     if _is_main_rank():
         out_console.print(f"segmentation model: {result.out / C.WEIGHTS_FILE}  (best val Dice {result.best_val_dice:.4f} "
                           f"at epoch {result.best_epoch}, {result.labelled} labelled images)")

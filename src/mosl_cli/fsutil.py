@@ -22,7 +22,7 @@ _ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789_"
 # ".<target name>.<8 random characters>.tmp": what atomic_path and temp_dir create (and mkstemp did).
 _TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
 # safetensors reports write failures as text that embeds the OS error number.
-_RUST_OS_ERROR = re.compile(r"Os \{ code: (\d+)")
+_RUST_OS_ERROR = re.compile(r"Os \{ code: (\d+)|\(os error (\d+)\)")
 
 
 def _token() -> str:
@@ -40,7 +40,7 @@ def as_os_error(exc: BaseException, path: str | os.PathLike[str]) -> OSError | N
         return OSError(exc.errno, exc.strerror or str(exc), str(path)) if exc.errno else exc
     match = _RUST_OS_ERROR.search(str(exc))
     if match:
-        code = int(match.group(1))
+        code = int(match.group(1) or match.group(2))
         return OSError(code, os.strerror(code), str(path))
     return None
 

@@ -103,9 +103,15 @@ def write_dataset(
     check_target(out, overwrite=True)  # never replaces a folder that holds other files
     tmp = make_temp_dir(out)
     try:
-        with atomic_path(tmp / DATA_FILE) as part:
-            save_file(tensors, str(part), metadata={"format": FORMAT_TAG, "version": str(FORMAT_VERSION), "digest": digest})
-        write_json(tmp / MANIFEST_FILE, manifest)
+        for name in (DATA_FILE, MANIFEST_FILE):
+            try:
+                if name == DATA_FILE:
+                    with atomic_path(tmp / DATA_FILE) as part:
+                        save_file(tensors, str(part), metadata={"format": FORMAT_TAG, "version": str(FORMAT_VERSION), "digest": digest})
+                else:
+                    write_json(tmp / MANIFEST_FILE, manifest)
+            except OSError as exc:  # name the file the user will look for, not the temporary folder
+                raise OSError(exc.errno, exc.strerror, str(out / name)) from exc
         _swap_in(tmp, out)
     finally:
         if tmp.exists():
