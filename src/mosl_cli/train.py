@@ -243,7 +243,7 @@ def check_resume(run: RunDir, cfg: Any, resuming: bool) -> None:
     now = to_dict(cfg)
     changed = [k for k in now if k in saved and k not in RESUME_FREE and now[k] != saved[k]]
     if changed:
-        parts = ", ".join(f"{_option(k)} {_show(saved[k])} → {_show(now[k])}" for k in changed)
+        parts = ", ".join(f"{_option(k)} {_show(k, saved[k])} → {_show(k, now[k])}" for k in changed)
         raise MoslError(f"{run.path}: --resume with changed options ({parts}); resume with the run's options, "
                         "or pass --overwrite or another --out to start a new run")
 
@@ -252,9 +252,12 @@ def _option(field_name: str) -> str:
     return _OPTION_NAMES.get(field_name, "--" + field_name.replace("_", "-"))
 
 
-def _show(value: Any) -> str:
+def _show(field_name: str, value: Any) -> str:
+    """A setting as its option shows it (``--no-amp True`` for ``amp`` False)."""
+    if isinstance(value, bool) and _option(field_name).startswith("--no-"):
+        value = not value
     if isinstance(value, list):
-        return ",".join(_show(v) for v in value)
+        return ",".join(_show("", v) for v in value)
     return "default" if value is None else str(value)
 
 
