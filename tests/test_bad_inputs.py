@@ -236,7 +236,9 @@ def test_size_out_of_range_is_a_usage_error(step: str, size: str, ds: Path, tmp_
     ["prepare", "synthetic", "--size", "0"], ["prepare", "synthetic", "--splits", "0.5,0.5"],
     ["prepare", "synthetic", "--channels", "2"], ["prepare", "synthetic", "--workers", "-1"],
     ["evaluate", "--threshold", "0"], ["predict", "x.png", "--batch-size", "0"],
-    ["pretrain", "--jitter", "2"], ["finetune", "--checkpoint-every", "-1"],
+    ["pretrain", "--jitter", "2"], ["finetune", "--checkpoint-every", "-1"], ["pretrain", "--method", "byol"],
+    ["pretrain", "--scope", "all"], ["pretrain", "--epochs", "0"], ["finetune", "--batch-size", "0"],
+    ["finetune", "--label-fraction", "2"], ["evaluate", "--split", "holdout"],
 ])
 def test_usage_errors_exit_2_everywhere(args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)

@@ -32,6 +32,18 @@ out_console = Console()
 _STATE = {"debug": False}
 T = TypeVar("T")
 
+def _positive(value: int) -> int:
+    """``--epochs`` and ``--batch-size``: a usage error below 1."""
+    if value < 1:
+        raise typer.BadParameter(f"{value}: use 1 or more")
+    return value
+
+
+def _one_of(option: str, value: str, choices: Any) -> None:
+    if value not in choices:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=option)
+
+
 def _check_size(value: int) -> int:
     """``--size`` of pretrain and finetune: a usage error outside 16-4096 pixels."""
     if not 16 <= value <= 4096:
@@ -47,8 +59,8 @@ Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present),
 Arch = Annotated[str, typer.Option("--arch", help="smp architecture (unet, unetplusplus, fpn, deeplabv3plus, ...).")]
 Encoder = Annotated[str, typer.Option("--encoder", help="smp encoder (resnet18, resnet50, ...); built with encoder_weights=None.")]
 Size = Annotated[int, typer.Option("--size", callback=_check_size, help="Input size in pixels, 16 to 4096 (images are resized on the device).")]
-Epochs = Annotated[int, typer.Option("--epochs", help="Number of epochs.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Global batch size (all processes together).")]
+Epochs = Annotated[int, typer.Option("--epochs", callback=_positive, help="Number of epochs.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", callback=_positive, help="Global batch size (all processes together).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch. Only --device, --checkpoint-every and --out may differ from the run's options; any other change is refused (it would change the result).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")]
 NoAmp = Annotated[bool, typer.Option("--no-amp", help="Disable bfloat16 autocast on CUDA.")]
@@ -376,8 +388,13 @@ def pretrain(
         momentum=momentum, queue_size=queue_size, steps_per_epoch=steps_per_epoch, seed=seed, device=device,
         amp=not no_amp, include_test=include_test, checkpoint_every=checkpoint_every, out=str(out), resume=resume, overwrite=overwrite,
     )
+    from mosl_cli.augment import PRESETS
+    from mosl_cli.methods import METHODS, SCOPES
     from mosl_cli.pretrain import run_pretrain
 
+    _one_of("--method", method, METHODS)
+    _one_of("--scope", scope, SCOPES)
+    _one_of("--preset", preset, PRESETS)
     bar = _TrainingProgress(f"pretrain {method}")
     result = _call(bar.run, run_pretrain, cfg, out=out, interrupted=RESUME_HINT)
     if _is_main_rank():
@@ -422,6 +439,9 @@ def finetune(
         augment=not no_augment, seed=seed, device=device, amp=not no_amp, checkpoint_every=checkpoint_every, out=str(out), resume=resume, overwrite=overwrite,
     )
     from mosl_cli.finetune import run_finetune
+
+    if not 0 < label_fraction <= 1:
+        raise typer.BadParameter(f"{label_fraction} is outside (0, 1]; use e.g. 0.1 for 10 % of the labels", param_hint="--label-fraction")
 
     bar = _TrainingProgress(f"finetune {label_fraction:g} labels", expect={"arch": arch, "encoder": encoder})
     result = _call(bar.run, run_finetune, cfg, out=out, interrupted=RESUME_HINT)

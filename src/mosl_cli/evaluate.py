@@ -27,7 +27,7 @@ from torch import nn
 
 from mosl_cli import metrics as M
 from mosl_cli.config import EvaluateConfig, to_dict
-from mosl_cli.data.store import Dataset, load_dataset
+from mosl_cli.data.store import SPLITS, Dataset, load_dataset
 from mosl_cli.device import autocast, memory_format, resolve_device
 from mosl_cli.errors import MoslError, UsageError
 from mosl_cli.fsutil import atomic_path, write_json
@@ -105,6 +105,8 @@ def model_probabilities(
 def _load_checked(cfg: EvaluateConfig, device: torch.device) -> tuple[nn.Module, dict[str, Any], Dataset, list[int]]:
     """Every check before any work: settings, weight file, dataset, split, channels, output path."""
     check_thresholds(cfg.threshold, cfg.batch_size)
+    if cfg.split not in (*SPLITS, "all"):
+        raise UsageError(f"--split {cfg.split!r}: use one of {', '.join(SPLITS)}, all")
     model, meta = model_from_file(cfg.model, device)
     model = prepare_model(model, meta, cfg.model, device)
     ds = load_dataset(cfg.data)

@@ -323,11 +323,9 @@ def _write(cfg: PrepareConfig, decoded: list[Decoded], manifest: dict[str, Any],
         if masks is not None and d.mask is not None:
             masks[i, 0] = d.mask
         decoded[i] = None  # type: ignore[call-overload]  # free the copy as we go
-    out = write_dataset(
-        cfg.out, torch.from_numpy(images), None if masks is None else torch.from_numpy(masks), manifest
-    )
+    write_dataset(cfg.out, torch.from_numpy(images), None if masks is None else torch.from_numpy(masks), manifest)
     report("write", 1, 1)
-    return Path(out)
+    return Path(cfg.out)
 
 
 def summarize(manifest: dict[str, Any]) -> list[dict[str, Any]]:
