@@ -30,7 +30,7 @@ from mosl_cli.config import EvaluateConfig, to_dict
 from mosl_cli.data.store import SPLITS, Dataset, load_dataset
 from mosl_cli.device import autocast, memory_format, resolve_device
 from mosl_cli.errors import MoslError, UsageError
-from mosl_cli.fsutil import atomic_path, write_json
+from mosl_cli.fsutil import atomic_path, remove_stale_temps, write_json
 from mosl_cli.models import model_from_file, model_inputs
 
 METRICS_FORMAT = "mosl-metrics"
@@ -226,6 +226,7 @@ def run_evaluate(cfg: EvaluateConfig, on_batch: Callable[[int, int], None] | Non
     }
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # left by an evaluation killed while writing
     write_per_case_csv(out / PER_CASE_FILE, cases)
     write_json(out / METRICS_FILE, document)
     return EvaluateResult(metrics=document, out=out, rows=table_rows(summary))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 from collections import Counter
@@ -141,6 +142,13 @@ def _spawn_ok() -> bool:
     return main_file is None or os.path.exists(main_file)
 
 
+def _leave_signals_to_parent() -> None:
+    """Decode workers ignore Ctrl-C and SIGTERM sent to the whole process group: the parent stops them
+    and reports the interruption in one line."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _decode_all(items: list[Item], cfg: PrepareConfig, progress: Progress) -> Iterator[tuple[list[Decoded], str | None]]:
     """Decoded items in order, in a spawn process pool of ``cfg.workers`` (0: one per core).
 
@@ -155,7 +163,7 @@ def _decode_all(items: list[Item], cfg: PrepareConfig, progress: Progress) -> It
         results = map(fn, items)
         pool = None
     else:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_leave_signals_to_parent)
         results = pool.map(fn, items, chunksize=max(1, min(16, len(items) // (workers * 8))))
     try:
         for done, result in enumerate(results, 1):

@@ -11,10 +11,12 @@ header ``digest``): a reader refuses a pair whose digests differ. A sample recor
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,22 +103,28 @@ def write_dataset(
     digest = tensor_digest(tensors)
     manifest = {"format": FORMAT_TAG, "version": FORMAT_VERSION, **manifest, "digest": digest}
     check_target(out, overwrite=True)  # never replaces a folder that holds other files
-    tmp = make_temp_dir(out)
+    with _naming(out):
+        tmp = make_temp_dir(out)
     try:
-        for name in (DATA_FILE, MANIFEST_FILE):
-            try:
-                if name == DATA_FILE:
-                    with atomic_path(tmp / DATA_FILE) as part:
-                        save_file(tensors, str(part), metadata={"format": FORMAT_TAG, "version": str(FORMAT_VERSION), "digest": digest})
-                else:
-                    write_json(tmp / MANIFEST_FILE, manifest)
-            except OSError as exc:  # name the file the user will look for, not the temporary folder
-                raise OSError(exc.errno, exc.strerror, str(out / name)) from exc
-        _swap_in(tmp, out)
+        with _naming(out / DATA_FILE), atomic_path(tmp / DATA_FILE) as part:
+            save_file(tensors, str(part), metadata={"format": FORMAT_TAG, "version": str(FORMAT_VERSION), "digest": digest})
+        with _naming(out / MANIFEST_FILE):
+            write_json(tmp / MANIFEST_FILE, manifest)
+        with _naming(out):
+            _swap_in(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+@contextlib.contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """Report an OS failure (no space, read-only) under ``path``, the file the user will look for."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
 
 
 def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
