@@ -5,12 +5,8 @@ inside the commands, so ``mosl --help`` never imports torch.
 
 from __future__ import annotations
 
-import errno
 import os
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
@@ -31,6 +27,8 @@ console = Console(stderr=True)
 out_console = Console()
 _STATE = {"debug": False}
 T = TypeVar("T")
+RESUME_HINT = "finished epochs are kept; rerun the same command with --resume"
+
 
 def _positive(value: int) -> int:
     """``--epochs`` and ``--batch-size``: a usage error below 1."""
@@ -73,109 +71,21 @@ def _is_main_rank() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-RESUME_HINT = "finished epochs are kept; rerun the same command with --resume"
-
-
-@contextmanager
-def _user_errors(interrupted: str) -> Iterator[None]:
-    """Turn every expected failure into one line on stderr (a traceback only with --debug).
-
-    Exit codes: 1 for a MoslError or an OS error (no space, read-only, not a folder), 2 for a
-    UsageError, 130 for Ctrl-C (SIGINT) and 143 for SIGTERM, which here behaves like Ctrl-C.
-    """
-    from mosl_cli.errors import MoslError, UsageError
-
-    previous = _catch_sigterm()
-    try:
-        yield
-    except (MoslError, OSError) as exc:
-        if _STATE["debug"]:
-            console.print_exception()
-        text = str(exc) if isinstance(exc, MoslError) else _os_error_line(exc)
-        console.print(f"[bold red]error:[/] {' '.join(text.split())}", highlight=False, soft_wrap=True)
-        raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
-    except KeyboardInterrupt as exc:
-        terminated = isinstance(exc, _Terminated)
-        console.print(f"[yellow]{'terminated' if terminated else 'interrupted'}[/]: {interrupted}", highlight=False, soft_wrap=True)
-        raise typer.Exit(143 if terminated else 130) from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-
-
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (what schedulers send), raised where the step is, like Ctrl-C's KeyboardInterrupt."""
-
-
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise _Terminated()
-
-
-def _catch_sigterm() -> Any:
-    """Install the SIGTERM handler (main thread only); return the one it replaced."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-    return signal.signal(signal.SIGTERM, _raise_terminated)
-
-
-_OS_ADVICE = {
-    errno.ENOSPC: "free space or write elsewhere", errno.EDQUOT: "free space or write elsewhere",
-    errno.EROFS: "write elsewhere", errno.ENOTDIR: "a part of the path is a file; choose another path",
-    errno.EEXIST: "choose another path", errno.EACCES: "check the permissions or choose another path",
-    errno.EPERM: "check the permissions or choose another path",
-}
-
-
-def _os_error_line(exc: OSError) -> str:
-    """``PATH: reason; what to do`` for an OS failure."""
-    reason = (exc.strerror or str(exc)).rstrip(".")
-    reason = reason[:1].lower() + reason[1:]
-    where = f"{exc.filename}: " if exc.filename else ""
-    return f"{where}{reason}; {_OS_ADVICE.get(exc.errno or 0, 'check the path')}"
-
-
-def _make_out(path: Path) -> list[Path]:
-    """Create the output folder ``path`` early (so an unusable one fails before any work) and return
-    the folders created, deepest first, for :func:`_call` to remove again when the step fails."""
-    from mosl_cli.errors import MoslError
-
-    if path.exists() and not path.is_dir():
-        raise MoslError(f"--out {path}: exists and is a file, not a folder; pass a folder name")
-    missing = [p for p in (path, *path.parents) if not p.exists()]
-    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocker is not None:
-        raise MoslError(f"--out {path}: {blocker} is a file, not a folder; choose another --out")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise MoslError(f"--out {path}: cannot create the folder ({exc.strerror}); choose another --out") from None
-    if not os.access(path, os.W_OK):
-        why = "read-only file system" if os.statvfs(path).f_flag & os.ST_RDONLY else "permission denied"
-        _remove_empty(missing)
-        raise MoslError(f"--out {path}: not writable ({why}); choose another --out")
-    return missing
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    for folder in folders:  # deepest first; one that holds anything stays
-        try:
-            folder.rmdir()
-        except OSError:
-            break
-
-
 def _call(fn: Callable[..., T], *args: Any, out: Path | None = None, interrupted: str = "nothing half-written was left",
           **kwargs: Any) -> T:
-    """Run one step's core function under :func:`_user_errors`; ``out``: its output folder, created
-    first and removed again if the step fails while it is still empty."""
+    """Run one step's core function so that every expected failure ends in one line and its exit code
+    (:func:`mosl_cli.exits.one_line_errors`); ``out``: the step's output folder, created first and
+    removed again if the step fails while it is still empty."""
+    from mosl_cli.exits import make_out, one_line_errors, remove_empty
+
     created: list[Path] = []
-    with _user_errors(interrupted):
+    with one_line_errors(console, _STATE["debug"], interrupted):
         try:
             if out is not None and _is_main_rank():
-                created = _make_out(out)
+                created = make_out(out)
             return fn(*args, **kwargs)
         except BaseException:
-            _remove_empty(created)
+            remove_empty(created)
             raise
 
 
