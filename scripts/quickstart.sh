@@ -6,7 +6,7 @@ set -euo pipefail
 WORK=${WORK:-quickstart}
 SCAN=$(cd "$(dirname "$0")/.." && pwd)/assets/example_scan.png
 mkdir -p "$WORK" && cd "$WORK"
-mosl prepare synthetic --synthetic-count ${COUNT:-600} --size 128
+mosl prepare synthetic --synthetic-count ${COUNT:-600} --size 128 --overwrite
 mosl pretrain --method simclr --encoder resnet18 --size 64 --epochs ${PRETRAIN_EPOCHS:-6} --batch-size 64 --resume
 mosl finetune --encoder resnet18 --size 64 --epochs ${FINETUNE_EPOCHS:-12} --resume
 mosl evaluate

@@ -32,24 +32,28 @@ def test_each_step_has_help_with_an_example(step: str) -> None:
     assert "Example" in result.output
 
 
-@pytest.mark.parametrize("args, fragment", [
-    (["prepare", "/no/such/folder"], "/no/such/folder"),
-    (["prepare", "synthetic", "--format", "nifty"], "nifty"),
-    (["finetune", "--data", "/no/such/dataset"], "/no/such/dataset"),
-    (["evaluate", "--model", "/no/such/model.safetensors"], "/no/such/model.safetensors"),
-    (["pretrain", "--data", "/no/such/dataset"], "/no/such/dataset"),
-    (["pretrain", "--dense-weight", "1"], "--scope encoder-decoder"),
-    (["pretrain", "--jitter", "1.5"], "--jitter"),
-    (["pretrain", "--checkpoint-every", "-5"], "--checkpoint-every"),
-    (["finetune", "--checkpoint-every", "-5"], "--checkpoint-every"),
+@pytest.mark.parametrize("args, fragment, code", [
+    (["prepare", "/no/such/folder"], "/no/such/folder", 1),
+    (["prepare", "synthetic", "--format", "nifty"], "nifty", 2),
+    (["prepare", "synthetic", "--size", "5"], "--size", 2),
+    (["finetune", "--data", "/no/such/dataset"], "/no/such/dataset", 1),
+    (["evaluate", "--model", "/no/such/model.safetensors"], "/no/such/model.safetensors", 1),
+    (["evaluate", "--threshold", "1.5"], "--threshold", 2),
+    (["pretrain", "--data", "/no/such/dataset"], "/no/such/dataset", 1),
+    (["pretrain", "--dense-weight", "1"], "--scope encoder-decoder", 2),
+    (["pretrain", "--jitter", "1.5"], "--jitter", 2),
+    (["pretrain", "--checkpoint-every", "-5"], "--checkpoint-every", 2),
+    (["finetune", "--checkpoint-every", "-5"], "--checkpoint-every", 2),
 ])
-def test_user_errors_are_one_line_exit_1(args: list[str], fragment: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_user_errors_are_one_line(args: list[str], fragment: str, code: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Input errors exit 1, option values out of range (usage errors) exit 2: one line either way."""
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, args, env={"COLUMNS": "400"})
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == code, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.output
     assert "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == [], "a failed step leaves no output folder"
 
 
 def test_usage_error_is_exit_2() -> None:

@@ -156,7 +156,7 @@ def test_missing_inputs_are_refused(tmp_path: Path) -> None:
     with pytest.raises(MoslError, match="matches no"):
         expand_inputs([str(tmp_path / "*.png")])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(MoslError, match="no PNG/JPG/JPEG/BMP/TIF/TIFF files"):
+    with pytest.raises(MoslError, match="no PNG/JPG/JPEG/BMP/TIF/TIFF/GIF files"):
         expand_inputs([str(tmp_path / "empty")])
 
 

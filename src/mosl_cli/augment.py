@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from kornia.augmentation import IntensityAugmentationBase2D
 from torch import Tensor, nn
 
-from mosl_cli.errors import MoslError
+from mosl_cli.errors import UsageError
 from mosl_cli.models import normalise
 
 PRESETS: tuple[str, ...] = ("ultrasound", "simclr")
@@ -31,7 +31,7 @@ JITTER = 0.4
 def check_jitter(jitter: float) -> None:
     """``--jitter`` must lie in [0, 1): brightness and contrast factors are drawn from [1 - J, 1 + J]."""
     if not 0.0 <= jitter < 1.0:
-        raise MoslError(f"--jitter {jitter} must be in [0, 1): brightness and contrast factors are drawn from [1 - J, 1 + J]")
+        raise UsageError(f"--jitter {jitter} must be in [0, 1): brightness and contrast factors are drawn from [1 - J, 1 + J]")
 
 
 @contextmanager
@@ -175,10 +175,10 @@ class SSLViews(nn.Module):
     ) -> None:
         super().__init__()
         if preset not in PRESETS:
-            raise MoslError(f"--preset {preset!r} is not one of {', '.join(PRESETS)}; pick one of them")
+            raise UsageError(f"--preset {preset!r} is not one of {', '.join(PRESETS)}; pick one of them")
         crop_scale = tuple(crop_scale) if crop_scale is not None else CROP_SCALES[preset]  # type: ignore[assignment]
         if not (len(crop_scale) == 2 and 0.0 < crop_scale[0] <= crop_scale[1] <= 1.0):
-            raise MoslError(f"--crop-scale {crop_scale} must be two numbers with 0 < low <= high <= 1, e.g. 0.2 1.0")
+            raise UsageError(f"--crop-scale {crop_scale} must be two numbers with 0 < low <= high <= 1, e.g. 0.2 1.0")
         self.size, self.channels, self.preset = size, channels, preset
         self.crop_scale = (float(crop_scale[0]), float(crop_scale[1]))
         check_jitter(jitter)
@@ -250,7 +250,7 @@ def _seg_ops(size: int, intensity: bool, strength: str = "strong") -> list[nn.Mo
     next to additive noise. ``mild``: flip, a small affine and light intensity jitter.
     """
     if strength not in SEG_AUGMENTS:
-        raise MoslError(f"--augment-strength {strength!r} is not one of {', '.join(SEG_AUGMENTS)}")
+        raise UsageError(f"--augment-strength {strength!r} is not one of {', '.join(SEG_AUGMENTS)}")
     if strength == "mild":
         ops: list[nn.Module] = [
             K.RandomHorizontalFlip(),

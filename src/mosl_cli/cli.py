@@ -6,8 +6,7 @@ inside the commands, so ``mosl --help`` never imports torch.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional, TypeVar
 
@@ -28,6 +27,27 @@ console = Console(stderr=True)
 out_console = Console()
 _STATE = {"debug": False}
 T = TypeVar("T")
+RESUME_HINT = "finished epochs are kept; rerun the same command with --resume"
+
+
+def _positive(value: int) -> int:
+    """``--epochs`` and ``--batch-size``: a usage error below 1."""
+    if value < 1:
+        raise typer.BadParameter(f"{value}: use 1 or more")
+    return value
+
+
+def _one_of(option: str, value: str, choices: Any) -> None:
+    if value not in choices:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}", param_hint=option)
+
+
+def _check_size(value: int) -> int:
+    """``--size`` of pretrain and finetune: a usage error outside 16-4096 pixels."""
+    if not 16 <= value <= 4096:
+        raise typer.BadParameter(f"{value} is outside 16 to 4096 pixels (e.g. 64)")
+    return value
+
 
 # Options shared by several steps, defined once.
 DataDir = Annotated[Path, typer.Option("--data", "-d", help="Dataset directory written by `mosl prepare`.")]
@@ -36,10 +56,10 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed (weights, order, 
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 Arch = Annotated[str, typer.Option("--arch", help="smp architecture (unet, unetplusplus, fpn, deeplabv3plus, ...).")]
 Encoder = Annotated[str, typer.Option("--encoder", help="smp encoder (resnet18, resnet50, ...); built with encoder_weights=None.")]
-Size = Annotated[int, typer.Option("--size", help="Input size in pixels (images are resized on the device).")]
-Epochs = Annotated[int, typer.Option("--epochs", help="Number of epochs.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Global batch size (all processes together).")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch.")]
+Size = Annotated[int, typer.Option("--size", callback=_check_size, help="Input size in pixels, 16 to 4096 (images are resized on the device).")]
+Epochs = Annotated[int, typer.Option("--epochs", callback=_positive, help="Number of epochs.")]
+BatchSize = Annotated[int, typer.Option("--batch-size", "-b", callback=_positive, help="Global batch size (all processes together).")]
+Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch. Only --device, --checkpoint-every and --out may differ from the run's options; any other change is refused (it would change the result).")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")]
 NoAmp = Annotated[bool, typer.Option("--no-amp", help="Disable bfloat16 autocast on CUDA.")]
 CheckpointEvery = Annotated[float, typer.Option("--checkpoint-every", help="Seconds between checkpoints for --resume (the first and last epoch always write one; 0: every epoch).")]
@@ -54,51 +74,58 @@ def _is_main_rank() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Turn a MoslError into one red line and exit code 1 (a traceback only with --debug)."""
-    from mosl_cli.errors import MoslError
+def _call(fn: Callable[..., T], *args: Any, out: Path | None = None, interrupted: str = "nothing half-written was left",
+          **kwargs: Any) -> T:
+    """Run one step's core function so that every expected failure ends in one line and its exit code
+    (:func:`mosl_cli.exits.one_line_errors`); ``out``: the step's output folder, created first and
+    removed again if the step fails while it is still empty."""
+    from mosl_cli.exits import make_out, one_line_errors, remove_empty
 
-    try:
-        yield
-    except MoslError as exc:
-        if _STATE["debug"]:
-            console.print_exception()
-        console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: finished epochs are kept; rerun the same command with --resume")
-        raise typer.Exit(130) from None
-
-
-def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    with _user_errors():
-        return fn(*args, **kwargs)
+    created: list[Path] = []
+    with one_line_errors(console, _STATE["debug"], interrupted):
+        try:
+            if out is not None and _is_main_rank():
+                created = make_out(out)
+            return fn(*args, **kwargs)
+        except BaseException:
+            remove_empty(created)
+            raise
 
 
 class _TrainingProgress:
     """A Rich progress bar fed by the training loops' callback (rank 0 only)."""
 
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, expect: dict[str, str] | None = None) -> None:
         self.title = title
+        self.expect = expect or {}  # the --arch/--encoder asked for: a notice when the init file builds another
         self.progress: Progress | None = None
         self.task: Any = None
         self.steps = 0
 
     def __enter__(self) -> _TrainingProgress:
-        if _is_main_rank():
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False,
-            )
-            self.progress.__enter__()
         return self
+
+    def run(self, fn: Callable[[Any, Any], T], cfg: Any) -> T:
+        """``fn(cfg, self)`` with the bar closed before an error is printed (the error stays the last line)."""
+        with self:
+            return fn(cfg, self)
 
     def __exit__(self, *exc: Any) -> None:
         if self.progress:
             self.progress.__exit__(*exc)
 
+    def _start(self) -> None:
+        """Show the bar from the loop's first event (a step that fails before prints only its error)."""
+        if _is_main_rank() and self.progress is None:
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False,
+            )
+            self.progress.__enter__()
+
     def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if event == "start":
+            self._start()
         if not self.progress:
             return
         if event == "start":
@@ -109,6 +136,11 @@ class _TrainingProgress:
                           + (f", resuming after epoch {info['start_epoch']}" if info["start_epoch"] else ""))
             if "init" in info:
                 console.print(f"initialised from: {_describe_init(info['init'])}")
+                built = {k: info["init"].get(k) for k in self.expect}
+                if any(built[k] and built[k] != v for k, v in self.expect.items()):
+                    console.print(f"[yellow]note:[/] {info['init']['init']} was made for {built['arch']}/{built['encoder']}, "
+                                  f"so that model is built, not --arch {self.expect['arch']} --encoder {self.expect['encoder']}",
+                                  highlight=False, soft_wrap=True)
         elif event == "step":
             done = (info["epoch"] - 1) * self.steps + info["step"]
             text = f"ep {info['epoch']} loss {info['loss']:.4f} lr {info['lr']:.2e} {info['images_per_s']:.0f} img/s"
@@ -173,6 +205,7 @@ def prepare(
     dedup_distance: Annotated[int, typer.Option("--dedup-distance", help="Max perceptual-hash Hamming distance grouping near-duplicates.")] = C.PrepareConfig.dedup_distance,
     workers: Annotated[int, typer.Option("--workers", help="Decode processes (0 = one per core).")] = 0,
     no_region_crop: Annotated[bool, typer.Option("--no-region-crop", help="Keep whole DICOM frames (default: crop to the ultrasound imaging region).")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a dataset already in --out.")] = False,
 ) -> None:
     """Decode raw datasets once into a split, device-ready dataset directory."""
     if channels not in (1, 3):
@@ -186,10 +219,11 @@ def prepare(
         raise typer.BadParameter(str(exc).removeprefix("--splits").lstrip(" :"), param_hint="--splits") from None
     cfg = C.PrepareConfig(tuple(sources), str(out), format, size, channels, seed, split_tuple,  # type: ignore[arg-type]
                           frames_per_video, camus_label, synthetic_count, dedup_distance, workers,
-                          region_crop=not no_region_crop)
+                          region_crop=not no_region_crop, overwrite=overwrite)
     from mosl_cli.prepare import run_prepare
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as bar:
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console, transient=True,
+                  disable=not console.is_terminal) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -197,7 +231,7 @@ def prepare(
                 tasks[stage] = bar.add_task(stage, total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        summary = _call(run_prepare, cfg, progress)
+        summary = _call(run_prepare, cfg, progress, out=out, interrupted=f"{out} was left as it was")
     out_console.print(_dataset_table(summary.rows, f"{summary.out}: {summary.total} images"))
     out_console.print(f"near-duplicate groups merged: {summary.groups_merged}; files skipped: {len(summary.skipped)}"
                       + (" (reasons in manifest.json)" if summary.skipped else ""))
@@ -269,10 +303,15 @@ def pretrain(
         momentum=momentum, queue_size=queue_size, steps_per_epoch=steps_per_epoch, seed=seed, device=device,
         amp=not no_amp, include_test=include_test, checkpoint_every=checkpoint_every, out=str(out), resume=resume, overwrite=overwrite,
     )
+    from mosl_cli.augment import PRESETS
+    from mosl_cli.methods import METHODS, SCOPES
     from mosl_cli.pretrain import run_pretrain
 
-    with _TrainingProgress(f"pretrain {method}") as bar:
-        result = _call(run_pretrain, cfg, bar)
+    _one_of("--method", method, METHODS)
+    _one_of("--scope", scope, SCOPES)
+    _one_of("--preset", preset, PRESETS)
+    bar = _TrainingProgress(f"pretrain {method}")
+    result = _call(bar.run, run_pretrain, cfg, out=out, interrupted=RESUME_HINT)
     if _is_main_rank():
         out_console.print(f"pre-trained weights: {result.out / C.WEIGHTS_FILE}  (loss {result.final_loss:.4f}, "
                           f"embedding std {result.embedding_std:.4f}, {result.images_per_s:.0f} img/s)")
@@ -326,8 +365,11 @@ def finetune(
     )
     from mosl_cli.finetune import run_folds
 
-    with _TrainingProgress(f"finetune {label_fraction:g} labels") as bar:
-        results = _call(run_folds, cfg, bar)
+    if not 0 < label_fraction <= 1:
+        raise typer.BadParameter(f"{label_fraction} is outside (0, 1]; use e.g. 0.1 for 10 % of the labels", param_hint="--label-fraction")
+
+    bar = _TrainingProgress(f"finetune {label_fraction:g} labels", expect={"arch": arch, "encoder": encoder})
+    results = _call(bar.run, run_folds, cfg, out=out, interrupted=RESUME_HINT)
     if _is_main_rank():
         for result in results:
             out_console.print(f"segmentation model: {result.out / C.WEIGHTS_FILE}  ({cfg.select} weights after "
@@ -357,7 +399,7 @@ def evaluate(
                            threshold=threshold, batch_size=batch_size, device=device, nsd_tolerance=nsd_tolerance)
     from mosl_cli.evaluate import run_evaluate
 
-    result = _call(run_evaluate, cfg)
+    result = _call(run_evaluate, cfg, out=out)
     table = Table(title=f"{' + '.join(str(m) for m in model)} on {data} [{split}]")
     columns = ("group", "n", "dice", "iou", "precision", "recall", "hd95")
     if result.metrics.get("cases_with_spacing"):  # millimetres beside pixels
@@ -393,7 +435,11 @@ def predict(
                           region_crop=not no_region_crop)
     from mosl_cli.predict import run_predict
 
-    results = _call(run_predict, cfg)
+    from mosl_cli.imageio import has_image_suffix
+    from mosl_cli.predict import DEFAULT_PREDICT_DIR
+
+    folder = out if out and not has_image_suffix(out) else (out.parent if out else Path(DEFAULT_PREDICT_DIR))
+    results = _call(run_predict, cfg, out=folder, interrupted="masks written so far are complete; the others are not written")
     for r in results[:20]:
         extra = f", overlay {r.overlay}" if r.overlay else ""
         out_console.print(f"{r.input}{'' if r.frame is None else f' #{r.frame}'} → {r.mask} ({r.width}×{r.height}, {r.lesion_pixels} lesion px{extra})")
@@ -415,7 +461,7 @@ def report(
     cfg = C.ReportConfig(tuple(str(r) for r in runs), str(out), cases)
     from mosl_cli.report import run_report
 
-    result = _call(run_report, cfg)
+    result = _call(run_report, cfg, out=out)
     columns, rows = result.columns, result.table
     title = f"test Dice of {len(result.runs)} finetune runs, mean ± std over n seeds"
     if len({row[0] for row in rows}) == 1:  # one model and size: named in the title

@@ -36,6 +36,7 @@ class PrepareConfig:
     dedup_distance: int = 6  # max Hamming distance of two 64-bit perceptual hashes to group them (see data/splits.py)
     workers: int = 0  # 0: one decode process per core
     region_crop: bool = True  # crop DICOM frames to their ultrasound imaging region (data/readers/dicom.py)
+    overwrite: bool = False  # replace a dataset already in ``out``
 
 
 @dataclass(frozen=True)

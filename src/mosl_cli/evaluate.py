@@ -29,10 +29,10 @@ import torch
 
 from mosl_cli import metrics as M
 from mosl_cli.config import EvaluateConfig, to_dict
-from mosl_cli.data.store import Dataset, load_dataset
+from mosl_cli.data.store import SPLITS, Dataset, load_dataset
 from mosl_cli.device import resolve_device
-from mosl_cli.errors import MoslError
-from mosl_cli.fsutil import atomic_path, write_json
+from mosl_cli.errors import MoslError, UsageError
+from mosl_cli.fsutil import atomic_path, remove_stale_temps, write_json
 from mosl_cli.inference import Ensemble, forward_probabilities, load_ensemble, model_probabilities, prepare_model
 from mosl_cli.postprocess import PostProcess
 
@@ -59,14 +59,16 @@ class EvaluateResult:
 def check_thresholds(threshold: float, batch_size: int) -> None:
     """:class:`MoslError` unless ``0 < threshold < 1`` and ``batch_size >= 1``."""
     if not 0.0 < threshold < 1.0:
-        raise MoslError(f"--threshold {threshold}: must lie strictly between 0 and 1 (default 0.5)")
+        raise UsageError(f"--threshold {threshold}: must lie strictly between 0 and 1 (default 0.5)")
     if batch_size < 1:
-        raise MoslError(f"--batch-size {batch_size}: must be at least 1")
+        raise UsageError(f"--batch-size {batch_size}: must be at least 1")
 
 
 def _load_checked(cfg: EvaluateConfig, device: torch.device) -> tuple[Ensemble, Dataset, list[int]]:
     """Every check before any work: settings, weight files, dataset, split, channels, output path."""
     check_thresholds(cfg.threshold, cfg.batch_size)
+    if cfg.split not in (*SPLITS, "all"):
+        raise UsageError(f"--split {cfg.split!r}: use one of {', '.join(SPLITS)}, all")
     ensemble = load_ensemble(cfg.model, device)
     ds = load_dataset(cfg.data)
     if ds.masks is None:
@@ -197,6 +199,7 @@ def run_evaluate(cfg: EvaluateConfig, on_batch: Callable[[int, int], None] | Non
     }
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out)  # left by an evaluation killed while writing
     write_per_case_csv(out / PER_CASE_FILE, cases)
     write_json(out / METRICS_FILE, document)
     return EvaluateResult(metrics=document, out=out, rows=table_rows(summary))

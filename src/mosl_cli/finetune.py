@@ -26,7 +26,7 @@ from mosl_cli.augment import SEG_AUGMENTS, SegAugment, seeded
 from mosl_cli.config import DEFAULT_PRETRAIN_RUN, WEIGHTS_FILE, FinetuneConfig
 from mosl_cli.data.store import Dataset, load_dataset
 from mosl_cli.device import fused_optimizer, memory_format
-from mosl_cli.errors import MoslError
+from mosl_cli.errors import MoslError, UsageError
 from mosl_cli.inference import forward_probabilities, model_probabilities
 from mosl_cli.fsutil import append_jsonl, read_jsonl, write_json
 from mosl_cli.metrics import confusion, dice
@@ -37,6 +37,7 @@ from mosl_cli.train import (
     epoch_order, init_distributed, load_checkpoint, mean_over_ranks, no_callback, save_checkpoint, set_lr, shard,
     sync_buffers, wrap_ddp, write_config,
 )
+from mosl_cli.train import check_resume
 
 MIN_STEPS_PER_EPOCH = 10
 SELECTIONS: tuple[str, ...] = ("ema", "last", "best")
@@ -93,7 +94,7 @@ def fold_indices(ds: Dataset, folds: int, seed: int) -> list[list[int]]:
     never straddles two folds. Groups are dealt class by class, in a seeded order, to the fold that
     holds fewest images of that class (stratified, balanced)."""
     if folds < 2:
-        raise MoslError(f"--folds {folds}: cross-validation needs at least 2 folds")
+        raise UsageError(f"--folds {folds}: cross-validation needs at least 2 folds")
     groups: dict[str, list[int]] = {}
     for split in FOLD_SPLITS:
         for i in ds.indices(split, labelled=True):
@@ -235,15 +236,15 @@ def _set_encoder_frozen(model: nn.Module, frozen: bool, keep_bn_statistics: bool
 def check_finetune_options(cfg: FinetuneConfig) -> None:
     """One-line errors for option values, before anything is read or written."""
     if cfg.epochs < 1 or cfg.batch_size < 1:
-        raise MoslError("--epochs and --batch-size must be ≥ 1")
+        raise UsageError("--epochs and --batch-size must be ≥ 1")
     if cfg.select not in SELECTIONS:
-        raise MoslError(f"--select {cfg.select!r} is not one of {', '.join(SELECTIONS)}")
+        raise UsageError(f"--select {cfg.select!r} is not one of {', '.join(SELECTIONS)}")
     if cfg.augment_strength not in SEG_AUGMENTS:
-        raise MoslError(f"--augment-strength {cfg.augment_strength!r} is not one of {', '.join(SEG_AUGMENTS)}")
+        raise UsageError(f"--augment-strength {cfg.augment_strength!r} is not one of {', '.join(SEG_AUGMENTS)}")
     if not 0.0 <= cfg.ema_decay < 1.0:
-        raise MoslError(f"--ema-decay {cfg.ema_decay} must be in [0, 1), e.g. 0.998")
+        raise UsageError(f"--ema-decay {cfg.ema_decay} must be in [0, 1), e.g. 0.998")
     if cfg.warmup_epochs < 0 or cfg.patience < 0:
-        raise MoslError("--warmup-epochs and --patience must be 0 or more")
+        raise UsageError("--warmup-epochs and --patience must be 0 or more")
 
 
 def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> FinetuneResult:
@@ -260,6 +261,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     dist_info, device = init_distributed(cfg.device)
     run = RunDir(Path(cfg.out))
     resume = run.prepare(cfg.resume, cfg.overwrite, dist_info.is_main)
+    check_resume(run, cfg, resume)
 
     torch.manual_seed(cfg.seed)
     model, init_info = build_finetune_model(cfg, init, ds.channels)

@@ -1,6 +1,7 @@
 """Reading scans and writing masks with Pillow.
 
-Scans: PNG, JPEG, BMP and TIFF (first frame), any Pillow mode, EXIF orientation applied, returned as
+Scans: PNG, JPEG, BMP, TIFF and GIF (the first frame of a multi-frame file, as ``prepare`` reads a
+GIF image), any Pillow mode, EXIF orientation applied, returned as
 uint8 ``[H, W, C]`` with C = 1 (luminance) or 3 (RGB) to match a model's ``in_channels``; 16-bit
 scans are scaled to 8 bits. Masks and overlays are written as PNG, atomically.
 """
@@ -8,6 +9,7 @@ scans are scaled to 8 bits. Masks and overlays are written as PNG, atomically.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +18,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import atomic_path
 
-IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif")
 # Lossless formats a 0/255 mask may be written in (JPEG would blur the edge into grey values).
 MASK_SUFFIXES: tuple[str, ...] = (".png", ".bmp", ".tif", ".tiff")
-_FORMATS = {"PNG", "JPEG", "MPO", "BMP", "TIFF"}
+_FORMATS = {"PNG", "JPEG", "MPO", "BMP", "TIFF", "GIF"}
+# Large scans (above Pillow's warning limit, ~89 Mpx) are read without a warning; above twice that
+# limit Pillow refuses the file as a possible decompression bomb, and mosl says so in one line.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 _SAVE_FORMAT = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
@@ -41,11 +46,17 @@ def check_image(path: str | os.PathLike[str]) -> tuple[int, int]:
             img.verify()
     except FileNotFoundError as exc:
         raise MoslError(f"{path}: no such file; check the path") from exc
+    except Image.DecompressionBombError as exc:
+        raise _too_large(path, exc) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise MoslError(f"{path}: not a readable image ({exc}); pass PNG, JPEG, BMP or TIFF scans") from exc
+        raise MoslError(f"{path}: not a readable image ({exc}); pass PNG, JPEG, BMP, TIFF or GIF scans") from exc
     if fmt not in _FORMATS:
-        raise MoslError(f"{path}: a {fmt} file; pass PNG, JPEG, BMP or TIFF scans")
+        raise MoslError(f"{path}: a {fmt} file; pass PNG, JPEG, BMP, TIFF or GIF scans")
     return height, width
+
+
+def _too_large(path: Path, exc: Exception) -> MoslError:
+    return MoslError(f"{path}: too many pixels to decode safely ({exc}); downscale the scan")
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -84,6 +95,8 @@ def read_image(
             rgb = (model_input if channels == 3 else _as_array(img, 3)) if with_rgb else None
     except FileNotFoundError as exc:
         raise MoslError(f"{path}: no such file; check the path") from exc
+    except Image.DecompressionBombError as exc:
+        raise _too_large(path, exc) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise MoslError(f"{path}: cannot decode the image ({exc}); re-export it as PNG") from exc
     return model_input, rgb

@@ -76,33 +76,76 @@ def save_weights(path: str | Path, state: dict[str, torch.Tensor], meta: dict[st
         save_file(tensors, str(tmp), metadata={METADATA_KEY: json.dumps(meta)})
 
 
-def read_metadata(path: str | Path) -> dict[str, Any]:
-    """The mosl JSON document of a weight file; :class:`MoslError` when it is not mosl's."""
-    from safetensors import SafetensorError, safe_open
+# Keys every mosl weight file holds and the steps read, with their JSON types.
+REQUIRED_METADATA: dict[str, type] = {"arch": str, "encoder": str, "in_channels": int, "size": int}
+
+
+def _bad_file(path: Path, exc: BaseException) -> MoslError:
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    return MoslError(f"{path}: not a readable safetensors weight file ({reason}); pass a file written by mosl")
+
+
+def read_header(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file's header; :class:`MoslError` for a missing, empty,
+    truncated or foreign (e.g. pickled) file. The one place that opens weight files."""
+    from safetensors import safe_open
 
     path = Path(path)
     if not path.is_file():
-        raise MoslError(f"{path}: no such weight file; run `mosl finetune` (or `mosl pretrain`) first or pass --model")
+        raise MoslError(f"{path}: no such weight file; run `mosl finetune` (or `mosl pretrain`) first or pass another file")
     try:
         with safe_open(str(path), framework="pt") as fh:
-            header = fh.metadata() or {}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise MoslError(f"{path}: not a safetensors weight file ({exc}); pass a file written by mosl") from exc
+            return fh.metadata() or {}
+    except Exception as exc:  # noqa: BLE001 - whatever the parser rejects is the same user error
+        raise _bad_file(path, exc) from exc
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The checked mosl JSON document of a weight file; :class:`MoslError` when there is none."""
+    meta = mosl_metadata(path)
+    if meta is None:
+        raise MoslError(f"{path}: a safetensors file without mosl metadata; pass a file written by mosl")
+    return meta
+
+
+def mosl_metadata(path: str | Path) -> dict[str, Any] | None:
+    """The checked mosl JSON document of a weight file, or ``None`` for a safetensors file without one
+    (another project's weights). Metadata that is not a JSON object or lacks a key of
+    :data:`REQUIRED_METADATA` is a :class:`MoslError`."""
+    path = Path(path)
+    header = read_header(path)
+    if METADATA_KEY not in header:
+        return None
     try:
         meta = json.loads(header[METADATA_KEY])
-    except (KeyError, json.JSONDecodeError) as exc:
-        raise MoslError(f"{path}: a safetensors file without mosl metadata; pass a file written by mosl") from exc
+    except json.JSONDecodeError as exc:
+        raise MoslError(f"{path}: its mosl metadata is not valid JSON; the file is damaged, write it again with mosl") from exc
+    if not isinstance(meta, dict):
+        raise MoslError(f"{path}: its mosl metadata is a JSON {type(meta).__name__}, not an object; the file is damaged, write it again with mosl")
     if meta.get("format") != WEIGHTS_FORMAT:
         raise MoslError(f"{path}: not a mosl weight file; pass a file written by mosl")
+    for key, kind in REQUIRED_METADATA.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool):
+            what = "lacks" if key not in meta else f"has a bad {key!r} ({meta[key]!r}) instead of"
+            raise MoslError(f"{path}: its mosl metadata {what} {key!r}; the file is damaged, write it again with mosl")
     return meta
+
+
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file (on the CPU); :class:`MoslError` when its data is damaged."""
+    from safetensors.torch import load_file
+
+    read_header(path)
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - as in read_header
+        raise _bad_file(Path(path), exc) from exc
 
 
 def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(state_dict, metadata)`` of a mosl weight file."""
-    from safetensors.torch import load_file
-
     meta = read_metadata(path)
-    return load_file(str(path)), meta
+    return read_tensors(path), meta
 
 
 def model_from_file(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
@@ -210,12 +253,10 @@ def load_into(model: nn.Module, path: str | Path) -> LoadReport:
         raise MoslError(f"{path}: no such weight file; pass --init none for random init or an existing file")
     meta: dict[str, Any] | None = None
     if path.suffix == ".safetensors":
-        try:
-            state, meta = load_weights(path)
-        except MoslError:
-            from safetensors.torch import load_file
-
-            state = map_external_names(load_file(str(path)))
+        meta = mosl_metadata(path)
+        state = read_tensors(path)
+        if meta is None:  # another project's safetensors state dict
+            state = map_external_names(state)
     else:
         state = map_external_names(_read_external(path))
     target = model.state_dict()

@@ -1,7 +1,7 @@
 """``mosl predict``: scans in, 0/255 lesion masks at each scan's own size out (and optional overlays).
 
-Inputs are files, folders (their PNG/JPEG/BMP/TIFF, DICOM and video files, not recursive, sorted by
-name) or glob patterns (matches treated like a folder's content). DICOM files and videos are read
+Inputs are files, folders (their PNG/JPEG/BMP/TIFF/GIF, DICOM and video files, not recursive, sorted
+by name) or glob patterns (matches treated like a folder's content). DICOM files and videos are read
 frame by frame, a cine or video giving one mask per frame (:mod:`mosl_cli.cine`). ``mask_values``
 ``0-1`` writes 0/1 masks instead; ``measurements`` writes lesion area and diameter per mask
 (:mod:`mosl_cli.measure`). Output names:
@@ -93,7 +93,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
             files = [f for m in matches for f in (_images_in(m) if m.is_dir() else [m])
                      if has_image_suffix(f) or f.suffix.lower() in _INPUT_SUFFIXES]
             if not files:
-                raise MoslError(f"{item}: the pattern matches no PNG/JPEG/BMP/TIFF file")
+                raise MoslError(f"{item}: the pattern matches no PNG/JPEG/BMP/TIFF/GIF file")
         else:
             raise MoslError(f"{path}: no such file or folder; check the path")
         found.extend(files)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 from collections import Counter
@@ -33,8 +34,10 @@ from mosl_cli.config import PrepareConfig, to_dict
 from mosl_cli.data import hashing
 from mosl_cli.data.readers import READERS, check_format, choose
 from mosl_cli.data.readers.base import DECODE_ERRORS, Item, SkipSample
+from mosl_cli.data.store import check_target
 from mosl_cli.data.splits import SPLITS, assign_splits, check_fractions, group_samples
-from mosl_cli.errors import MoslError
+from mosl_cli.errors import MoslError, UsageError
+from mosl_cli.fsutil import remove_stale_temps
 
 Progress = Callable[[str, int, int], None]
 MIN_SIZE, MAX_SIZE = 16, 4096
@@ -140,6 +143,13 @@ def _spawn_ok() -> bool:
     return main_file is None or os.path.exists(main_file)
 
 
+def _leave_signals_to_parent() -> None:
+    """Decode workers ignore Ctrl-C and SIGTERM sent to the whole process group: the parent stops them
+    and reports the interruption in one line."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _decode_all(items: list[Item], cfg: PrepareConfig, progress: Progress) -> Iterator[tuple[list[Decoded], str | None]]:
     """Decoded items in order, in a spawn process pool of ``cfg.workers`` (0: one per core).
 
@@ -154,7 +164,7 @@ def _decode_all(items: list[Item], cfg: PrepareConfig, progress: Progress) -> It
         results = map(fn, items)
         pool = None
     else:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_leave_signals_to_parent)
         results = pool.map(fn, items, chunksize=max(1, min(16, len(items) // (workers * 8))))
     try:
         for done, result in enumerate(results, 1):
@@ -169,23 +179,25 @@ def _decode_all(items: list[Item], cfg: PrepareConfig, progress: Progress) -> It
 
 
 def _check(cfg: PrepareConfig) -> tuple[float, float, float]:
-    """Validate the options (one-line :class:`MoslError` each); return the split fractions."""
+    """Validate the options (one-line :class:`UsageError` each) and ``--out``; return the split fractions."""
     check_format(cfg.format)
     if not cfg.sources:
         raise MoslError("no source given; name at least one dataset folder, or `synthetic`")
     if not MIN_SIZE <= cfg.size <= MAX_SIZE:
-        raise MoslError(f"--size {cfg.size}: use {MIN_SIZE} to {MAX_SIZE} pixels (e.g. 256)")
+        raise UsageError(f"--size {cfg.size}: use {MIN_SIZE} to {MAX_SIZE} pixels (e.g. 256)")
     if cfg.channels not in (1, 3):
-        raise MoslError(f"--channels {cfg.channels}: use 1 (luminance) or 3 (RGB)")
+        raise UsageError(f"--channels {cfg.channels}: use 1 (luminance) or 3 (RGB)")
     if cfg.frames_per_video < 1:
-        raise MoslError(f"--frames-per-video {cfg.frames_per_video}: use 1 or more")
+        raise UsageError(f"--frames-per-video {cfg.frames_per_video}: use 1 or more")
     if cfg.synthetic_count < 1:
-        raise MoslError(f"--synthetic-count {cfg.synthetic_count}: use 1 or more")
+        raise UsageError(f"--synthetic-count {cfg.synthetic_count}: use 1 or more")
     if cfg.workers < 0:
-        raise MoslError(f"--workers {cfg.workers}: use 0 (one per core) or more")
+        raise UsageError(f"--workers {cfg.workers}: use 0 (one per core) or more")
     if not -1 <= cfg.dedup_distance <= 64:
-        raise MoslError(f"--dedup-distance {cfg.dedup_distance}: use 0 to 64 bits, or -1 to group identical images only")
-    return check_fractions(tuple(cfg.splits))
+        raise UsageError(f"--dedup-distance {cfg.dedup_distance}: use 0 to 64 bits, or -1 to group identical images only")
+    fractions = check_fractions(tuple(cfg.splits))
+    check_target(Path(cfg.out), cfg.overwrite)
+    return fractions
 
 
 def _sources(cfg: PrepareConfig, progress: Progress) -> list[_Source]:
@@ -212,6 +224,8 @@ def run_prepare(cfg: PrepareConfig, progress: Progress | None = None) -> Prepare
     """Decode ``cfg.sources`` into the dataset directory ``cfg.out``; see the module docstring."""
     report: Progress = progress or (lambda stage, done, total: None)
     fractions = _check(cfg)
+    out = Path(os.path.abspath(cfg.out))
+    remove_stale_temps(out.parent, out.name)  # left by a killed earlier prepare of this folder
     # torch takes seconds to import and is needed only to write: import it while the workers decode
     threading.Thread(target=importlib.import_module, args=("torch",), daemon=True).start()
     sources = _sources(cfg, report)
@@ -318,11 +332,9 @@ def _write(cfg: PrepareConfig, decoded: list[Decoded], manifest: dict[str, Any],
         if masks is not None and d.mask is not None:
             masks[i, 0] = d.mask
         decoded[i] = None  # type: ignore[call-overload]  # free the copy as we go
-    out = write_dataset(
-        cfg.out, torch.from_numpy(images), None if masks is None else torch.from_numpy(masks), manifest
-    )
+    write_dataset(cfg.out, torch.from_numpy(images), None if masks is None else torch.from_numpy(masks), manifest)
     report("write", 1, 1)
-    return Path(out)
+    return Path(cfg.out)
 
 
 def summarize(manifest: dict[str, Any]) -> list[dict[str, Any]]:

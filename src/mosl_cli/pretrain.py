@@ -30,6 +30,7 @@ from mosl_cli.train import (
     METRICS_FILE, Callback, CheckpointClock, RunDir, all_ranks_agree, autocast, cosine_lr, init_distributed,
     epoch_order, load_checkpoint, mean_over_ranks, no_callback, save_checkpoint, set_lr, shard, sync_buffers, wrap_ddp, write_config,
 )
+from mosl_cli.train import check_resume
 
 LOG_EVERY = 10  # steps between host syncs for the progress bar (keeps the device queue full)
 
@@ -163,6 +164,7 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
         raise MoslError(f"--batch-size {cfg.batch_size} is the global batch: make it a multiple of the {dist_info.world_size} processes")
     run = RunDir(Path(cfg.out))
     resume = run.prepare(cfg.resume, cfg.overwrite, dist_info.is_main)
+    check_resume(run, cfg, resume)
 
     data = load_pretrain_data(cfg)
     n_images, channels = data.images.shape[0], data.images.shape[1]

@@ -27,8 +27,8 @@ from torch import nn
 from mosl_cli import __version__
 from mosl_cli.config import to_dict
 from mosl_cli.device import autocast, resolve_device
-from mosl_cli.errors import MoslError
-from mosl_cli.fsutil import atomic_path, read_jsonl, write_json, write_text
+from mosl_cli.errors import MoslError, UsageError
+from mosl_cli.fsutil import atomic_path, read_jsonl, remove_stale_temps, write_json, write_text
 
 CHECKPOINT_FILE = "checkpoint.safetensors"
 CONFIG_FILE = "config.json"
@@ -191,6 +191,7 @@ class RunDir:
                 (self.path / name).unlink(missing_ok=True)
         if is_main:
             self.path.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(self.path)  # half-written files of a run killed with SIGKILL
         return resume and self.checkpoint.exists()
 
     def trim_log(self, last_epoch: int) -> None:
@@ -215,6 +216,49 @@ def write_config(run: RunDir, command: str, cfg: Any, resolved: dict[str, Any]) 
     write_json(run.file(CONFIG_FILE), {
         "command": command, "config": to_dict(cfg), "resolved": resolved, "versions": versions(),
     })
+
+
+# Settings that may differ on --resume: where the run is, how it is checkpointed, where it computes.
+RESUME_FREE = frozenset({"out", "resume", "overwrite", "device", "checkpoint_every"})
+# Option names that are not the field name with dashes.
+_OPTION_NAMES = {"amp": "--no-amp", "augment": "--no-augment", "crop_scale": "--crop-min"}
+
+
+def check_resume(run: RunDir, cfg: Any, resuming: bool) -> None:
+    """Refuse ``--resume`` when an option that shapes the result differs from the run's ``config.json``.
+
+    Compared: every setting of ``cfg`` except :data:`RESUME_FREE`; a key that only one side has (a
+    setting added or removed by another mosl version) is not compared. Nothing is checked when no
+    checkpoint is resumed (the run then starts from scratch).
+    """
+    if not resuming:
+        return
+    path = run.file(CONFIG_FILE)
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))["config"]
+        if not isinstance(saved, dict):
+            raise TypeError
+    except (OSError, ValueError, KeyError, TypeError):
+        raise MoslError(f"{path}: missing or unreadable, so --resume cannot check the run's options; pass --overwrite to start again") from None
+    now = to_dict(cfg)
+    changed = [k for k in now if k in saved and k not in RESUME_FREE and now[k] != saved[k]]
+    if changed:
+        parts = ", ".join(f"{_option(k)} {_show(k, saved[k])} → {_show(k, now[k])}" for k in changed)
+        raise MoslError(f"{run.path}: --resume with changed options ({parts}); resume with the run's options, "
+                        "or pass --overwrite or another --out to start a new run")
+
+
+def _option(field_name: str) -> str:
+    return _OPTION_NAMES.get(field_name, "--" + field_name.replace("_", "-"))
+
+
+def _show(field_name: str, value: Any) -> str:
+    """A setting as its option shows it (``--no-amp True`` for ``amp`` False)."""
+    if isinstance(value, bool) and _option(field_name).startswith("--no-"):
+        value = not value
+    if isinstance(value, list):
+        return ",".join(_show("", v) for v in value)
+    return "default" if value is None else str(value)
 
 
 # --------------------------------------------------------------------------- checkpoint
@@ -268,7 +312,7 @@ class CheckpointClock:
 def check_checkpoint_every(every: float) -> None:
     """``--checkpoint-every`` is a number of seconds, 0 or more."""
     if not every >= 0:
-        raise MoslError(f"--checkpoint-every {every} must be 0 or more seconds (0: a checkpoint after every epoch)")
+        raise UsageError(f"--checkpoint-every {every} must be 0 or more seconds (0: a checkpoint after every epoch)")
 
 
 def save_checkpoint(
@@ -332,7 +376,7 @@ class WeightAverage(nn.Module):
         import copy
 
         if not 0.0 <= decay < 1.0:
-            raise MoslError(f"--ema-decay {decay} must be in [0, 1), e.g. 0.998")
+            raise UsageError(f"--ema-decay {decay} must be in [0, 1), e.g. 0.998")
         self.decay = decay
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mosl_cli.data.hashing import near_pairs
-from mosl_cli.errors import MoslError
+from mosl_cli.errors import MoslError, UsageError
 
 SPLITS = ("train", "val", "test")
 
@@ -203,11 +203,11 @@ def _best_split(size: int, counts: list[int], targets: list[float]) -> int:
 def check_fractions(fractions: tuple[float, ...]) -> tuple[float, float, float]:
     """Validate train/val/test fractions: three non-negative numbers summing to 1, train > 0."""
     if len(fractions) != 3 or any(not np.isfinite(f) or f < 0 for f in fractions):
-        raise MoslError(f"--splits {','.join(map(str, fractions))}: give three non-negative fractions, e.g. 0.7,0.1,0.2")
+        raise UsageError(f"--splits {','.join(map(str, fractions))}: give three non-negative fractions, e.g. 0.7,0.1,0.2")
     if abs(sum(fractions) - 1.0) > 1e-3:
-        raise MoslError(f"--splits {','.join(map(str, fractions))}: the fractions sum to {sum(fractions):g}; make them sum to 1")
+        raise UsageError(f"--splits {','.join(map(str, fractions))}: the fractions sum to {sum(fractions):g}; make them sum to 1")
     if fractions[0] <= 0:
-        raise MoslError("--splits: the train fraction must be above 0, e.g. 0.7,0.1,0.2")
+        raise UsageError("--splits: the train fraction must be above 0, e.g. 0.7,0.1,0.2")
     return (float(fractions[0]), float(fractions[1]), float(fractions[2]))
 
 
@@ -216,5 +216,5 @@ def parse_splits(text: str) -> tuple[float, float, float]:
     try:
         values = tuple(float(x) for x in text.split(","))
     except ValueError:
-        raise MoslError(f"--splits {text!r}: not numbers; give train,val,test fractions, e.g. 0.7,0.1,0.2") from None
+        raise UsageError(f"--splits {text!r}: not numbers; give train,val,test fractions, e.g. 0.7,0.1,0.2") from None
     return check_fractions(values)

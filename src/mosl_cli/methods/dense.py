@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mosl_cli.augment import Correspondence
-from mosl_cli.errors import MoslError
+from mosl_cli.errors import UsageError
 from mosl_cli.methods.heads import Block, build_head
 
 DENSE_TEMPERATURE = 0.2  # as SimCLR's and MoCo's defaults here
@@ -34,9 +34,9 @@ def check_dense_weight(weight: float, scope: str, *, loss_built: bool = False) -
     """``--dense-weight`` must be ≥ 0, and non-zero only with ``--scope encoder-decoder``; when the loss is
     being built (``loss_built``) the decoder map it reads is needed whatever the weight."""
     if weight < 0:
-        raise MoslError(f"--dense-weight {weight} is negative; use 0 (off) or a positive weight such as 1")
+        raise UsageError(f"--dense-weight {weight} is negative; use 0 (off) or a positive weight such as 1")
     if (weight or loss_built) and scope != "encoder-decoder":
-        raise MoslError("--dense-weight needs --scope encoder-decoder: the pixel-level loss trains the decoder")
+        raise UsageError("--dense-weight needs --scope encoder-decoder: the pixel-level loss trains the decoder")
 
 
 def sample_features(feature_map: Tensor, grid: Tensor) -> Tensor:

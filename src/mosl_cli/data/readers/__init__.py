@@ -16,7 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 from mosl_cli.data.readers import busi, camus, cifar10, dicom, folder, hc18, miniimagenet, pocus, synthetic, udiat
-from mosl_cli.errors import MoslError
+from mosl_cli.errors import MoslError, UsageError
 
 READERS: dict[str, ModuleType] = {
     m.NAME: m for m in (busi, udiat, hc18, pocus, camus, cifar10, miniimagenet, dicom, folder, synthetic)
@@ -27,7 +27,7 @@ FORMATS = ("auto", *READERS)
 def check_format(fmt: str) -> None:
     """Raise :class:`MoslError` for a ``--format`` that names no reader."""
     if fmt not in FORMATS:
-        raise MoslError(f"--format {fmt!r} is unknown; use one of: {', '.join(FORMATS)}")
+        raise UsageError(f"--format {fmt!r} is unknown; use one of: {', '.join(FORMATS)}")
 
 
 def choose(source: str, fmt: str = "auto") -> tuple[ModuleType, Path]:
@@ -38,10 +38,10 @@ def choose(source: str, fmt: str = "auto") -> tuple[ModuleType, Path]:
     check_format(fmt)
     if source == synthetic.SOURCE:
         if fmt not in ("auto", synthetic.NAME):
-            raise MoslError(f"source 'synthetic' is generated, not read: drop --format {fmt} or give a folder")
+            raise UsageError(f"source 'synthetic' is generated, not read: drop --format {fmt} or give a folder")
         return synthetic, Path(source)
     if fmt == synthetic.NAME:
-        raise MoslError(f"--format synthetic takes the source 'synthetic', not {source!r}")
+        raise UsageError(f"--format synthetic takes the source 'synthetic', not {source!r}")
     root = Path(source).expanduser()
     if not root.exists():
         raise MoslError(f"{source}: no such folder; give a dataset folder (e.g. Dataset_BUSI_with_GT) or `synthetic`")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import struct
+import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -23,6 +24,8 @@ from PIL import Image, ImageOps
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".pgm", ".ppm"})
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mpeg", ".mpg", ".m4v", ".mkv", ".webm", ".wmv", ".gif"})
 NO_CLASS = "none"  # class of a sample whose dataset has no diagnostic categories (HC18, CAMUS, ...)
+# Large scans are read without Pillow's warning (as in mosl_cli.imageio); twice its limit is an error.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 
 class SkipSample(Exception):
