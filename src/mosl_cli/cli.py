@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional, TypeVar
+from typing import Annotated, Any, Literal, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -45,6 +45,7 @@ NoAmp = Annotated[bool, typer.Option("--no-amp", help="Disable bfloat16 autocast
 CheckpointEvery = Annotated[float, typer.Option("--checkpoint-every", help="Seconds between checkpoints for --resume (the first and last epoch always write one; 0: every epoch).")]
 ModelFile = Annotated[Path, typer.Option("--model", "-m", help="Segmentation weight file written by `mosl finetune`.")]
 Threshold = Annotated[float, typer.Option("--threshold", help="Probability threshold for the lesion mask.")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (for scripts) instead of tables.")]
 
 
 def _is_main_rank() -> bool:
@@ -66,6 +67,23 @@ def _user_errors() -> Iterator[None]:
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished epochs are kept; rerun the same command with --resume")
         raise typer.Exit(130) from None
+
+
+def _print_json(doc: Any) -> None:
+    """One JSON document on stdout, nothing else (NaN written as null)."""
+    import json
+    import math
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return str(v) if isinstance(v, Path) else v
+
+    print(json.dumps(clean(doc)), flush=True)
 
 
 def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -398,6 +416,31 @@ def report(
     for problem in result.problems:
         console.print(f"[yellow]problem:[/] {problem}", highlight=False, soft_wrap=True)
     out_console.print("written: " + ", ".join(str(f) for f in result.files))
+
+
+# --------------------------------------------------------------------------- export
+
+
+ExportFormat = Literal["onnx", "torchscript", "smp"]
+
+
+@app.command(epilog="Example: mosl export mosl_finetune/model.safetensors --format onnx --out lesion.onnx")
+def export(
+    model: Annotated[Path, typer.Argument(help="Segmentation weight file written by `mosl finetune`.")] = Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE,
+    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="onnx, torchscript, or smp (a folder for segmentation_models_pytorch.from_pretrained, with a model card).")] = "onnx",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (folder for smp); default beside MODEL.")] = None,
+    metrics: Annotated[Optional[Path], typer.Option("--metrics", help="metrics.json of `mosl evaluate` for the model card (default: mosl_eval/metrics.json when it is this model's).")] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Export a segmentation model (normalisation inside the graph) and check it against PyTorch."""
+    from mosl_cli.export import run_export
+
+    result = _call(run_export, model, format, out, str(metrics) if metrics else None)
+    if json_out:
+        _print_json(result.summary())
+        return
+    check = "" if result.max_abs_diff is None else f" (max |logit difference| vs PyTorch {result.max_abs_diff:.1e} ≤ {result.tolerance:g})"
+    out_console.print(f"{result.format}: {result.out}{check}")
 
 
 def main() -> None:
