@@ -35,7 +35,7 @@ OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (weights, order, augmentation, label subset).")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 Arch = Annotated[str, typer.Option("--arch", help="smp architecture (unet, unetplusplus, fpn, deeplabv3plus, ...).")]
-Encoder = Annotated[str, typer.Option("--encoder", help="smp encoder (resnet18, resnet50, ...); built with encoder_weights=None.")]
+Encoder = Annotated[str, typer.Option("--encoder", help="smp encoder (resnet18, resnet50, ...).")]
 Size = Annotated[int, typer.Option("--size", help="Input size in pixels (images are resized on the device).")]
 Epochs = Annotated[int, typer.Option("--epochs", help="Number of epochs.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", help="Global batch size (all processes together).")]
@@ -297,7 +297,7 @@ def pretrain(
 @app.command(epilog="Example: mosl finetune --init mosl_pretrain/model.safetensors --label-fraction 0.25 --size 64")
 def finetune(
     data: DataDir = Path(C.DEFAULT_DATASET),
-    init: Annotated[str, typer.Option("--init", help="auto (mosl_pretrain/model.safetensors if present), none, or a weight file (mosl, torchvision, lightly/solo-learn .ckpt, MoCo/SimSiam .pth.tar).")] = "auto",
+    init: Annotated[str, typer.Option("--init", help="auto (mosl_pretrain/model.safetensors if present), none, imagenet (or another published name of the encoder: ssl, swsl, ...; from the Hugging Face cache, downloaded when online), or a weight file (mosl, torchvision, lightly/solo-learn .ckpt, MoCo/SimSiam .pth.tar).")] = "auto",
     arch: Arch = "unet",
     encoder: Encoder = "resnet50",
     label_fraction: Annotated[float, typer.Option("--label-fraction", help="Fraction of train labels used, in (0, 1]; nested across fractions.")] = 1.0,
