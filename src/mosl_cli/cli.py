@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Optional, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from mosl_cli import config as C
@@ -92,20 +92,24 @@ def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 class _TrainingProgress:
-    """A Rich progress bar fed by the training loops' callback (rank 0 only)."""
+    """Training progress (rank 0 only): a Rich bar on a terminal, plain lines on stdout when either
+    stream is not one (nohup, SLURM, CI); see :mod:`mosl_cli.progress`."""
 
-    def __init__(self, title: str) -> None:
+    def __init__(self, title: str, log_every: int = 0) -> None:
+        from mosl_cli.progress import PlainLines
+
         self.title = title
         self.progress: Progress | None = None
         self.task: Any = None
         self.steps = 0
+        interactive = console.is_terminal and out_console.is_terminal
+        self.lines = PlainLines(title, log_every) if _is_main_rank() and not interactive else None
 
     def __enter__(self) -> _TrainingProgress:
-        if _is_main_rank():
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False,
-            )
+        if _is_main_rank() and console.is_terminal:
+            from mosl_cli.progress import make_bar
+
+            self.progress = make_bar(console)
             self.progress.__enter__()
         return self
 
@@ -114,8 +118,14 @@ class _TrainingProgress:
             self.progress.__exit__(*exc)
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
+        if self.lines:
+            self.lines(event, info)
+            if event == "start" and "init" in info:
+                print(f"{self.title}: initialised from {_describe_init(info['init'])}", flush=True)
         if not self.progress:
             return
+        from mosl_cli.progress import epoch_text, step_text
+
         if event == "start":
             self.steps = info["steps_per_epoch"]
             total = info["epochs"] * self.steps
@@ -126,15 +136,9 @@ class _TrainingProgress:
                 console.print(f"initialised from: {_describe_init(info['init'])}")
         elif event == "step":
             done = (info["epoch"] - 1) * self.steps + info["step"]
-            text = f"ep {info['epoch']} loss {info['loss']:.4f} lr {info['lr']:.2e} {info['images_per_s']:.0f} img/s"
-            if info.get("embedding_std") == info.get("embedding_std"):
-                text += f" std {info['embedding_std']:.4f}"
-            self.progress.update(self.task, completed=done, info=text)
+            self.progress.update(self.task, completed=done, info=f"ep {info['epoch']} {step_text(info)}")
         elif event == "epoch":
-            text = f"ep {info['epoch']} loss {info['loss']:.4f}"
-            if "val_dice" in info:
-                text += f" val Dice {info['val_dice']:.3f} (best ep {info['best_epoch']})"
-            self.progress.update(self.task, completed=info["epoch"] * self.steps, info=text)
+            self.progress.update(self.task, completed=info["epoch"] * self.steps, info=f"ep {info['epoch']} {epoch_text(info)}")
 
 
 def _describe_init(init: dict[str, Any]) -> str:
@@ -262,6 +266,7 @@ def pretrain(
     device: Device = "auto",
     no_amp: NoAmp = False,
     checkpoint_every: CheckpointEvery = C.PretrainConfig.checkpoint_every,
+    log_every: Annotated[int, typer.Option("--log-every", help="Without a terminal, also print a line every N steps (at the loop's 10-step granularity; 0: epochs only).", min=0)] = 0,
     out: OutDir = Path(C.DEFAULT_PRETRAIN_RUN),
     resume: Resume = False,
     overwrite: Overwrite = False,
@@ -284,11 +289,11 @@ def pretrain(
     )
     from mosl_cli.pretrain import run_pretrain
 
-    with _TrainingProgress(f"pretrain {method}") as bar:
+    with _TrainingProgress(f"pretrain {method}", log_every) as bar:
         result = _call(run_pretrain, cfg, bar)
     if _is_main_rank():
         out_console.print(f"pre-trained weights: {result.out / C.WEIGHTS_FILE}  (loss {result.final_loss:.4f}, "
-                          f"embedding std {result.embedding_std:.4f}, {result.images_per_s:.0f} img/s)")
+                          f"embedding std {result.embedding_std:.4f}, {result.images_per_s:.0f} img/s)", soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- finetune
@@ -333,7 +338,7 @@ def finetune(
         result = _call(run_finetune, cfg, bar)
     if _is_main_rank():
         out_console.print(f"segmentation model: {result.out / C.WEIGHTS_FILE}  (best val Dice {result.best_val_dice:.4f} "
-                          f"at epoch {result.best_epoch}, {result.labelled} labelled images)")
+                          f"at epoch {result.best_epoch}, {result.labelled} labelled images)", soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- evaluate / predict
