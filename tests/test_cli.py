@@ -34,7 +34,6 @@ def test_each_step_has_help_with_an_example(step: str) -> None:
 
 @pytest.mark.parametrize("args, fragment", [
     (["prepare", "/no/such/folder"], "/no/such/folder"),
-    (["prepare", "synthetic", "--format", "nifty"], "nifty"),
     (["finetune", "--data", "/no/such/dataset"], "/no/such/dataset"),
     (["evaluate", "--model", "/no/such/model.safetensors"], "/no/such/model.safetensors"),
     (["pretrain", "--data", "/no/such/dataset"], "/no/such/dataset"),

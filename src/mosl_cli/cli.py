@@ -9,17 +9,18 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, TypeVar
+from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from mosl_cli import choices as K
 from mosl_cli import config as C
 
 app = typer.Typer(
-    name="mosl", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="mosl", no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
     help="Multi-organ self-supervised pre-training for breast-lesion segmentation in ultrasound.\n\n"
     "Steps: prepare → pretrain → finetune → evaluate → predict (and report). Each reads what the "
     "previous one wrote; with default folders they chain with no options.",
@@ -34,7 +35,7 @@ DataDir = Annotated[Path, typer.Option("--data", "-d", help="Dataset directory w
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (weights, order, augmentation, label subset).")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
-Arch = Annotated[str, typer.Option("--arch", help="smp architecture (unet, unetplusplus, fpn, deeplabv3plus, ...).")]
+Arch = Annotated[K.Arch, typer.Option("--arch", help="smp architecture (unet, unetplusplus, fpn, deeplabv3plus, ...).")]
 Encoder = Annotated[str, typer.Option("--encoder", help="smp encoder (resnet18, resnet50, ...).")]
 Size = Annotated[int, typer.Option("--size", help="Input size in pixels (images are resized on the device).")]
 Epochs = Annotated[int, typer.Option("--epochs", help="Number of epochs.")]
@@ -45,7 +46,44 @@ NoAmp = Annotated[bool, typer.Option("--no-amp", help="Disable bfloat16 autocast
 CheckpointEvery = Annotated[float, typer.Option("--checkpoint-every", help="Seconds between checkpoints for --resume (the first and last epoch always write one; 0: every epoch).")]
 ModelFile = Annotated[Path, typer.Option("--model", "-m", help="Segmentation weight file written by `mosl finetune`.")]
 Threshold = Annotated[float, typer.Option("--threshold", help="Probability threshold for the lesion mask.")]
+ConfigFile = Annotated[Optional[Path], typer.Option(
+    "--config", help="Replay a run's config.json (its settings become the defaults; options given here override them; not --out/--resume/--overwrite).",
+    is_eager=True, callback=lambda ctx, value: _replay_config(ctx, value), exists=True, dir_okay=False)]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (for scripts) instead of tables.")]
+
+
+def _replay_config(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
+    """--config: a run's settings as click's default map, read before the other options are."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    from mosl_cli.errors import MoslError
+    from mosl_cli.replay import cli_defaults, read_run_config
+
+    try:
+        doc = read_run_config(value, str(ctx.info_name))
+    except MoslError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from None
+    names = {p.name for p in ctx.command.params if p.name}
+    ctx.default_map = {**(ctx.default_map or {}), **cli_defaults(doc, names)}
+    return value
+
+
+def _show_flags_as_flags() -> None:
+    """typer's rich help labels every flag `<bool>`, which reads as "takes a value": show no type for flags."""
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_mosl", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> Optional[str]:
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+
+    display_type_rich._mosl = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_show_flags_as_flags()
 
 
 def _is_main_rank() -> bool:
@@ -181,7 +219,7 @@ def _dataset_table(rows: list[dict[str, Any]], title: str) -> Table:
 def prepare(
     sources: Annotated[list[str], typer.Argument(help="Dataset folders in their native layouts, or `synthetic`.")],
     out: OutDir = Path(C.DEFAULT_DATASET),
-    format: Annotated[str, typer.Option("--format", "-f", help="Force a reader: auto, busi, udiat, hc18, pocus, camus, cifar10, miniimagenet, folder, synthetic.")] = "auto",
+    format: Annotated[K.ReaderFormat, typer.Option("--format", "-f", help="Force a reader (auto: detect from the folder layout).")] = "auto",
     size: Annotated[int, typer.Option("--size", help="Stored image size S (resized again on the device at training time).")] = 256,
     channels: Annotated[int, typer.Option("--channels", help="1 (luminance) or 3 (RGB).")] = 1,
     seed: Seed = 0,
@@ -221,7 +259,7 @@ def prepare(
 
 
 @app.command(epilog="Example: mosl info mosl_data")
-def info(data: Annotated[Path, typer.Argument(help="Dataset directory.")] = Path(C.DEFAULT_DATASET)) -> None:
+def info(data: Annotated[Path, typer.Argument(help="Dataset directory.")] = Path(C.DEFAULT_DATASET), json_out: JsonOut = False) -> None:
     """Print the summary table of an existing dataset directory again."""
     from mosl_cli.data.store import read_manifest
     from mosl_cli.prepare import summarize
@@ -229,6 +267,10 @@ def info(data: Annotated[Path, typer.Argument(help="Dataset directory.")] = Path
     manifest = _call(read_manifest, data)
     rows = summarize(manifest)
     total = sum(r["images"] for r in rows)
+    if json_out:
+        _print_json({"data": data, "images": total, "size": manifest["size"], "channels": manifest["channels"], "rows": rows,
+                     "groups_merged": manifest.get("groups_merged", 0), "skipped": len(manifest.get("skipped", []))})
+        return
     out_console.print(_dataset_table(rows, f"{data}: {total} images at {manifest['size']} px, {manifest['channels']} channel(s)"))
     out_console.print(f"near-duplicate groups merged: {manifest.get('groups_merged', 0)}; files skipped: {len(manifest.get('skipped', []))}")
 
@@ -238,12 +280,12 @@ def info(data: Annotated[Path, typer.Argument(help="Dataset directory.")] = Path
 
 @app.command(epilog="Example: mosl pretrain --method simsiam --data busi --data hc18 --encoder resnet50 --size 64 --epochs 100")
 def pretrain(
-    method: Annotated[str, typer.Option("--method", help="simclr, moco or simsiam.")] = C.PretrainConfig.method,
+    method: Annotated[K.Method, typer.Option("--method", help="Self-supervised method.")] = C.PretrainConfig.method,  # type: ignore[assignment]
     data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Dataset directory (repeat to mix several).")] = None,
     data_weights: Annotated[Optional[str], typer.Option("--data-weights", help="Comma-separated sampling weight per --data.")] = None,
     arch: Arch = "unet",
     encoder: Encoder = "resnet50",
-    scope: Annotated[str, typer.Option("--scope", help="encoder, or encoder-decoder (the whole U-Net).")] = C.PretrainConfig.scope,
+    scope: Annotated[K.Scope, typer.Option("--scope", help="Pre-train the encoder, or the whole U-Net (encoder-decoder).")] = C.PretrainConfig.scope,  # type: ignore[assignment]
     dense_weight: Annotated[float, typer.Option("--dense-weight", help="Weight of the pixel-level contrastive loss on the decoder (0: off; needs --scope encoder-decoder).")] = C.PretrainConfig.dense_weight,
     size: Size = 64,
     epochs: Epochs = C.PretrainConfig.epochs,
@@ -251,7 +293,7 @@ def pretrain(
     lr: Annotated[Optional[float], typer.Option("--lr", help="Base lr per 256 images (scaled by batch/256); default: the method's paper.")] = None,
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="Default: the method's paper.")] = None,
     warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Linear warm-up before the cosine decay.")] = 5,
-    preset: Annotated[str, typer.Option("--preset", help="Augmentation preset: ultrasound or simclr.")] = "ultrasound",
+    preset: Annotated[K.Preset, typer.Option("--preset", help="Augmentation preset.")] = "ultrasound",
     crop_min: Annotated[Optional[float], typer.Option("--crop-min", help="Smallest random-resized-crop area fraction (default: the preset's, 0.2 ultrasound / 0.08 simclr).")] = None,
     jitter: Annotated[float, typer.Option("--jitter", help="Brightness/contrast jitter strength of the views (0: none).")] = C.PretrainConfig.jitter,
     temperature: Annotated[Optional[float], typer.Option("--temperature", help="SimCLR/MoCo softmax temperature.")] = None,
@@ -270,6 +312,7 @@ def pretrain(
     out: OutDir = Path(C.DEFAULT_PRETRAIN_RUN),
     resume: Resume = False,
     overwrite: Overwrite = False,
+    config: ConfigFile = None,
 ) -> None:
     """Self-supervised pre-training (SimCLR, MoCo v2, SimSiam) of a U-Net encoder or the whole U-Net."""
     weights = None
@@ -324,6 +367,7 @@ def finetune(
     out: OutDir = Path(C.DEFAULT_FINETUNE_RUN),
     resume: Resume = False,
     overwrite: Overwrite = False,
+    config: ConfigFile = None,
 ) -> None:
     """Fine-tune a segmentation U-Net from pre-trained or random weights on a fraction of the labels."""
     cfg = C.FinetuneConfig(
@@ -348,18 +392,23 @@ def finetune(
 def evaluate(
     model: ModelFile = Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE,
     data: DataDir = Path(C.DEFAULT_DATASET),
-    split: Annotated[str, typer.Option("--split", help="test, val, train or all.")] = "test",
+    split: Annotated[K.Split, typer.Option("--split", help="Dataset split to score.")] = "test",
     out: OutDir = Path(C.DEFAULT_EVAL_DIR),
-    tta: Annotated[bool, typer.Option("--tta", help="Average with the horizontally flipped prediction.")] = False,
+    tta: Annotated[bool, typer.Option("--tta/--no-tta", help="Average with the horizontally flipped prediction.")] = False,
     threshold: Threshold = 0.5,
     batch_size: BatchSize = 64,
     device: Device = "auto",
+    json_out: JsonOut = False,
 ) -> None:
     """Dice, IoU, precision, recall and HD95 per case and per class; metrics.json and per_case.csv."""
     cfg = C.EvaluateConfig(str(model), str(data), split, str(out), tta, threshold, batch_size, device)
     from mosl_cli.evaluate import run_evaluate
 
     result = _call(run_evaluate, cfg)
+    if json_out:
+        doc = {k: result.metrics.get(k) for k in ("model", "data", "split", "tta", "threshold", "summary", "per_class", "lesion")}
+        _print_json({**doc, "rows": result.rows, "files": [result.out / "metrics.json", result.out / "per_case.csv"]})
+        return
     table = Table(title=f"{model} on {data} [{split}]")
     columns = ("group", "n", "dice", "iou", "precision", "recall", "hd95")
     for col in columns:
@@ -379,12 +428,18 @@ def predict(
     threshold: Threshold = 0.5,
     batch_size: BatchSize = 32,
     device: Device = "auto",
+    json_out: JsonOut = False,
 ) -> None:
     """Write a 0/255 lesion mask at each scan's own size (and an overlay)."""
     cfg = C.PredictConfig(tuple(inputs), str(model), str(out) if out else None, overlay, threshold, batch_size, device)
     from mosl_cli.predict import run_predict
 
     results = _call(run_predict, cfg)
+    if json_out:
+        _print_json({"model": model, "count": len(results), "files": [
+            {"input": r.input, "mask": r.mask, "overlay": r.overlay, "height": r.height, "width": r.width,
+             "lesion_pixels": r.lesion_pixels} for r in results]})
+        return
     for r in results[:20]:
         extra = f", overlay {r.overlay}" if r.overlay else ""
         out_console.print(f"{r.input} → {r.mask} ({r.width}×{r.height}, {r.lesion_pixels} lesion px{extra})")
@@ -426,13 +481,10 @@ def report(
 # --------------------------------------------------------------------------- export
 
 
-ExportFormat = Literal["onnx", "torchscript", "smp"]
-
-
 @app.command(epilog="Example: mosl export mosl_finetune/model.safetensors --format onnx --out lesion.onnx")
 def export(
     model: Annotated[Path, typer.Argument(help="Segmentation weight file written by `mosl finetune`.")] = Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE,
-    format: Annotated[ExportFormat, typer.Option("--format", "-f", help="onnx, torchscript, or smp (a folder for segmentation_models_pytorch.from_pretrained, with a model card).")] = "onnx",
+    format: Annotated[K.ExportFormat, typer.Option("--format", "-f", help="onnx, torchscript, or smp (a folder for segmentation_models_pytorch.from_pretrained, with a model card).")] = "onnx",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (folder for smp); default beside MODEL.")] = None,
     metrics: Annotated[Optional[Path], typer.Option("--metrics", help="metrics.json of `mosl evaluate` for the model card (default: mosl_eval/metrics.json when it is this model's).")] = None,
     json_out: JsonOut = False,
