@@ -34,7 +34,6 @@ def test_each_step_has_help_with_an_example(step: str) -> None:
 
 @pytest.mark.parametrize("args, fragment, code", [
     (["prepare", "/no/such/folder"], "/no/such/folder", 1),
-    (["prepare", "synthetic", "--format", "nifty"], "nifty", 2),
     (["prepare", "synthetic", "--size", "5"], "--size", 2),
     (["finetune", "--data", "/no/such/dataset"], "/no/such/dataset", 1),
     (["evaluate", "--model", "/no/such/model.safetensors"], "/no/such/model.safetensors", 1),

@@ -65,9 +65,12 @@ def test_cli_under_torchrun_and_resume(data: Path, tmp_path: Path) -> None:
     args = ["-m", "mosl_cli", "pretrain", "--method", "simclr", "--data", str(data), "--encoder", "resnet18",
             "--size", "32", "--batch-size", "8", "--steps-per-epoch", "2", "--warmup-epochs", "0",
             "--proj-hidden", "64", "--proj-dim", "32", "--device", "cpu", "--out", str(tmp_path / "run")]
-    first = _torchrun([*args, "--epochs", "1"], tmp_path)
+    first = _torchrun([*args, "--epochs", "2", "--checkpoint-every", "0"], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    resumed = _torchrun([*args, "--epochs", "2", "--resume"], tmp_path)
+    resumed = _torchrun([*args, "--epochs", "2", "--checkpoint-every", "0", "--resume"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert [r["epoch"] for r in read_jsonl(tmp_path / "run" / "log.jsonl")] == [1, 2]
-    assert resumed.stderr.count("resuming after epoch 1") == 1  # only rank 0 prints
+    printed = resumed.stdout + resumed.stderr  # plain progress lines go to stdout off a terminal
+    assert printed.count("resuming after epoch 2") == 1  # only rank 0 prints
+    changed = _torchrun([*args, "--epochs", "3", "--resume"], tmp_path)  # a changed option is refused on every rank
+    assert changed.returncode != 0 and "--epochs 2 → 3" in changed.stderr

@@ -12,13 +12,14 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from mosl_cli import choices as K
 from mosl_cli import config as C
 
 app = typer.Typer(
-    name="mosl", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    name="mosl", no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
     help="Multi-organ self-supervised pre-training for breast-lesion segmentation in ultrasound.\n\n"
     "Steps: prepare → pretrain → finetune → evaluate → predict (and report). Each reads what the "
     "previous one wrote; with default folders they chain with no options.",
@@ -54,8 +55,8 @@ DataDir = Annotated[Path, typer.Option("--data", "-d", help="Dataset directory w
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (weights, order, augmentation, label subset).")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
-Arch = Annotated[str, typer.Option("--arch", help="smp architecture (unet, unetplusplus, fpn, deeplabv3plus, ...).")]
-Encoder = Annotated[str, typer.Option("--encoder", help="smp encoder (resnet18, resnet50, ...); built with encoder_weights=None.")]
+Arch = Annotated[K.Arch, typer.Option("--arch", help="smp architecture (unet, unetplusplus, fpn, deeplabv3plus, ...).")]
+Encoder = Annotated[str, typer.Option("--encoder", help="smp encoder (resnet18, resnet34, resnet50, ...).")]
 Size = Annotated[int, typer.Option("--size", callback=_check_size, help="Input size in pixels, 16 to 4096 (images are resized on the device).")]
 Epochs = Annotated[int, typer.Option("--epochs", callback=_positive, help="Number of epochs.")]
 BatchSize = Annotated[int, typer.Option("--batch-size", "-b", callback=_positive, help="Global batch size (all processes together).")]
@@ -68,6 +69,45 @@ Models = Annotated[list[Path], typer.Option("--model", "-m", help="Segmentation 
 TTA = Annotated[bool, typer.Option("--tta/--no-tta", help="Average with the left-right mirrored prediction.")]
 Postprocess = Annotated[bool, typer.Option("--postprocess/--no-postprocess", help="Apply the post-processing rule stored in the weight file (chosen on val by finetune).")]
 Threshold = Annotated[float, typer.Option("--threshold", help="Probability threshold for the lesion mask.")]
+
+ConfigFile = Annotated[Optional[Path], typer.Option(
+    "--config", help="Replay a run's config.json (its settings become the defaults; options given here override them; not --out/--resume/--overwrite).",
+    is_eager=True, callback=lambda ctx, value: _replay_config(ctx, value), exists=True, dir_okay=False)]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (for scripts) instead of tables.")]
+
+
+def _replay_config(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
+    """--config: a run's settings as click's default map, read before the other options are."""
+    if value is None or ctx.resilient_parsing:
+        return value
+    from mosl_cli.errors import MoslError
+    from mosl_cli.replay import cli_defaults, read_run_config
+
+    try:
+        doc = read_run_config(value, str(ctx.info_name))
+    except MoslError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--config") from None
+    names = {p.name for p in ctx.command.params if p.name}
+    ctx.default_map = {**(ctx.default_map or {}), **cli_defaults(doc, names)}
+    return value
+
+
+def _show_flags_as_flags() -> None:
+    """typer's rich help labels every flag `<bool>`, which reads as "takes a value": show no type for flags."""
+    from typer.core import TyperOption
+
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_mosl", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> Optional[str]:
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+
+    display_type_rich._mosl = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_show_flags_as_flags()
 
 
 def _is_main_rank() -> bool:
@@ -92,15 +132,37 @@ def _call(fn: Callable[..., T], *args: Any, out: Path | None = None, interrupted
             raise
 
 
-class _TrainingProgress:
-    """A Rich progress bar fed by the training loops' callback (rank 0 only)."""
+def _print_json(doc: Any) -> None:
+    """One JSON document on stdout, nothing else (NaN written as null)."""
+    import json
+    import math
 
-    def __init__(self, title: str, expect: dict[str, str] | None = None) -> None:
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        return str(v) if isinstance(v, Path) else v
+
+    print(json.dumps(clean(doc)), flush=True)
+
+
+class _TrainingProgress:
+    """Training progress (rank 0 only): a Rich bar on a terminal, plain lines on stdout when either
+    stream is not one (nohup, SLURM, CI); see :mod:`mosl_cli.progress`."""
+
+    def __init__(self, title: str, expect: dict[str, str] | None = None, log_every: int = 0) -> None:
+        from mosl_cli.progress import PlainLines
+
         self.title = title
         self.expect = expect or {}  # the --arch/--encoder asked for: a notice when the init file builds another
         self.progress: Progress | None = None
         self.task: Any = None
         self.steps = 0
+        interactive = console.is_terminal and out_console.is_terminal
+        self.lines = PlainLines(title, log_every) if _is_main_rank() and not interactive else None
 
     def __enter__(self) -> _TrainingProgress:
         return self
@@ -116,18 +178,32 @@ class _TrainingProgress:
 
     def _start(self) -> None:
         """Show the bar from the loop's first event (a step that fails before prints only its error)."""
-        if _is_main_rank() and self.progress is None:
-            self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console, transient=False,
-            )
+        if _is_main_rank() and self.progress is None and console.is_terminal:
+            from mosl_cli.progress import make_bar
+
+            self.progress = make_bar(console)
             self.progress.__enter__()
+
+    def _notice_other_model(self, init: dict[str, Any]) -> None:
+        built = {k: init.get(k) for k in self.expect}
+        if any(built[k] and built[k] != v for k, v in self.expect.items()):
+            console.print(f"[yellow]note:[/] {init['init']} was made for {built['arch']}/{built['encoder']}, "
+                          f"so that model is built, not --arch {self.expect['arch']} --encoder {self.expect['encoder']}",
+                          highlight=False, soft_wrap=True)
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         if event == "start":
             self._start()
+            if "init" in info:
+                self._notice_other_model(info["init"])
+        if self.lines:
+            self.lines(event, info)
+            if event == "start" and "init" in info:
+                print(f"{self.title}: initialised from {_describe_init(info['init'])}", flush=True)
         if not self.progress:
             return
+        from mosl_cli.progress import epoch_text, step_text
+
         if event == "start":
             self.steps = info["steps_per_epoch"]
             total = info["epochs"] * self.steps
@@ -136,22 +212,11 @@ class _TrainingProgress:
                           + (f", resuming after epoch {info['start_epoch']}" if info["start_epoch"] else ""))
             if "init" in info:
                 console.print(f"initialised from: {_describe_init(info['init'])}")
-                built = {k: info["init"].get(k) for k in self.expect}
-                if any(built[k] and built[k] != v for k, v in self.expect.items()):
-                    console.print(f"[yellow]note:[/] {info['init']['init']} was made for {built['arch']}/{built['encoder']}, "
-                                  f"so that model is built, not --arch {self.expect['arch']} --encoder {self.expect['encoder']}",
-                                  highlight=False, soft_wrap=True)
         elif event == "step":
             done = (info["epoch"] - 1) * self.steps + info["step"]
-            text = f"ep {info['epoch']} loss {info['loss']:.4f} lr {info['lr']:.2e} {info['images_per_s']:.0f} img/s"
-            if info.get("embedding_std") == info.get("embedding_std"):
-                text += f" std {info['embedding_std']:.4f}"
-            self.progress.update(self.task, completed=done, info=text)
+            self.progress.update(self.task, completed=done, info=f"ep {info['epoch']} {step_text(info)}")
         elif event == "epoch":
-            text = f"ep {info['epoch']} loss {info['loss']:.4f}"
-            if "val_dice" in info:
-                text += f" val Dice {info['val_dice']:.3f} (best ep {info['best_epoch']})"
-            self.progress.update(self.task, completed=info["epoch"] * self.steps, info=text)
+            self.progress.update(self.task, completed=info["epoch"] * self.steps, info=f"ep {info['epoch']} {epoch_text(info)}")
 
 
 def _describe_init(init: dict[str, Any]) -> str:
@@ -194,7 +259,7 @@ def _dataset_table(rows: list[dict[str, Any]], title: str) -> Table:
 def prepare(
     sources: Annotated[list[str], typer.Argument(help="Dataset folders in their native layouts, or `synthetic`.")],
     out: OutDir = Path(C.DEFAULT_DATASET),
-    format: Annotated[str, typer.Option("--format", "-f", help="Force a reader: auto, busi, udiat, hc18, pocus, camus, cifar10, miniimagenet, dicom, folder, synthetic.")] = "auto",
+    format: Annotated[K.ReaderFormat, typer.Option("--format", "-f", help="Force a reader (auto: detect from the folder layout).")] = "auto",
     size: Annotated[int, typer.Option("--size", help="Stored image size S (resized again on the device at training time).")] = 256,
     channels: Annotated[int, typer.Option("--channels", help="1 (luminance) or 3 (RGB).")] = 1,
     seed: Seed = 0,
@@ -238,7 +303,7 @@ def prepare(
 
 
 @app.command(epilog="Example: mosl info mosl_data")
-def info(data: Annotated[Path, typer.Argument(help="Dataset directory.")] = Path(C.DEFAULT_DATASET)) -> None:
+def info(data: Annotated[Path, typer.Argument(help="Dataset directory.")] = Path(C.DEFAULT_DATASET), json_out: JsonOut = False) -> None:
     """Print the summary table of an existing dataset directory again."""
     from mosl_cli.data.store import read_manifest
     from mosl_cli.prepare import summarize
@@ -246,6 +311,10 @@ def info(data: Annotated[Path, typer.Argument(help="Dataset directory.")] = Path
     manifest = _call(read_manifest, data)
     rows = summarize(manifest)
     total = sum(r["images"] for r in rows)
+    if json_out:
+        _print_json({"data": data, "images": total, "size": manifest["size"], "channels": manifest["channels"], "rows": rows,
+                     "groups_merged": manifest.get("groups_merged", 0), "skipped": len(manifest.get("skipped", []))})
+        return
     out_console.print(_dataset_table(rows, f"{data}: {total} images at {manifest['size']} px, {manifest['channels']} channel(s)"))
     out_console.print(f"near-duplicate groups merged: {manifest.get('groups_merged', 0)}; files skipped: {len(manifest.get('skipped', []))}")
 
@@ -255,12 +324,12 @@ def info(data: Annotated[Path, typer.Argument(help="Dataset directory.")] = Path
 
 @app.command(epilog="Example: mosl pretrain --method simsiam --data busi --data hc18 --encoder resnet50 --size 64 --epochs 100")
 def pretrain(
-    method: Annotated[str, typer.Option("--method", help="simclr, moco or simsiam.")] = C.PretrainConfig.method,
+    method: Annotated[K.Method, typer.Option("--method", help="Self-supervised method.")] = C.PretrainConfig.method,  # type: ignore[assignment]
     data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Dataset directory (repeat to mix several).")] = None,
     data_weights: Annotated[Optional[str], typer.Option("--data-weights", help="Comma-separated sampling weight per --data.")] = None,
     arch: Arch = "unet",
     encoder: Encoder = "resnet50",
-    scope: Annotated[str, typer.Option("--scope", help="encoder, or encoder-decoder (the whole U-Net).")] = C.PretrainConfig.scope,
+    scope: Annotated[K.Scope, typer.Option("--scope", help="Pre-train the encoder, or the whole U-Net (encoder-decoder).")] = C.PretrainConfig.scope,  # type: ignore[assignment]
     dense_weight: Annotated[float, typer.Option("--dense-weight", help="Weight of the pixel-level contrastive loss on the decoder (0: off; needs --scope encoder-decoder).")] = C.PretrainConfig.dense_weight,
     size: Size = 64,
     epochs: Epochs = C.PretrainConfig.epochs,
@@ -268,7 +337,7 @@ def pretrain(
     lr: Annotated[Optional[float], typer.Option("--lr", help="Base lr per 256 images (scaled by batch/256); default: the method's paper.")] = None,
     weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="Default: the method's paper.")] = None,
     warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Linear warm-up before the cosine decay.")] = 5,
-    preset: Annotated[str, typer.Option("--preset", help="Augmentation preset: ultrasound or simclr.")] = "ultrasound",
+    preset: Annotated[K.Preset, typer.Option("--preset", help="Augmentation preset.")] = "ultrasound",
     crop_min: Annotated[Optional[float], typer.Option("--crop-min", help="Smallest random-resized-crop area fraction (default: the preset's, 0.2 ultrasound / 0.08 simclr).")] = None,
     jitter: Annotated[float, typer.Option("--jitter", help="Brightness/contrast jitter strength of the views (0: none).")] = C.PretrainConfig.jitter,
     temperature: Annotated[Optional[float], typer.Option("--temperature", help="SimCLR/MoCo softmax temperature.")] = None,
@@ -283,9 +352,11 @@ def pretrain(
     device: Device = "auto",
     no_amp: NoAmp = False,
     checkpoint_every: CheckpointEvery = C.PretrainConfig.checkpoint_every,
+    log_every: Annotated[int, typer.Option("--log-every", help="Without a terminal, also print a line every N steps (at the loop's 10-step granularity; 0: epochs only).", min=0)] = 0,
     out: OutDir = Path(C.DEFAULT_PRETRAIN_RUN),
     resume: Resume = False,
     overwrite: Overwrite = False,
+    config: ConfigFile = None,
 ) -> None:
     """Self-supervised pre-training (SimCLR, MoCo v2, SimSiam) of a U-Net encoder or the whole U-Net."""
     weights = None
@@ -310,11 +381,11 @@ def pretrain(
     _one_of("--method", method, METHODS)
     _one_of("--scope", scope, SCOPES)
     _one_of("--preset", preset, PRESETS)
-    bar = _TrainingProgress(f"pretrain {method}")
+    bar = _TrainingProgress(f"pretrain {method}", log_every=log_every)
     result = _call(bar.run, run_pretrain, cfg, out=out, interrupted=RESUME_HINT)
     if _is_main_rank():
         out_console.print(f"pre-trained weights: {result.out / C.WEIGHTS_FILE}  (loss {result.final_loss:.4f}, "
-                          f"embedding std {result.embedding_std:.4f}, {result.images_per_s:.0f} img/s)")
+                          f"embedding std {result.embedding_std:.4f}, {result.images_per_s:.0f} img/s)", soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- finetune
@@ -323,7 +394,7 @@ def pretrain(
 @app.command(epilog="Example: mosl finetune --data busi --size 128 --seed 0   |   mosl finetune --init mosl_pretrain/model.safetensors --label-fraction 0.25")
 def finetune(
     data: DataDir = Path(C.DEFAULT_DATASET),
-    init: Annotated[str, typer.Option("--init", help="auto (mosl_pretrain/model.safetensors if present), none, or a weight file (mosl, torchvision, lightly/solo-learn .ckpt, MoCo/SimSiam .pth.tar).")] = C.FinetuneConfig.init,
+    init: Annotated[str, typer.Option("--init", help="auto (mosl_pretrain/model.safetensors if present), none, imagenet (or another published name of the encoder: ssl, swsl, ...; from the Hugging Face cache, downloaded when online), or a weight file (mosl, torchvision, lightly/solo-learn .ckpt, MoCo/SimSiam .pth.tar).")] = C.FinetuneConfig.init,
     arch: Arch = C.FinetuneConfig.arch,
     encoder: Encoder = C.FinetuneConfig.encoder,
     label_fraction: Annotated[float, typer.Option("--label-fraction", help="Fraction of train labels used, in (0, 1]; nested across fractions.")] = C.FinetuneConfig.label_fraction,
@@ -352,6 +423,7 @@ def finetune(
     out: OutDir = Path(C.DEFAULT_FINETUNE_RUN),
     resume: Resume = False,
     overwrite: Overwrite = False,
+    config: ConfigFile = None,
 ) -> None:
     """Fine-tune a segmentation U-Net from pre-trained or random weights on a fraction of the labels."""
     cfg = C.FinetuneConfig(
@@ -374,7 +446,7 @@ def finetune(
         for result in results:
             out_console.print(f"segmentation model: {result.out / C.WEIGHTS_FILE}  ({cfg.select} weights after "
                               f"{result.epochs_run} epochs; best val Dice {result.best_val_dice:.4f} at epoch "
-                              f"{result.best_epoch}; {result.labelled} labelled images)")
+                              f"{result.best_epoch}; {result.labelled} labelled images)", soft_wrap=True)
 
 
 # --------------------------------------------------------------------------- evaluate / predict
@@ -384,7 +456,7 @@ def finetune(
 def evaluate(
     model: Models = [Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE],
     data: DataDir = Path(C.DEFAULT_DATASET),
-    split: Annotated[str, typer.Option("--split", help="test, val, train or all.")] = "test",
+    split: Annotated[K.Split, typer.Option("--split", help="Dataset split to score.")] = "test",
     out: OutDir = Path(C.DEFAULT_EVAL_DIR),
     tta: TTA = C.EvaluateConfig.tta,
     postprocess: Postprocess = C.EvaluateConfig.postprocess,
@@ -392,6 +464,7 @@ def evaluate(
     batch_size: BatchSize = C.EvaluateConfig.batch_size,
     device: Device = "auto",
     nsd_tolerance: Annotated[float, typer.Option("--nsd-tolerance", help="Normalised surface Dice tolerance in mm (for samples with a pixel spacing, e.g. DICOM).")] = C.EvaluateConfig.nsd_tolerance,
+    json_out: JsonOut = False,
 ) -> None:
     """Dice, IoU, precision, recall and HD95 per case and per class (and ASSD, mm, NSD); metrics.json and per_case.csv."""
     models = str(model[0]) if len(model) == 1 else tuple(str(m) for m in model)
@@ -400,6 +473,11 @@ def evaluate(
     from mosl_cli.evaluate import run_evaluate
 
     result = _call(run_evaluate, cfg, out=out)
+    if json_out:
+        keys = ("model", "models", "data", "split", "tta", "postprocess", "threshold", "summary", "per_class", "lesion")
+        doc = {k: result.metrics.get(k) for k in keys}
+        _print_json({**doc, "rows": result.rows, "files": [result.out / "metrics.json", result.out / "per_case.csv"]})
+        return
     table = Table(title=f"{' + '.join(str(m) for m in model)} on {data} [{split}]")
     columns = ("group", "n", "dice", "iou", "precision", "recall", "hd95")
     if result.metrics.get("cases_with_spacing"):  # millimetres beside pixels
@@ -426,6 +504,7 @@ def predict(
     mask_values: Annotated[str, typer.Option("--mask-values", help="0-255, or 0-1 (what nnU-Net and MONAI read).")] = C.PredictConfig.mask_values,
     measurements: Annotated[Optional[Path], typer.Option("--measurements", help="CSV of lesion area (mm² when the scan has a spacing) and largest diameter per mask.")] = None,
     no_region_crop: Annotated[bool, typer.Option("--no-region-crop", help="Predict on whole DICOM frames (default: their ultrasound imaging region).")] = False,
+    json_out: JsonOut = False,
 ) -> None:
     """Write a 0/255 lesion mask at each scan's own size, one per frame of a cine or video (and an overlay)."""
     models = str(model[0]) if len(model) == 1 else tuple(str(m) for m in model)
@@ -433,13 +512,16 @@ def predict(
                           postprocess=postprocess, threshold=threshold, batch_size=batch_size, device=device,
                           mask_values=mask_values, measurements=str(measurements) if measurements else None,
                           region_crop=not no_region_crop)
-    from mosl_cli.predict import run_predict
-
     from mosl_cli.imageio import has_image_suffix
-    from mosl_cli.predict import DEFAULT_PREDICT_DIR
+    from mosl_cli.predict import DEFAULT_PREDICT_DIR, run_predict
 
     folder = out if out and not has_image_suffix(out) else (out.parent if out else Path(DEFAULT_PREDICT_DIR))
     results = _call(run_predict, cfg, out=folder, interrupted="masks written so far are complete; the others are not written")
+    if json_out:
+        _print_json({"model": models, "count": len(results), "files": [
+            {"input": r.input, "frame": r.frame, "mask": r.mask, "overlay": r.overlay, "height": r.height, "width": r.width,
+             "lesion_pixels": r.lesion_pixels} for r in results]})
+        return
     for r in results[:20]:
         extra = f", overlay {r.overlay}" if r.overlay else ""
         out_console.print(f"{r.input}{'' if r.frame is None else f' #{r.frame}'} → {r.mask} ({r.width}×{r.height}, {r.lesion_pixels} lesion px{extra})")
@@ -478,6 +560,28 @@ def report(
     for problem in result.problems:
         console.print(f"[yellow]problem:[/] {problem}", highlight=False, soft_wrap=True)
     out_console.print("written: " + ", ".join(str(f) for f in result.files))
+
+
+# --------------------------------------------------------------------------- export
+
+
+@app.command(epilog="Example: mosl export mosl_finetune/model.safetensors --format onnx --out lesion.onnx")
+def export(
+    model: Annotated[Path, typer.Argument(help="Segmentation weight file written by `mosl finetune`.")] = Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE,
+    format: Annotated[K.ExportFormat, typer.Option("--format", "-f", help="onnx, torchscript, or smp (a folder for segmentation_models_pytorch.from_pretrained, with a model card).")] = "onnx",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (folder for smp); default beside MODEL.")] = None,
+    metrics: Annotated[Optional[Path], typer.Option("--metrics", help="metrics.json of `mosl evaluate` for the model card (default: mosl_eval/metrics.json when it is this model's).")] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Export a segmentation model (normalisation inside the graph) and check it against PyTorch."""
+    from mosl_cli.export import run_export
+
+    result = _call(run_export, model, format, out, str(metrics) if metrics else None)
+    if json_out:
+        _print_json(result.summary())
+        return
+    check = "" if result.max_abs_diff is None else f" (max |logit difference| vs PyTorch {result.max_abs_diff:.1e} ≤ {result.tolerance:g})"
+    out_console.print(f"{result.format}: {result.out}{check}")
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mosl_cli import hub
 from mosl_cli.augment import SEG_AUGMENTS, SegAugment, seeded
 from mosl_cli.config import DEFAULT_PRETRAIN_RUN, WEIGHTS_FILE, FinetuneConfig
 from mosl_cli.data.store import Dataset, load_dataset
@@ -132,12 +133,16 @@ def split_indices(ds: Dataset, cfg: FinetuneConfig) -> tuple[list[int], list[int
 
 def resolve_init(cfg: FinetuneConfig) -> str:
     """``auto`` → the weights ``mosl pretrain`` wrote by default here when they exist, else ``none``;
-    a named file must exist (checked before any output folder is made)."""
+    a published name (``imagenet``, see :mod:`hub`) is fetched; a named file must exist (checked before
+    any output folder is made)."""
     if cfg.init == "auto":
         default = Path(DEFAULT_PRETRAIN_RUN) / WEIGHTS_FILE
         return str(default) if default.is_file() else "none"
+    if hub.is_weight_name(cfg.init):  # published weights (imagenet, ...): fetched here, before any output
+        hub.fetch(cfg.encoder, cfg.init)
+        return cfg.init
     if cfg.init != "none" and not Path(cfg.init).is_file():
-        raise MoslError(f"--init {cfg.init}: no such file; pass a weight file, `auto` or `none`")
+        raise MoslError(f"--init {cfg.init}: no such file; pass a weight file, imagenet, `auto` or `none`")
     return cfg.init
 
 
@@ -145,6 +150,9 @@ def build_finetune_model(cfg: FinetuneConfig, init: str, channels: int) -> tuple
     """The U-Net to fine-tune and a description of its initialisation (what was loaded)."""
     if init == "none":
         return build_model(cfg.arch, cfg.encoder, channels), {"init": "none"}
+    if hub.is_weight_name(init):
+        model = build_model(cfg.arch, cfg.encoder, channels)
+        return model, {**hub.load_published(model, cfg.encoder, init), "arch": cfg.arch, "encoder": cfg.encoder}
     path = Path(init)  # resolve_init checked that it exists
     arch, encoder, meta = cfg.arch, cfg.encoder, None
     if path.suffix == ".safetensors":

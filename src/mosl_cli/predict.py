@@ -36,7 +36,8 @@ from mosl_cli.data.readers.base import VIDEO_EXTS
 from mosl_cli.device import resolve_device
 from mosl_cli.errors import MoslError
 from mosl_cli.evaluate import check_thresholds
-from mosl_cli.imageio import IMAGE_SUFFIXES, MASK_SUFFIXES, check_image, has_image_suffix, read_image, write_image
+from mosl_cli.fastio import read_scan
+from mosl_cli.imageio import IMAGE_SUFFIXES, MASK_SUFFIXES, check_image, has_image_suffix, write_image
 from mosl_cli.inference import Ensemble, load_ensemble
 from mosl_cli.postprocess import PostProcess
 
@@ -45,8 +46,9 @@ MASK_TAG = "_mask"
 OVERLAY_TAG = "_overlay"
 OVERLAY_COLOUR: tuple[int, int, int] = (255, 0, 0)
 _GLOB_CHARS = frozenset("*?[")
-# Decode/write threads. More than a few mostly contend for the GIL (Pillow's chunk parsing is Python).
-MAX_IO_WORKERS = 4  # best of 2/4/8/16 on a 16-core H200 host (benchmarks/predict.py)
+# Decode/write threads: one per core. PNG/JPEG decode in torchvision's ops, outside the GIL (fastio.py);
+# with Pillow alone 4 was best on a 16-core host, its chunk parsing holding the GIL.
+MAX_IO_WORKERS = 256
 _INPUT_SUFFIXES = frozenset(IMAGE_SUFFIXES) | dicom.DICOM_EXTS | (VIDEO_EXTS - {".gif"})
 
 
@@ -166,7 +168,7 @@ Decoded = tuple[torch.Tensor, np.ndarray | None]
 
 def _decode(path: Path, channels: int, with_rgb: bool, pin: bool) -> Decoded:
     """Worker-thread decode: uint8 ``[H, W, C]`` tensor (pinned for an async copy to CUDA) and the RGB copy."""
-    arr, rgb = read_image(path, channels, with_rgb)
+    arr, rgb = read_scan(path, channels, with_rgb)
     scan = torch.from_numpy(arr)
     return (scan.pin_memory() if pin else scan), rgb
 
@@ -226,7 +228,7 @@ def predict_masks(
 
 
 def io_workers() -> int:
-    """Threads that decode scans and write masks: one per core, at least 2, at most :data:`MAX_IO_WORKERS`."""
+    """Threads that decode scans and write masks: one per core, at least 2 (at most :data:`MAX_IO_WORKERS`)."""
     return max(2, min(MAX_IO_WORKERS, os.cpu_count() or 2))
 
 
