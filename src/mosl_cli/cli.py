@@ -155,6 +155,14 @@ def _dataset_table(rows: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
+def _int_option(text: str, hint: str, expected: str) -> int:
+    """``text`` as an int, or a usage error (exit code 2) naming the option."""
+    try:
+        return int(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not {expected}", param_hint=hint) from None
+
+
 @app.command(epilog="Example: mosl prepare ./Dataset_BUSI_with_GT ./hc18 --out multiorgan --size 256")
 def prepare(
     sources: Annotated[list[str], typer.Argument(help="Dataset folders in their native layouts, or `synthetic`.")],
@@ -164,11 +172,14 @@ def prepare(
     channels: Annotated[int, typer.Option("--channels", help="1 (luminance) or 3 (RGB).")] = 1,
     seed: Seed = 0,
     splits: Annotated[str, typer.Option("--splits", help="train,val,test fractions.")] = "0.7,0.1,0.2",
-    frames_per_video: Annotated[int, typer.Option("--frames-per-video", help="Frames sampled evenly from each video.")] = 8,
+    frames_per_video: Annotated[str, typer.Option("--frames-per-video", help="Frames sampled evenly from each video, or `all`.")] = "8",
     camus_label: Annotated[int, typer.Option("--camus-label", help="CAMUS label used as the mask (1 = left-ventricle cavity).")] = 1,
     synthetic_count: Annotated[int, typer.Option("--synthetic-count", help="Scans generated for the `synthetic` source.")] = 600,
     dedup_distance: Annotated[int, typer.Option("--dedup-distance", help="Max perceptual-hash Hamming distance grouping near-duplicates.")] = C.PrepareConfig.dedup_distance,
     workers: Annotated[int, typer.Option("--workers", help="Decode processes (0 = one per core).")] = 0,
+    organ: Annotated[Optional[str], typer.Option("--organ", help="Organ of the folders read as plain trees (e.g. muscle); default: unknown, or natural for CIFAR/ImageNet class folders.")] = None,
+    group_pattern: Annotated[str, typer.Option("--group-pattern", help="Regex finding a patient key in file or folder names; its scans and videos share a split.")] = C.DEFAULT_GROUP_PATTERN,
+    crop: Annotated[bool, typer.Option("--crop/--no-crop", help="Crop screen exports in plain trees to the ultrasound image.")] = True,
 ) -> None:
     """Decode raw datasets once into a split, device-ready dataset directory."""
     if channels not in (1, 3):
@@ -180,8 +191,10 @@ def prepare(
         split_tuple = parse_splits(splits)
     except MoslError as exc:  # a usage error: exit code 2, like every other bad option
         raise typer.BadParameter(str(exc).removeprefix("--splits").lstrip(" :"), param_hint="--splits") from None
+    fpv = None if frames_per_video.strip().lower() == "all" else _int_option(frames_per_video, "--frames-per-video", "a number or all")
     cfg = C.PrepareConfig(tuple(sources), str(out), format, size, channels, seed, split_tuple,  # type: ignore[arg-type]
-                          frames_per_video, camus_label, synthetic_count, dedup_distance, workers)
+                          fpv, camus_label, synthetic_count, dedup_distance, workers,
+                          organ=organ, group_pattern=group_pattern, crop=crop)
     from mosl_cli.prepare import run_prepare
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console, transient=True) as bar:

@@ -1,5 +1,8 @@
 """A plain folder of images, with optional class sub-folders and optional masks.
 
+The reader reads whole trees (videos, labelled parts at any depth, ``--organ``, patient groups,
+screen-export crop): :mod:`mosl_cli.data.readers.tree` applies the rules below to every part of it.
+
 Rules (the README repeats them):
 
 - Images are every image file below the image folder (recursively), in natural order.
@@ -23,7 +26,7 @@ from pathlib import Path
 
 from mosl_cli.config import PrepareConfig
 from mosl_cli.data.readers.base import (
-    IMAGE_EXTS, NO_CLASS, Item, any_file, load_image_with_masks, sorted_files, subdirs,
+    IMAGE_EXTS, NO_CLASS, Item, load_image_with_masks, sorted_files, subdirs,
 )
 
 NAME = "folder"
@@ -78,8 +81,10 @@ def resolve(root: Path) -> Path:
 
 
 def detect(root: Path) -> bool:
-    """Any image file within three levels."""
-    return any_file(root, IMAGE_EXTS, max_depth=3)
+    """Any image or video file at any depth (:func:`mosl_cli.data.readers.tree.detect`)."""
+    from mosl_cli.data.readers import tree
+
+    return tree.detect(root)
 
 
 def _mask_index(masks: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -127,5 +132,7 @@ def list_folder(root: Path, organ: str | None = None) -> list[Item]:
 
 
 def items(root: Path, cfg: PrepareConfig) -> list[Item]:
-    """One item per image file (see the module docstring)."""
-    return list_folder(root)
+    """Every image and video of the tree, labelled parts anywhere in it (:mod:`mosl_cli.data.readers.tree`)."""
+    from mosl_cli.data.readers import tree
+
+    return tree.items(root, cfg)
