@@ -235,6 +235,7 @@ def pretrain(
     arch: Arch = "unet",
     encoder: Encoder = "resnet50",
     scope: Annotated[str, typer.Option("--scope", help="encoder, or encoder-decoder (the whole U-Net).")] = C.PretrainConfig.scope,
+    positives: Annotated[str, typer.Option("--positives", help="views: two views of one scan; group: one scan and another frame/scan of its video or patient group (USCL).")] = C.PretrainConfig.positives,
     dense_weight: Annotated[float, typer.Option("--dense-weight", help="Weight of the pixel-level contrastive loss on the decoder (0: off; needs --scope encoder-decoder).")] = C.PretrainConfig.dense_weight,
     size: Size = 64,
     epochs: Epochs = C.PretrainConfig.epochs,
@@ -270,7 +271,7 @@ def pretrain(
             raise typer.BadParameter("comma-separated numbers, one per --data", param_hint="--data-weights") from None
     cfg = C.PretrainConfig(
         method=method, data=tuple(str(d) for d in (data or [Path(C.DEFAULT_DATASET)])), data_weights=weights,
-        arch=arch, encoder=encoder, scope=scope, dense_weight=dense_weight, size=size, epochs=epochs, batch_size=batch_size,
+        arch=arch, encoder=encoder, scope=scope, positives=positives, dense_weight=dense_weight, size=size, epochs=epochs, batch_size=batch_size,
         lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, preset=preset, crop_scale=(crop_min, 1.0) if crop_min is not None else None,
         jitter=jitter,
         temperature=temperature, proj_dim=proj_dim, proj_hidden=proj_hidden, pred_hidden=pred_hidden,

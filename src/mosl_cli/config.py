@@ -54,6 +54,7 @@ class PretrainConfig:
     arch: str = "unet"
     encoder: str = "resnet50"
     scope: str = "encoder"
+    positives: str = "views"  # views: two views of one scan; group: two scans or frames of one group (data/positives.py)
     dense_weight: float = 0.0  # weight of the pixel-level loss on the decoder (methods/dense.py); needs encoder-decoder
     size: int = 64
     epochs: int = 200  # docs/pretraining-study.md: the gain on BUSI grows from 15 to 200 epochs
