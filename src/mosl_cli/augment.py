@@ -198,9 +198,11 @@ class SSLViews(nn.Module):
     def _prescale(self, x: Tensor) -> Tensor:
         return _resize(x, 2 * self.size) if max(x.shape[-2:]) > 2 * self.size else x
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor, partners: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Two views of ``images``, or a view of each image and one of its partner (``--positives group``)."""
         x = self._prescale(_to_unit(images))
-        views = normalise(self.pipeline(torch.cat([x, x])).clamp_(0.0, 1.0))
+        y = x if partners is None else self._prescale(_to_unit(partners))
+        views = normalise(self.pipeline(torch.cat([x, y])).clamp_(0.0, 1.0))
         view1, view2 = views.chunk(2)
         return view1, view2
 

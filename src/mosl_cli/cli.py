@@ -255,6 +255,14 @@ def _dataset_table(rows: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
+def _int_option(text: str, hint: str, expected: str) -> int:
+    """``text`` as an int, or a usage error (exit code 2) naming the option."""
+    try:
+        return int(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not {expected}", param_hint=hint) from None
+
+
 @app.command(epilog="Example: mosl prepare ./Dataset_BUSI_with_GT ./hc18 --out multiorgan --size 256")
 def prepare(
     sources: Annotated[list[str], typer.Argument(help="Dataset folders in their native layouts, or `synthetic`.")],
@@ -264,13 +272,16 @@ def prepare(
     channels: Annotated[int, typer.Option("--channels", help="1 (luminance) or 3 (RGB).")] = 1,
     seed: Seed = 0,
     splits: Annotated[str, typer.Option("--splits", help="train,val,test fractions.")] = "0.7,0.1,0.2",
-    frames_per_video: Annotated[int, typer.Option("--frames-per-video", help="Frames sampled evenly from each video or multi-frame DICOM.")] = 8,
+    frames_per_video: Annotated[str, typer.Option("--frames-per-video", help="Frames sampled evenly from each video or multi-frame DICOM, or `all`.")] = "8",
     camus_label: Annotated[int, typer.Option("--camus-label", help="CAMUS label used as the mask (1 = left-ventricle cavity).")] = 1,
     synthetic_count: Annotated[int, typer.Option("--synthetic-count", help="Scans generated for the `synthetic` source.")] = 600,
     dedup_distance: Annotated[int, typer.Option("--dedup-distance", help="Max perceptual-hash Hamming distance grouping near-duplicates.")] = C.PrepareConfig.dedup_distance,
     workers: Annotated[int, typer.Option("--workers", help="Decode processes (0 = one per core).")] = 0,
     no_region_crop: Annotated[bool, typer.Option("--no-region-crop", help="Keep whole DICOM frames (default: crop to the ultrasound imaging region).")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a dataset already in --out.")] = False,
+    organ: Annotated[Optional[str], typer.Option("--organ", help="Organ of the folders read as plain trees (e.g. muscle); default: unknown, or natural for CIFAR/ImageNet class folders.")] = None,
+    group_pattern: Annotated[str, typer.Option("--group-pattern", help="Regex finding a patient key in file or folder names; its scans and videos share a split.")] = C.DEFAULT_GROUP_PATTERN,
+    crop: Annotated[bool, typer.Option("--crop/--no-crop", help="Crop screen exports in plain trees to the ultrasound image.")] = True,
 ) -> None:
     """Decode raw datasets once into a split, device-ready dataset directory."""
     if channels not in (1, 3):
@@ -282,9 +293,10 @@ def prepare(
         split_tuple = parse_splits(splits)
     except MoslError as exc:  # a usage error: exit code 2, like every other bad option
         raise typer.BadParameter(str(exc).removeprefix("--splits").lstrip(" :"), param_hint="--splits") from None
+    fpv = None if frames_per_video.strip().lower() == "all" else _int_option(frames_per_video, "--frames-per-video", "a number or all")
     cfg = C.PrepareConfig(tuple(sources), str(out), format, size, channels, seed, split_tuple,  # type: ignore[arg-type]
-                          frames_per_video, camus_label, synthetic_count, dedup_distance, workers,
-                          region_crop=not no_region_crop, overwrite=overwrite)
+                          fpv, camus_label, synthetic_count, dedup_distance, workers,
+                          region_crop=not no_region_crop, overwrite=overwrite, organ=organ, group_pattern=group_pattern, crop=crop)
     from mosl_cli.prepare import run_prepare
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console, transient=True,
@@ -330,6 +342,7 @@ def pretrain(
     arch: Arch = "unet",
     encoder: Encoder = "resnet50",
     scope: Annotated[K.Scope, typer.Option("--scope", help="Pre-train the encoder, or the whole U-Net (encoder-decoder).")] = C.PretrainConfig.scope,  # type: ignore[assignment]
+    positives: Annotated[str, typer.Option("--positives", help="views: two views of one scan; group: one scan and another frame/scan of its video or patient group (USCL).")] = C.PretrainConfig.positives,
     dense_weight: Annotated[float, typer.Option("--dense-weight", help="Weight of the pixel-level contrastive loss on the decoder (0: off; needs --scope encoder-decoder).")] = C.PretrainConfig.dense_weight,
     size: Size = 64,
     epochs: Epochs = C.PretrainConfig.epochs,
@@ -367,7 +380,7 @@ def pretrain(
             raise typer.BadParameter("comma-separated numbers, one per --data", param_hint="--data-weights") from None
     cfg = C.PretrainConfig(
         method=method, data=tuple(str(d) for d in (data or [Path(C.DEFAULT_DATASET)])), data_weights=weights,
-        arch=arch, encoder=encoder, scope=scope, dense_weight=dense_weight, size=size, epochs=epochs, batch_size=batch_size,
+        arch=arch, encoder=encoder, scope=scope, positives=positives, dense_weight=dense_weight, size=size, epochs=epochs, batch_size=batch_size,
         lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, preset=preset, crop_scale=(crop_min, 1.0) if crop_min is not None else None,
         jitter=jitter,
         temperature=temperature, proj_dim=proj_dim, proj_hidden=proj_hidden, pred_hidden=pred_hidden,

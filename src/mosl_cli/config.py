@@ -17,6 +17,7 @@ DEFAULT_FINETUNE_RUN = "mosl_finetune"
 DEFAULT_EVAL_DIR = "mosl_eval"
 DEFAULT_REPORT_DIR = "mosl_report"
 WEIGHTS_FILE = "model.safetensors"
+DEFAULT_GROUP_PATTERN = r"(?i)(?<![a-z])(?:patient|pat)[ _-]?(\d+)"  # patient_12, Patient 3, pat7 -> its number
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,16 @@ class PrepareConfig:
     channels: int = 1
     seed: int = 0
     splits: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    frames_per_video: int = 8
+    frames_per_video: int | None = 8  # None: every frame
     camus_label: int = 1
     synthetic_count: int = 600
     dedup_distance: int = 6  # max Hamming distance of two 64-bit perceptual hashes to group them (see data/splits.py)
     workers: int = 0  # 0: one decode process per core
     region_crop: bool = True  # crop DICOM frames to their ultrasound imaging region (data/readers/dicom.py)
     overwrite: bool = False  # replace a dataset already in ``out``
+    organ: str | None = None  # organ of the folder-read sources (None: the folder rule, see readers/folder.py)
+    group_pattern: str = DEFAULT_GROUP_PATTERN  # patient key in file names (readers/tree.py)
+    crop: bool = True  # crop folder-read screen exports to the ultrasound image (data/crop.py)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class PretrainConfig:
     arch: str = "unet"
     encoder: str = "resnet50"
     scope: str = "encoder"
+    positives: str = "views"  # views: two views of one scan; group: two scans or frames of one group (data/positives.py)
     dense_weight: float = 0.0  # weight of the pixel-level loss on the decoder (methods/dense.py); needs encoder-decoder
     size: int = 64
     epochs: int = 200  # docs/pretraining-study.md: the gain on BUSI grows from 15 to 200 epochs

@@ -187,8 +187,8 @@ def _check(cfg: PrepareConfig) -> tuple[float, float, float]:
         raise UsageError(f"--size {cfg.size}: use {MIN_SIZE} to {MAX_SIZE} pixels (e.g. 256)")
     if cfg.channels not in (1, 3):
         raise UsageError(f"--channels {cfg.channels}: use 1 (luminance) or 3 (RGB)")
-    if cfg.frames_per_video < 1:
-        raise UsageError(f"--frames-per-video {cfg.frames_per_video}: use 1 or more")
+    if cfg.frames_per_video is not None and cfg.frames_per_video < 1:
+        raise UsageError(f"--frames-per-video {cfg.frames_per_video}: use 1 or more, or all")
     if cfg.synthetic_count < 1:
         raise UsageError(f"--synthetic-count {cfg.synthetic_count}: use 1 or more")
     if cfg.workers < 0:

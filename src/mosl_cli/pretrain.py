@@ -1,7 +1,7 @@
 """``mosl pretrain``: self-supervised pre-training of exactly the U-Net that ``finetune`` will use.
 
 The loop reads top to bottom: epoch order from ``(seed, epoch)`` → uint8 batch already on the device →
-two kornia views → method forward (loss) → backward → step → momentum update → log. Labels and masks
+two kornia views (of one scan, or with ``--positives group`` of two members of its group) → method forward (loss) → backward → step → momentum update → log. Labels and masks
 are never read. Under ``torchrun`` the same code runs data-parallel (see ``train.py``).
 """
 
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from mosl_cli.augment import PRESETS, Correspondence, SSLViews, check_jitter, seeded
 from mosl_cli.config import WEIGHTS_FILE, PretrainConfig
+from mosl_cli.data.positives import GroupPartners, check_positives
 from mosl_cli.data.store import load_dataset
 from mosl_cli.device import fused_optimizer, memory_format
 from mosl_cli.errors import MoslError
@@ -45,6 +46,7 @@ class PretrainData:
     images: torch.Tensor
     weights: torch.Tensor | None
     sources: list[dict[str, Any]]
+    groups: list[str] | None = None  # each image's prepare group, prefixed by its --data index
 
 
 @dataclass
@@ -63,6 +65,7 @@ def load_pretrain_data(cfg: PretrainConfig) -> PretrainData:
     if cfg.data_weights is not None and len(cfg.data_weights) != len(cfg.data):
         raise MoslError(f"--data-weights has {len(cfg.data_weights)} values for {len(cfg.data)} --data folders; give one per folder")
     chunks: list[torch.Tensor] = []
+    groups: list[str] = []
     weights: list[torch.Tensor] = []
     sources: list[dict[str, Any]] = []
     channels = size = None
@@ -72,6 +75,7 @@ def load_pretrain_data(cfg: PretrainConfig) -> PretrainData:
         if not keep:
             raise MoslError(f"{path}: no images outside the test split; pass --include-test or prepare with other --splits")
         images = ds.images[keep]
+        groups += [f"{i}/{ds.records[j].get('group', ds.records[j]['id'])}" for j in keep]
         channels = channels or ds.channels
         if ds.channels != channels:
             raise MoslError(f"{path}: {ds.channels} channels but {cfg.data[0]} has {channels}; prepare both with the same --channels")
@@ -83,7 +87,7 @@ def load_pretrain_data(cfg: PretrainConfig) -> PretrainData:
         weights.append(torch.full((len(keep),), w / len(keep)))
         sources.append({"path": str(path), "fingerprint": ds.fingerprint(), "images": len(keep)})
     mixed = cfg.data_weights is not None
-    return PretrainData(torch.cat(chunks), torch.cat(weights) if mixed else None, sources)
+    return PretrainData(torch.cat(chunks), torch.cat(weights) if mixed else None, sources, groups)
 
 
 def resolve_hparams(cfg: PretrainConfig, steps_per_epoch: int) -> dict[str, Any]:
@@ -154,7 +158,8 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
         raise MoslError(f"unknown --scope {cfg.scope!r}; use encoder or encoder-decoder")
     if cfg.preset not in PRESETS:
         raise MoslError(f"unknown --preset {cfg.preset!r}; use one of {', '.join(PRESETS)}")
-    check_dense_weight(cfg.dense_weight, cfg.scope)  # both before any output is written
+    check_dense_weight(cfg.dense_weight, cfg.scope)  # all before any output is written
+    check_positives(cfg.positives, cfg.dense_weight)
     check_jitter(cfg.jitter)
     clock = CheckpointClock(cfg.checkpoint_every)
     if cfg.epochs < 1 or cfg.batch_size < 2:
@@ -169,6 +174,7 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
     data = load_pretrain_data(cfg)
     n_images, channels = data.images.shape[0], data.images.shape[1]
     images = data.images.to(device)  # uint8 stays uint8 until the views are made on the device
+    partners = GroupPartners(data.groups or [], device) if cfg.positives == "group" else None
     batch, per_rank = cfg.batch_size, cfg.batch_size // dist_info.world_size
     steps_per_epoch = cfg.steps_per_epoch or max(1, n_images // batch)
     total_steps, warmup_steps = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
@@ -191,6 +197,7 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
         "effective_lr": base_lr, "weight_decay": weight_decay, "hparams": method.hparams, "images": n_images,
         "channels": int(channels), "steps_per_epoch": steps_per_epoch, "global_batch": batch,
         "world_size": dist_info.world_size, "device": str(device), "data": data.sources,
+        "positives": cfg.positives, **({"positive_groups": partners.groups} if partners else {}),
     }
     if dist_info.is_main:
         write_config(run, "pretrain", cfg, resolved)
@@ -211,7 +218,7 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
                 set_lr(optimizer, lr)
                 idx = order[step * per_rank : (step + 1) * per_rank]
                 with torch.no_grad():
-                    view1, view2 = views(images[idx])
+                    view1, view2 = views(images[idx], None if partners is None else images[partners(idx)])
                     points = views.correspondence(DENSE_POINTS, device) if method.dense is not None else None
                 out = train_step(trained, method, optimizer, view1, view2, device, amp=cfg.amp, channels_last=cfg.channels_last,
                                  points=points)

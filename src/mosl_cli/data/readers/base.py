@@ -217,9 +217,11 @@ def load_image_with_masks(item: Item) -> list[Frame]:
     return [Frame(image)]
 
 
-def evenly_spaced(total: int, k: int) -> list[int]:
-    """``k`` frame indices spread over ``total`` frames: the centres of ``k`` equal segments."""
+def evenly_spaced(total: int, k: int | None) -> list[int]:
+    """``k`` frame indices spread over ``total`` frames: the centres of ``k`` equal segments (``None``: all)."""
     if total <= 0:
         return []
+    if k is None:
+        return list(range(total))
     k = min(k, total)
     return sorted({int((i + 0.5) * total / k) for i in range(k)})

@@ -1,5 +1,8 @@
 """A plain folder of images, with optional class sub-folders and optional masks.
 
+The reader reads whole trees (videos, labelled parts at any depth, ``--organ``, patient groups,
+screen-export crop): :mod:`mosl_cli.data.readers.tree` applies the rules below to every part of it.
+
 Rules (the README repeats them):
 
 - Images are every image file below the image folder (recursively), in natural order.
@@ -25,7 +28,7 @@ from pathlib import Path
 
 from mosl_cli.config import PrepareConfig
 from mosl_cli.data.readers.base import (
-    IMAGE_EXTS, NO_CLASS, Item, any_file, load_image_with_masks, natural_key, sorted_files, subdirs,
+    IMAGE_EXTS, NO_CLASS, Item, load_image_with_masks, natural_key, sorted_files, subdirs,
 )
 
 NAME = "folder"
@@ -80,8 +83,10 @@ def resolve(root: Path) -> Path:
 
 
 def detect(root: Path) -> bool:
-    """Any image file within three levels."""
-    return any_file(root, IMAGE_EXTS, max_depth=3)
+    """Any image or video file at any depth (:func:`mosl_cli.data.readers.tree.detect`)."""
+    from mosl_cli.data.readers import tree
+
+    return tree.detect(root)
 
 
 def _mask_index(masks: Path) -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -144,5 +149,8 @@ def list_folder(
 
 
 def items(root: Path, cfg: PrepareConfig) -> list[Item]:
-    """One item per image file, ``.dcm`` files included (see the module docstring)."""
-    return list_folder(root, dicom_cfg=cfg)
+    """Every image, video and DICOM file of the tree, labelled parts anywhere in it
+    (:mod:`mosl_cli.data.readers.tree`)."""
+    from mosl_cli.data.readers import tree
+
+    return tree.items(root, cfg)

@@ -58,7 +58,7 @@ def label(path: Path) -> str:
 
 def load_video(item: Item) -> list[Frame]:
     """``item.args[0]`` evenly spaced frames of a video (PyAV) or animated GIF (Pillow), as RGB frames."""
-    k = int(item.args[0])
+    k = item.args[0]  # None: every frame
     path = item.paths[0]
     frames = _gif_frames(path, k) if path.lower().endswith(".gif") else _av_frames(path, k)
     if not frames:
@@ -66,14 +66,14 @@ def load_video(item: Item) -> list[Frame]:
     return [Frame(img, suffix=f"#f{i:05d}") for i, img in frames]
 
 
-def _gif_frames(path: str, k: int) -> list[tuple[int, Image.Image]]:
+def _gif_frames(path: str, k: int | None) -> list[tuple[int, Image.Image]]:
     """``k`` evenly spaced frames of an animated GIF, with their indices."""
     with Image.open(path) as im:
         wanted = set(evenly_spaced(getattr(im, "n_frames", 1), k))
         return [(i, as_image(f.convert("RGB"))) for i, f in enumerate(ImageSequence.Iterator(im)) if i in wanted]
 
 
-def _av_frames(path: str, k: int) -> list[tuple[int, Image.Image]]:
+def _av_frames(path: str, k: int | None) -> list[tuple[int, Image.Image]]:
     """Decode with PyAV; the frame count comes from the stream header or, failing that, a packet count."""
     import av
 
