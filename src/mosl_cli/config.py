@@ -10,13 +10,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from mosl_cli.names import WEIGHTS_FILE as WEIGHTS_FILE  # re-exported: older code imports it from here
+
 # Default locations in the working directory, so that the steps chain with no options.
 DEFAULT_DATASET = "mosl_data"
 DEFAULT_PRETRAIN_RUN = "mosl_pretrain"
 DEFAULT_FINETUNE_RUN = "mosl_finetune"
 DEFAULT_EVAL_DIR = "mosl_eval"
 DEFAULT_REPORT_DIR = "mosl_report"
-WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass(frozen=True)

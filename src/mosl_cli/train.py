@@ -29,11 +29,8 @@ from mosl_cli.config import to_dict
 from mosl_cli.device import autocast, resolve_device
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import atomic_path, read_jsonl, write_json, write_text
+from mosl_cli.names import CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, METRICS_FILE, WEIGHTS_FILE  # also imported from here
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
-CONFIG_FILE = "config.json"
-LOG_FILE = "log.jsonl"
-METRICS_FILE = "metrics.json"
 
 # A progress callback receives an event name ("start", "step", "epoch", "message") and its fields.
 Callback = Callable[[str, dict[str, Any]], None]
@@ -187,7 +184,7 @@ class RunDir:
         if has_run and not (resume or overwrite):
             raise MoslError(f"{self.path} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out")
         if has_run and overwrite and not resume and is_main:
-            for name in (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, METRICS_FILE, "model.safetensors"):
+            for name in (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, METRICS_FILE, WEIGHTS_FILE):
                 (self.path / name).unlink(missing_ok=True)
         if is_main:
             self.path.mkdir(parents=True, exist_ok=True)

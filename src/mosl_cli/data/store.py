@@ -20,12 +20,10 @@ import torch
 
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import atomic_path, write_json
+from mosl_cli.names import DATA_FILE, MANIFEST_FILE, SPLITS  # noqa: F401 (re-exported: other modules import them from here)
+from mosl_cli.names import DATASET_FORMAT as FORMAT_TAG
 
-DATA_FILE = "data.safetensors"
-MANIFEST_FILE = "manifest.json"
-FORMAT_TAG = "mosl-dataset"
 FORMAT_VERSION = 1
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
