@@ -330,7 +330,7 @@ def test_a_study_without_differences_has_no_variant_column(grid: dict[str, Any])
 
 def test_baselines_that_differ_get_their_own_line_style(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("matplotlib")
-    import mosl_cli.report as report
+    import mosl_cli.report.figures as report
 
     figures: list[Any] = []
     monkeypatch.setattr(report, "_save_png", lambda fig, path: figures.append(fig))
