@@ -23,7 +23,8 @@ in other options (``mosl finetune``'s, or the pre-training's such as ``--epochs`
 Written into ``--out``: ``runs.csv`` (one row per finetune run), ``summary.csv`` and ``report.md``
 (mean ± std over seeds per setting, Δ Dice against the supervised baseline at the same model, size and
 label fraction), and, when matplotlib is installed, ``dice_vs_labels.png`` (test Dice against label
-fraction per method and pre-training data) and ``masks.png`` (scan | ground truth | each model's mask
+fraction per method and pre-training data; at most eight lines per panel, more arms spread over
+several panels that each repeat the baselines) and ``masks.png`` (scan | ground truth | each model's mask
 for a few benign and malignant test cases, like the paper's figures). A run folder whose files are
 missing or unreadable is named in ``problems`` and left out; the rest still comes out.
 

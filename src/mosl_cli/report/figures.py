@@ -5,6 +5,7 @@ matplotlib is imported inside the functions (it is an optional extra), torch onl
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +21,8 @@ from mosl_cli.report.tables import ReportResult, _fraction, _series_order, model
 PLOT_FILE = "dice_vs_labels.png"
 MASKS_FILE = "masks.png"
 BASELINE_STYLES = (("black", "--"), ("dimgray", ":"), ("gray", "-."))  # colour, line style of each baseline series
+MAX_SERIES = 8  # lines per panel of dice_vs_labels.png; more are spread over several panels
+SeriesKey = tuple[str, str, str, str]  # method, data, scope, variant: one line of dice_vs_labels.png
 MATPLOTLIB_MISSING = "matplotlib is not installed: tables written, no figures (pip install 'mosl-cli[report]')"
 
 
@@ -33,38 +36,80 @@ def _save_png(fig: Any, path: Path) -> None:
         fig.savefig(tmp, format="png", dpi=110)
 
 
-def plot_dice_vs_fraction(groups: Sequence[dict[str, Any]], path: Path) -> None:
+def panel_series(keys: Sequence[SeriesKey], max_series: int = MAX_SERIES) -> list[list[SeriesKey]]:
+    """The series of one model and size split into panels of at most ``max_series`` lines: all of them
+    in one panel when they fit, else the pre-trained series in sort order over as few panels as hold
+    them, evenly, each panel with every baseline series drawn too (the reference for its arms)."""
+    if len(keys) <= max_series:
+        return [list(keys)]
+    baselines = [k for k in keys if k[0] == BASELINE]
+    others = [k for k in keys if k[0] != BASELINE]
+    room = max(1, max_series - len(baselines))
+    n = math.ceil(len(others) / room)
+    size = math.ceil(len(others) / n)
+    return [baselines + others[i:i + size] for i in range(0, len(others), size)]
+
+
+def plot_dice_vs_fraction(groups: Sequence[dict[str, Any]], path: Path, max_series: int = MAX_SERIES) -> None:
     """Test Dice (mean ± std over seeds) against label fraction, one line per method × data × scope
-    (× variant), one panel per model and input size, one legend below them. Needs matplotlib."""
+    (× variant), one panel per model and input size, one legend below them. Needs matplotlib.
+
+    A model and size with more than ``max_series`` series gets several panels (see :func:`panel_series`),
+    each with its own legend and the same Dice axis, so that no panel holds more lines than can be told apart."""
     from matplotlib import colormaps
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullLocator
 
-    def key_of(g: dict[str, Any]) -> tuple[str, str, str, str]:
+    def key_of(g: dict[str, Any]) -> SeriesKey:
         return (g["method"], g["data"], g["scope"], g.get("variant", ""))
 
     keys = sorted({key_of(g) for g in groups if g["dice_mean"] is not None}, key=lambda k: (*_series_order(*k[:3]), k[3]))
-    palette = colormaps["tab10" if len(keys) <= 10 else "tab20"].colors  # distinct colours for up to 20 series
+    sections = list(dict.fromkeys(model_label(g) for g in groups))
+    panels = [(section, chunk) for section in sections
+              for chunk in panel_series([k for k in keys if any(key_of(g) == k and model_label(g) == section
+                                                                for g in groups if g["dice_mean"] is not None)], max_series)]
+    split = len(panels) > len(sections)
     baselines = [k for k in keys if k[0] == BASELINE]  # several when their finetune options differ (e.g. --epochs)
     baseline_style = {k: BASELINE_STYLES[i % len(BASELINE_STYLES)] for i, k in enumerate(baselines)}
-    colours = {k: baseline_style[k][0] if k in baseline_style else palette[i % len(palette)] for i, k in enumerate(keys)}
-    labels = {k: textwrap.fill(_series_label(*k), 90) for k in keys}
-    sections = list(dict.fromkeys(model_label(g) for g in groups))
-    legend_lines = sum(labels[k].count("\n") + 1 for k in keys)
-    fig = Figure(figsize=(6.0 * len(sections), 4.0 + 0.2 * legend_lines), layout="constrained")
-    axes = fig.subplots(1, len(sections), squeeze=False)[0]
-    handles: dict[tuple[str, str, str, str], Any] = {}
-    for ax, section in zip(axes, sections):
-        series: dict[tuple[str, str, str, str], list[dict[str, Any]]] = {}
+    if split:  # colours repeat from panel to panel; within a panel they stay distinct
+        palette = colormaps["tab10"].colors
+        colours = {}
+        for _, chunk in panels:
+            for i, k in enumerate(k for k in chunk if k not in baseline_style):
+                colours.setdefault(k, palette[i % len(palette)])
+    else:
+        palette = colormaps["tab10" if len(keys) <= 10 else "tab20"].colors  # distinct colours for up to 20 series
+        colours = {k: palette[i % len(palette)] for i, k in enumerate(keys)}
+    colours.update({k: style[0] for k, style in baseline_style.items()})
+    labels = {k: textwrap.fill(_series_label(*k), 60 if split else 90) for k in keys}
+    if split:
+        ncols = min(3, len(panels))
+        nrows = math.ceil(len(panels) / ncols)
+        legend_lines = max(sum(labels[k].count("\n") + 1 for k in chunk) for _, chunk in panels)
+        fig = Figure(figsize=(6.0 * ncols, (3.6 + 0.2 * legend_lines) * nrows), layout="constrained")
+        grid = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
+        axes = [ax for row in grid for ax in row]
+        for ax in axes[len(panels):]:
+            ax.set_visible(False)
+    else:
+        legend_lines = sum(labels[k].count("\n") + 1 for k in keys)
+        fig = Figure(figsize=(6.0 * len(sections), 4.0 + 0.2 * legend_lines), layout="constrained")
+        axes = list(fig.subplots(1, len(sections), squeeze=False)[0])
+    handles: dict[SeriesKey, Any] = {}
+    parts = {section: sum(1 for s, _ in panels if s == section) for section in sections}
+    seen: dict[str, int] = {}
+    for ax, (section, chunk) in zip(axes, panels):
+        series: dict[SeriesKey, list[dict[str, Any]]] = {}
         for g in groups:
-            if model_label(g) == section and g["dice_mean"] is not None:
+            if model_label(g) == section and g["dice_mean"] is not None and key_of(g) in chunk:
                 series.setdefault(key_of(g), []).append(g)
         fractions: set[float] = set()
-        for i, key in enumerate(k for k in keys if k in series):
+        panel_handles = {}
+        for i, key in enumerate(k for k in chunk if k in series):
             points = sorted(series[key], key=lambda g: g["label_fraction"])
             fractions.update(g["label_fraction"] for g in points)
             shift = 1.0 + 0.02 * (i - (len(series) - 1) / 2)  # side by side, so the error bars stay readable
-            handles[key] = ax.errorbar(
+            panel_handles[key] = handles[key] = ax.errorbar(
                 [g["label_fraction"] * shift for g in points], [g["dice_mean"] for g in points],
                 yerr=[g["dice_std"] or 0.0 for g in points], marker="o", capsize=3, color=colours[key],
                 linestyle=baseline_style[key][1] if key in baseline_style else "-")
@@ -75,10 +120,16 @@ def plot_dice_vs_fraction(groups: Sequence[dict[str, Any]], path: Path) -> None:
         ax.set_xlabel("labelled training images")
         lesion = all(g["dice_group"] == "lesion" for g in groups if model_label(g) == section)
         ax.set_ylabel("test Dice (benign + malignant)" if lesion else "test Dice")
-        ax.set_title(section)
+        ax.yaxis.set_tick_params(labelleft=True)
+        seen[section] = seen.get(section, 0) + 1
+        ax.set_title(f"{section} ({seen[section]}/{parts[section]})" if parts[section] > 1 else section)
         ax.grid(alpha=0.3)
-    shown = [k for k in keys if k in handles]
-    fig.legend([handles[k] for k in shown], [labels[k] for k in shown], loc="outside lower center", fontsize="small")
+        if split:
+            ax.legend(list(panel_handles.values()), [labels[k] for k in panel_handles], loc="upper center",
+                      bbox_to_anchor=(0.5, -0.16), fontsize="small")
+    if not split:
+        shown = [k for k in keys if k in handles]
+        fig.legend([handles[k] for k in shown], [labels[k] for k in shown], loc="outside lower center", fontsize="small")
     _save_png(fig, path)
 
 
