@@ -244,10 +244,10 @@ class CheckpointClock:
     """When an epoch's end writes the checkpoint: after the first epoch, after the last, and otherwise
     once at least ``every`` seconds have passed since the last write (0: every epoch).
 
-    A checkpoint of a resnet18 run is ~100-170 MB: 0.16 s to write on the 2-core CPU, and on a GPU
-    pre-training a small data set (0.2-0.7 s epochs) the likely reason a run took 185 s of wall time
-    for 43 s of steps. An interrupted run loses at most ``every`` seconds of training; ``resume`` trims
-    the log back to the checkpoint.
+    A checkpoint holds the model, the optimiser state and the RNG state (a hundred megabytes or more
+    for a resnet U-Net), so writing one after every short epoch can cost more time than the epoch;
+    writing on a clock bounds that cost. An interrupted run loses at most ``every`` seconds of
+    training; ``resume`` trims the log back to the checkpoint.
     """
 
     def __init__(self, every: float) -> None:
