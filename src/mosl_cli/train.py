@@ -3,9 +3,9 @@ checkpoint and resume.
 
 A checkpoint (``checkpoint.safetensors`` in the run directory) holds the whole trainable state as
 tensors (model, optimizer moments, RNG state) and the rest as JSON in its header: no pickle is written.
-It is replaced atomically after every epoch, so a killed run resumes at the last finished epoch and,
-because every epoch draws its randomness from ``(seed, epoch)``, ends exactly where an uninterrupted
-run would.
+It is replaced atomically at the end of an epoch (:class:`CheckpointClock` says which), so a killed
+run resumes at the epoch of its last checkpoint and, because every epoch draws its randomness from
+``(seed, epoch)``, ends exactly where an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def shard(indices: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class RunDir:
-    """The run directory of DESIGN.md: model, config, per-epoch log, final metrics, checkpoint."""
+    """The run directory of docs/design.md: model, config, per-epoch log, final metrics, checkpoint."""
 
     path: Path
 

@@ -1,6 +1,6 @@
 """The dataset directory that ``prepare`` writes and every other step reads.
 
-Layout (see DESIGN.md)::
+Layout (see docs/design.md, "Files exchanged between steps")::
 
     DIR/data.safetensors   images uint8 [N, C, S, S]; masks uint8 [N, 1, S, S] (0/1) when any is labelled
     DIR/manifest.json      format tag and version, size, channels, sources, one record per sample
