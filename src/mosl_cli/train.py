@@ -26,7 +26,7 @@ from torch import nn
 
 from mosl_cli import __version__
 from mosl_cli.config import to_dict
-from mosl_cli.device import autocast, resolve_device
+from mosl_cli.device import autocast, resolve_device  # noqa: F401 (autocast: pretrain and finetune import it from here)
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import atomic_path, read_jsonl, write_json, write_text
 from mosl_cli.names import CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, METRICS_FILE, WEIGHTS_FILE  # also imported from here

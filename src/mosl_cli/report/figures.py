@@ -63,11 +63,11 @@ def plot_dice_vs_fraction(groups: Sequence[dict[str, Any]], path: Path, max_seri
     def key_of(g: dict[str, Any]) -> SeriesKey:
         return (g["method"], g["data"], g["scope"], g.get("variant", ""))
 
-    keys = sorted({key_of(g) for g in groups if g["dice_mean"] is not None}, key=lambda k: (*_series_order(*k[:3]), k[3]))
+    plotted = [g for g in groups if g["dice_mean"] is not None]
+    keys = sorted({key_of(g) for g in plotted}, key=lambda k: (*_series_order(*k[:3]), k[3]))
     sections = list(dict.fromkeys(model_label(g) for g in groups))
-    panels = [(section, chunk) for section in sections
-              for chunk in panel_series([k for k in keys if any(key_of(g) == k and model_label(g) == section
-                                                                for g in groups if g["dice_mean"] is not None)], max_series)]
+    in_section = {s: {key_of(g) for g in plotted if model_label(g) == s} for s in sections}
+    panels = [(s, chunk) for s in sections for chunk in panel_series([k for k in keys if k in in_section[s]], max_series)]
     split = len(panels) > len(sections)
     baselines = [k for k in keys if k[0] == BASELINE]  # several when their finetune options differ (e.g. --epochs)
     baseline_style = {k: BASELINE_STYLES[i % len(BASELINE_STYLES)] for i, k in enumerate(baselines)}
