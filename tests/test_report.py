@@ -330,7 +330,7 @@ def test_a_study_without_differences_has_no_variant_column(grid: dict[str, Any])
 
 def test_baselines_that_differ_get_their_own_line_style(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("matplotlib")
-    import mosl_cli.report as report
+    import mosl_cli.report.figures as report
 
     figures: list[Any] = []
     monkeypatch.setattr(report, "_save_png", lambda fig, path: figures.append(fig))
@@ -345,3 +345,23 @@ def test_baselines_that_differ_get_their_own_line_style(tmp_path: Path, monkeypa
     series = [line for line in figures[0].axes[0].get_lines() if line.get_marker() == "o"]  # not the error-bar caps
     styles = {(line.get_linestyle(), str(line.get_color())) for line in series}
     assert len(series) == 3 and len(styles) == 3  # two baselines told apart, and from the pre-trained arm
+
+
+def test_many_series_are_spread_over_panels_of_at_most_eight(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("matplotlib")
+    import mosl_cli.report.figures as figures_module
+
+    figures: list[Any] = []
+    monkeypatch.setattr(figures_module, "_save_png", lambda fig, path: figures.append(fig))
+    arms = [("supervised", "–", "–", f"epochs={e}") for e in (20, 40)]
+    arms += [("simclr", "busi", "encoder", f"pretrain epochs={e}") for e in range(1, 16)]  # 17 series in all
+    groups = [
+        {"method": m, "data": d, "scope": s, "variant": v, "label_fraction": f, "dice_mean": 0.5 + f, "dice_std": 0.01,
+         "dice_group": "lesion", "arch": "unet", "encoder": "resnet18", "size": 64}
+        for m, d, s, v in arms for f in (0.1, 0.25)
+    ]
+    figures_module.plot_dice_vs_fraction(groups, tmp_path / "plot.png")
+    panels = [ax for ax in figures[0].axes if ax.get_visible()]
+    lines = [[line for line in ax.get_lines() if line.get_marker() == "o"] for ax in panels]
+    assert len(panels) == 3 and all(len(p) <= figures_module.MAX_SERIES for p in lines)
+    assert sum(len(p) for p in lines) == 15 + 2 * len(panels)  # every arm once, both baselines in each panel

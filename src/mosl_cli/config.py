@@ -1,6 +1,7 @@
 """Each step's settings: one frozen dataclass, built by the CLI, consumed by the core, saved as JSON.
 
-Defaults here are the product's defaults; the README documents them and where they come from.
+Defaults here are the product's defaults; the README documents them, and ``studies/`` holds the experiments
+behind the ones that were chosen by measurement.
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from mosl_cli.names import WEIGHTS_FILE as WEIGHTS_FILE  # re-exported: older code imports it from here
+
 # Default locations in the working directory, so that the steps chain with no options.
 DEFAULT_DATASET = "mosl_data"
 DEFAULT_PRETRAIN_RUN = "mosl_pretrain"
 DEFAULT_FINETUNE_RUN = "mosl_finetune"
 DEFAULT_EVAL_DIR = "mosl_eval"
 DEFAULT_REPORT_DIR = "mosl_report"
-WEIGHTS_FILE = "model.safetensors"
 DEFAULT_GROUP_PATTERN = r"(?i)(?<![a-z])(?:patient|pat)[ _-]?(\d+)"  # patient_12, Patient 3, pat7 -> its number
 
 
@@ -50,7 +52,7 @@ class PretrainConfig:
     ``None`` means "the method's published default" (see ``methods/``).
     """
 
-    method: str = "simclr"  # the method that measurably helped at 10 % labels (docs/pretraining-study.md)
+    method: str = "simclr"  # studies/pretraining/pretraining-study.md compares the methods
     data: tuple[str, ...] = (DEFAULT_DATASET,)
     data_weights: tuple[float, ...] | None = None
     arch: str = "unet"
@@ -59,7 +61,7 @@ class PretrainConfig:
     positives: str = "views"  # views: two views of one scan; group: two scans or frames of one group (data/positives.py)
     dense_weight: float = 0.0  # weight of the pixel-level loss on the decoder (methods/dense.py); needs encoder-decoder
     size: int = 64
-    epochs: int = 200  # docs/pretraining-study.md: the gain on BUSI grows from 15 to 200 epochs
+    epochs: int = 200  # studies/pretraining/pretraining-study.md: the gain against pre-training length
     batch_size: int = 64
     lr: float | None = None
     weight_decay: float | None = None
@@ -89,9 +91,10 @@ class PretrainConfig:
 class FinetuneConfig:
     """``mosl finetune``: supervised segmentation training from pre-trained (or random) weights.
 
-    The default recipe (docs/finetune-recipe.md): resnet18 U-Net at 128 px, 100 epochs of AdamW with
-    warm-up and cosine decay to 0, nnU-Net-like augmentation, normal scans kept in training, the
-    exponential moving average of the weights kept, a post-processing rule chosen on val.
+    The default recipe (``finetune.py``; ``benchmarks/finetune_recipe.py`` compares it with a plain
+    loop): resnet18 U-Net at 128 px, 100 epochs of AdamW with warm-up and cosine decay to 0,
+    nnU-Net-like augmentation, normal scans kept in training, the exponential moving average of the
+    weights kept, a post-processing rule chosen on val.
     """
 
     data: str = DEFAULT_DATASET

@@ -52,5 +52,6 @@ def memory_format(device: torch.device, channels_last: bool = True) -> torch.mem
 
 def fused_optimizer(device: torch.device) -> bool:
     """Whether to use the fused AdamW/SGD kernels: one kernel over all parameters instead of a loop of
-    per-tensor ops (resnet18 U-Net on a 2-core CPU: AdamW step 48 → 10 ms, SGD 14 → 6 ms)."""
+    per-tensor ops, which makes an optimiser step several times faster on CPU and CUDA (the devices
+    that have them)."""
     return device.type in ("cpu", "cuda")

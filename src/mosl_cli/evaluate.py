@@ -34,12 +34,10 @@ from mosl_cli.device import resolve_device
 from mosl_cli.errors import MoslError, UsageError
 from mosl_cli.fsutil import atomic_path, remove_stale_temps, write_json
 from mosl_cli.inference import Ensemble, forward_probabilities, load_ensemble, model_probabilities, prepare_model
+from mosl_cli.names import METRICS_FILE, METRICS_FORMAT, PER_CASE_FILE  # also imported from here by older code
 from mosl_cli.postprocess import PostProcess
 
-METRICS_FORMAT = "mosl-metrics"
 METRICS_VERSION = 1
-METRICS_FILE = "metrics.json"
-PER_CASE_FILE = "per_case.csv"
 CSV_COLUMNS: tuple[str, ...] = (
     "id", "class", "source", "dice", "iou", "precision", "recall", "hd95", "gt_pixels", "pred_pixels",
 ) + M.DISTANCE_METRICS

@@ -1,7 +1,7 @@
 """``mosl finetune``: train a segmentation U-Net on a fraction of the labels, from pre-trained weights
 (mosl's own or another project's) or from scratch (``--init none``, the supervised baseline).
 
-The recipe (docs/finetune-recipe.md has the measurements behind each default): the train split,
+The recipe (``benchmarks/finetune_recipe.py`` compares it with a plain tutorial loop): the train split,
 normal scans with their empty masks included; AdamW with linear warm-up and cosine decay to 0; soft
 Dice + BCE; nnU-Net-like joint augmentation by kornia on the device; the exponential moving average
 of the weights is what ``model.safetensors`` holds (``--select last`` / ``best`` for the others). The

@@ -22,8 +22,8 @@ from torch import nn
 from mosl_cli import __version__
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import atomic_path
+from mosl_cli.names import WEIGHTS_FORMAT  # re-exported from here too
 
-WEIGHTS_FORMAT = "mosl-weights"
 WEIGHTS_VERSION = 1
 METADATA_KEY = "mosl"
 # Fixed intensity normalisation applied after scaling uint8 to [0, 1]; stored in every weight file.

@@ -3,9 +3,9 @@ checkpoint and resume.
 
 A checkpoint (``checkpoint.safetensors`` in the run directory) holds the whole trainable state as
 tensors (model, optimizer moments, RNG state) and the rest as JSON in its header: no pickle is written.
-It is replaced atomically after every epoch, so a killed run resumes at the last finished epoch and,
-because every epoch draws its randomness from ``(seed, epoch)``, ends exactly where an uninterrupted
-run would.
+It is replaced atomically at the end of an epoch (:class:`CheckpointClock` says which), so a killed
+run resumes at the epoch of its last checkpoint and, because every epoch draws its randomness from
+``(seed, epoch)``, ends exactly where an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -26,14 +26,11 @@ from torch import nn
 
 from mosl_cli import __version__
 from mosl_cli.config import to_dict
-from mosl_cli.device import autocast, resolve_device
+from mosl_cli.device import autocast, resolve_device  # noqa: F401 (autocast: pretrain and finetune import it from here)
 from mosl_cli.errors import MoslError, UsageError
 from mosl_cli.fsutil import atomic_path, read_jsonl, remove_stale_temps, write_json, write_text
+from mosl_cli.names import CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, METRICS_FILE, WEIGHTS_FILE  # also imported from here
 
-CHECKPOINT_FILE = "checkpoint.safetensors"
-CONFIG_FILE = "config.json"
-LOG_FILE = "log.jsonl"
-METRICS_FILE = "metrics.json"
 
 # A progress callback receives an event name ("start", "step", "epoch", "message") and its fields.
 Callback = Callable[[str, dict[str, Any]], None]
@@ -163,7 +160,7 @@ def shard(indices: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class RunDir:
-    """The run directory of DESIGN.md: model, config, per-epoch log, final metrics, checkpoint."""
+    """The run directory of docs/design.md: model, config, per-epoch log, final metrics, checkpoint."""
 
     path: Path
 
@@ -187,7 +184,7 @@ class RunDir:
         if has_run and not (resume or overwrite):
             raise MoslError(f"{self.path} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out")
         if has_run and overwrite and not resume and is_main:
-            for name in (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, METRICS_FILE, "model.safetensors"):
+            for name in (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, METRICS_FILE, WEIGHTS_FILE):
                 (self.path / name).unlink(missing_ok=True)
         if is_main:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -291,10 +288,10 @@ class CheckpointClock:
     """When an epoch's end writes the checkpoint: after the first epoch, after the last, and otherwise
     once at least ``every`` seconds have passed since the last write (0: every epoch).
 
-    A checkpoint of a resnet18 run is ~100-170 MB: 0.16 s to write on the 2-core CPU, and on a GPU
-    pre-training a small data set (0.2-0.7 s epochs) the likely reason a run took 185 s of wall time
-    for 43 s of steps. An interrupted run loses at most ``every`` seconds of training; ``resume`` trims
-    the log back to the checkpoint.
+    A checkpoint holds the model, the optimiser state and the RNG state (a hundred megabytes or more
+    for a resnet U-Net), so writing one after every short epoch can cost more time than the epoch;
+    writing on a clock bounds that cost. An interrupted run loses at most ``every`` seconds of
+    training; ``resume`` trims the log back to the checkpoint.
     """
 
     def __init__(self, every: float) -> None:

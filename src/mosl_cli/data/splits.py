@@ -34,8 +34,7 @@ import numpy as np
 
 from mosl_cli.data.hashing import near_pairs
 from mosl_cli.errors import MoslError, UsageError
-
-SPLITS = ("train", "val", "test")
+from mosl_cli.names import SPLITS  # re-exported: prepare imports it from here
 
 
 class UnionFind:

@@ -1,6 +1,6 @@
 """The dataset directory that ``prepare`` writes and every other step reads.
 
-Layout (see DESIGN.md)::
+Layout (see docs/design.md, "Files exchanged between steps")::
 
     DIR/data.safetensors   images uint8 [N, C, S, S]; masks uint8 [N, 1, S, S] (0/1) when any is labelled
     DIR/manifest.json      format tag and version, size, channels, sources, one record per sample
@@ -27,15 +27,13 @@ import numpy as np
 
 from mosl_cli.errors import MoslError, UsageError
 from mosl_cli.fsutil import atomic_path, exchange, make_temp_dir, temp_name, write_json
+from mosl_cli.names import DATA_FILE, MANIFEST_FILE, SPLITS  # noqa: F401 (re-exported: other modules import them from here)
+from mosl_cli.names import DATASET_FORMAT as FORMAT_TAG
 
 if TYPE_CHECKING:  # torch is imported where tensors are read or written: `prepare` checks --out without it
     import torch
 
-DATA_FILE = "data.safetensors"
-MANIFEST_FILE = "manifest.json"
-FORMAT_TAG = "mosl-dataset"
 FORMAT_VERSION = 1
-SPLITS = ("train", "val", "test")
 SAMPLE_KEYS = ("id", "source", "organ", "class", "split", "has_mask")  # what the steps read of a record
 
 

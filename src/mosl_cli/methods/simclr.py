@@ -46,9 +46,8 @@ class SimCLR(SSLMethod):
     Defaults (SimCLR paper, §2.3 "Default setting" and App. B.1; official code's flags):
     ``base_lr`` 0.3 per 256 images (4.8 = 0.3 × 4096/256, LARS), ``weight_decay`` 1e-6, optimiser
     momentum 0.9, ``temperature`` 0.2 (between Table 5's 0.1, best with batches of thousands, and the
-    CIFAR-10 runs' 0.5, App. B.9; 0.2 is the setting measured in docs/pretraining-study.md, where it
-    lifted BUSI Dice at 10 % of the labels), projector hidden width = ``feature_dim`` (2048 for
-    ResNet-50) and output ``proj_dim`` 128.
+    CIFAR-10 runs' 0.5, App. B.9; the value studies/pretraining/ uses), projector hidden width =
+    ``feature_dim`` (2048 for ResNet-50) and output ``proj_dim`` 128.
     """
 
     name: ClassVar[str] = "simclr"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 4's measured table: supervised baseline on BUSI at 64 px, resnet18, 100 % and 25 % of the
 # train labels, leakage-safe split, seed 0; evaluated on the test split.
-# Usage: docs/busi_baseline.sh [SHARED_DATA_DIR] [WORKDIR]
+# Usage: studies/busi-baseline/busi_baseline.sh [SHARED_DATA_DIR] [WORKDIR]
 set -euo pipefail
 DATA=${1:-../shared/data}
 WORK=${2:-busi_baseline}

@@ -4,13 +4,13 @@
 # train + val images) and on multi-organ data (BUSI + HC18 + POCUS), then fine-tuned on BUSI against
 # the supervised baseline at 100, 50, 25 and 10 % of the labels, seeds 0, 1, 2, 10 fine-tune epochs;
 # every model evaluated on the BUSI test split; ends with `mosl report`.
-# Usage: docs/paper_grid_study.sh [SHARED_DATA_DIR] [WORKDIR]     (resumable: rerun to continue)
-# It runs two copies of scripts/paper_grid.sh side by side, one thread each (they share the grid
+# Usage: studies/paper-grid/paper_grid_study.sh [SHARED_DATA_DIR] [WORKDIR]     (resumable: rerun to continue)
+# It runs two copies of studies/paper-grid/paper_grid.sh side by side, one thread each (they share the grid
 # through per-run locks): on 2 cores that is faster than one copy with two threads.
 set -euo pipefail
 DATA=${1:-../shared/data}
 WORK=${2:-paper_grid_study}
-GRID=$(cd "$(dirname "$0")/.." && pwd)/scripts/paper_grid.sh
+GRID=$(cd "$(dirname "$0")" && pwd)/paper_grid.sh
 mkdir -p "$WORK" && cd "$WORK"
 [ -f busi/manifest.json ] || mosl prepare "$DATA/busi" --out busi --size 256
 [ -f hc18/manifest.json ] || mosl prepare "$DATA/hc18" --out hc18 --size 256 --splits 1,0,0

@@ -1,4 +1,4 @@
-"""``scripts/paper_grid.sh``: the commands it chains, resuming, and two copies sharing one grid.
+"""``studies/paper-grid/paper_grid.sh``: the commands it chains, resuming, and two copies sharing one grid.
 
 A stand-in ``mosl`` (a small Python script) records each call and writes the files the real step
 would (metrics.json, model.safetensors), so the script's own logic is tested in seconds; the real
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-GRID = Path(__file__).resolve().parents[1] / "scripts" / "paper_grid.sh"
+GRID = Path(__file__).resolve().parent / "paper_grid.sh"
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("flock") is None, reason="needs bash and flock")
 
 FAKE_MOSL = r'''

@@ -4,7 +4,7 @@
 # from scratch (the supervised baseline) at every label fraction and seed, evaluate every model on the
 # test split, and end with `mosl report`.
 #
-#   scripts/paper_grid.sh BUSI_DIR [PRETRAIN_DIR...]
+#   studies/paper-grid/paper_grid.sh BUSI_DIR [PRETRAIN_DIR...]
 #
 # Every argument is a dataset folder written by `mosl prepare`. BUSI_DIR is fine-tuned and evaluated on
 # and is the breast-only pre-training data. Each PRETRAIN_DIR is either natural images (its manifest's
@@ -18,7 +18,7 @@
 #
 # Settings: the variables below; each can be overridden from the environment, e.g.
 #   METHODS=simclr SEEDS=0 FRACTIONS="0.5 1.0" SIZES=32 ENCODER=resnet18 \
-#   PRETRAIN_EPOCHS=1 FINETUNE_EPOCHS=1 STEPS_PER_EPOCH=2 scripts/paper_grid.sh busi_data
+#   PRETRAIN_EPOCHS=1 FINETUNE_EPOCHS=1 STEPS_PER_EPOCH=2 studies/paper-grid/paper_grid.sh busi_data
 # MOSL=echo prints every command instead of running it (a dry run).
 #
 # Resumable: a step whose metrics.json exists is skipped, a half-done one continues with --resume, so

@@ -1,4 +1,4 @@
-"""``docs/pretraining_curve.sh``: what it runs, in which order, its summary, resuming, and its deadline.
+"""``studies/pretraining/pretraining_curve.sh``: what it runs, in which order, its summary, resuming, and its deadline.
 
 A stand-in ``mosl`` (a small Python script) records each call and writes the files the real step
 would; its test Dice is 0.5 from scratch and 0.5 + epochs / 1000 + seed / 10000 after pre-training,
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-CURVE = Path(__file__).resolve().parents[1] / "docs" / "pretraining_curve.sh"
+CURVE = Path(__file__).resolve().parent / "pretraining_curve.sh"
 pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("pgrep") is None, reason="needs bash and pgrep")
 
 FAKE_MOSL = r'''

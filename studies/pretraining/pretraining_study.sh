@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Issue 7's measurement: does multi-organ pre-training lift BUSI Dice at 10 % and 25 % of the labels?
 # BUSI (leakage-safe split), 64 px, resnet18 U-Net, 3 seeds; every arm evaluated on the test split.
-# Usage: docs/pretraining_study.sh [SHARED_DATA_DIR] [WORKDIR]     (resumable: rerun to continue)
+# Usage: studies/pretraining/pretraining_study.sh [SHARED_DATA_DIR] [WORKDIR]     (resumable: rerun to continue)
 set -euo pipefail
 DATA=${1:-../shared/data}
 WORK=${2:-pretraining_study}

@@ -5,9 +5,9 @@
 # Runs many mosl processes at once, so it is meant for a GPU (an H200 ran the session-5 curve in
 # 8 min); on this repository's 2-core CPU use PARALLEL=1 and expect about 7 hours.
 #
-#   bash docs/pretraining_curve.sh WORKDIR
+#   bash studies/pretraining/pretraining_curve.sh WORKDIR
 #
-# WORKDIR holds busi, hc18 and pocus made by `mosl prepare` (as in docs/pretraining_study.sh, any
+# WORKDIR holds busi, hc18 and pocus made by `mosl prepare` (as in studies/pretraining/pretraining_study.sh, any
 # --size). Results: WORKDIR/pre, WORKDIR/ft, WORKDIR/curve.json and WORKDIR/curve.png (gain against
 # pre-training epochs; CPU_SECONDS_PER_EPOCH sets its CPU-minutes axis). Finished runs are skipped,
 # so an interrupted run resumes. Environment:
