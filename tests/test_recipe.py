@@ -60,12 +60,23 @@ def test_min_area_empties_small_masks_only() -> None:
 def test_choose_postprocess_prefers_the_identity_on_ties_and_fixes_false_lesions() -> None:
     target = _masks()
     rule, scores = choose_postprocess(target, target)
-    assert rule.is_identity and len(scores) == 14  # perfect predictions: nothing to gain
+    assert rule.is_identity and len(scores) == 28  # perfect predictions: nothing to gain
     target = torch.zeros_like(target)
     target[0, 0, 2:12, 2:12] = True
     rule, _ = choose_postprocess(_masks(), target)  # speck on case 0 and a false lesion on normal case 1
     assert rule.largest and rule.min_area > 0
     assert torch.equal(rule(_masks()), target)
+
+
+def test_choose_postprocess_never_buys_empty_normals_with_missed_lesions() -> None:
+    target = torch.zeros(3, 1, 40, 40, dtype=torch.bool)
+    target[0, 0, 2:6, 2:6] = True  # a small lesion (16 px)
+    pred = target.clone()
+    pred[1, 0, 10:14, 10:14] = True  # a false lesion of the same size on normal scans 1 and 2
+    pred[2, 0, 10:14, 10:14] = True
+    rule, scores = choose_postprocess(pred, target)
+    assert scores["largest=False,min_area=0.016"] > scores["largest=False,min_area=0.0"]  # better on average ...
+    assert rule.is_identity  # ... but it would erase the lesion
 
 
 def test_combine_takes_majority_and_median() -> None:

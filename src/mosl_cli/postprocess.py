@@ -3,7 +3,8 @@
 A :class:`PostProcess` rule keeps only the largest connected lesion (``largest``) and empties a
 mask whose area is below ``min_area`` (a fraction of the image; the "no lesion here" decision that
 keeps normal scans empty). ``mosl finetune`` picks the rule that maximises mean val Dice over all
-val scans (normal ones included) with :func:`choose_postprocess` and stores it in the weight file;
+val scans (normal ones included) without lowering it on the scans with a lesion
+(:func:`choose_postprocess`) and stores it in the weight file;
 ``evaluate`` and ``predict`` apply it unless ``--no-postprocess``.
 """
 
@@ -19,6 +20,9 @@ from mosl_cli.metrics import confusion, dice
 
 # Candidate minimum lesion areas, as fractions of the image (0.001 of a 256×256 grid is 66 pixels).
 MIN_AREAS: tuple[float, ...] = (0.0, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016)
+# How much mean Dice on the val scans with a lesion a rule may cost (a rule must not buy empty normal
+# scans with missed lesions).
+LESION_TOLERANCE = 0.005
 
 
 def largest_component(mask: torch.Tensor) -> torch.Tensor:
@@ -74,21 +78,32 @@ class PostProcess:
         return cls(largest=bool(data.get("largest", False)), min_area=float(data.get("min_area", 0.0)))
 
 
-def choose_postprocess(pred: torch.Tensor, target: torch.Tensor) -> tuple[PostProcess, dict[str, float]]:
-    """The rule with the highest mean Dice of ``pred`` (bool ``[N, 1, H, W]``) against ``target``.
+def choose_postprocess(pred: torch.Tensor, target: torch.Tensor,
+                       lesion_tolerance: float = LESION_TOLERANCE) -> tuple[PostProcess, dict[str, float]]:
+    """The rule with the highest mean Dice of ``pred`` (bool ``[N, 1, H, W]``) against ``target`` over
+    all cases, among the rules that cost the cases with a lesion (non-empty target) at most
+    ``lesion_tolerance`` of their mean Dice: normal scans are made empty only where lesions keep their
+    masks.
 
     Candidates: ``largest`` off/on × :data:`MIN_AREAS`. A rule replaces the identity only when it is
-    strictly better; ties go to the simpler rule. Returns the rule and every candidate's mean Dice.
+    strictly better; ties go to the simpler rule. Returns the rule and every candidate's mean Dice
+    (all cases, and ``lesion:`` for the cases with a lesion).
     """
     scores: dict[str, float] = {}
-    best, best_score = PostProcess(), -1.0
     pred = pred.bool()
+    lesion = target.flatten(1).any(dim=1)
+    best, best_score, floor = PostProcess(), -1.0, None
     for largest, base in ((False, pred), (True, largest_component(pred))):
         for min_area in MIN_AREAS:
             rule = PostProcess(largest, min_area)
-            score = float(dice(*confusion(rule.drop_small(base), target)[:3]).mean())
-            scores[f"largest={largest},min_area={min_area}"] = score
-            if score > best_score + 1e-9:
+            per_case = dice(*confusion(rule.drop_small(base), target)[:3])
+            score = float(per_case.mean())
+            lesion_score = float(per_case[lesion].mean()) if bool(lesion.any()) else 1.0
+            name = f"largest={largest},min_area={min_area}"
+            scores[name], scores[f"lesion:{name}"] = score, lesion_score
+            if floor is None:  # the identity comes first
+                floor = lesion_score - lesion_tolerance
+            if lesion_score >= floor and score > best_score + 1e-9:
                 best, best_score = rule, score
     return best, scores
 
