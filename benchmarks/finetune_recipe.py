@@ -48,7 +48,8 @@ def reference_loop(data: str, size: int, encoder: str, epochs: int, seed: int, o
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=steps)
     aug = K.AugmentationSequential(
-        K.RandomHorizontalFlip(), K.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1), p=0.5),
+        K.RandomHorizontalFlip(),
+        K.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.9, 1.1), p=0.5),
         data_keys=["input", "mask"],
     )
     model.train()
@@ -64,8 +65,16 @@ def reference_loop(data: str, size: int, encoder: str, epochs: int, seed: int, o
             opt.step()
             sched.step()
     out.mkdir(parents=True, exist_ok=True)
-    meta = weights_metadata(kind="segmentation", arch="unet", encoder=encoder, in_channels=ds.channels, size=size,
-                            scope="encoder-decoder", seed=seed, extra={"recipe": "reference"})
+    meta = weights_metadata(
+        kind="segmentation",
+        arch="unet",
+        encoder=encoder,
+        in_channels=ds.channels,
+        size=size,
+        scope="encoder-decoder",
+        seed=seed,
+        extra={"recipe": "reference"},
+    )
     save_weights(out / "model.safetensors", model.state_dict(), meta)
     return out / "model.safetensors"
 
@@ -117,8 +126,13 @@ def main() -> None:
     args = parser.parse_args()
     sides = [args.part] if args.part else ["reference", "product"]
     results = {side: run_side(side, args) for side in sides}
-    out: dict[str, Any] = {"size": args.size, "encoder": args.encoder, "seed": args.seed, "threads": torch.get_num_threads(),
-                           **{f"{s}_{k}": v for s, r in results.items() for k, v in r.items() if k != "settings"}}
+    out: dict[str, Any] = {
+        "size": args.size,
+        "encoder": args.encoder,
+        "seed": args.seed,
+        "threads": torch.get_num_threads(),
+        **{f"{s}_{k}": v for s, r in results.items() for k, v in r.items() if k != "settings"},
+    }
     if len(results) == 2:
         out["dice_gain"] = results["product"]["lesion_dice"] - results["reference"]["lesion_dice"]
         out["wall_time_ratio_product_to_reference"] = results["product"]["seconds"] / results["reference"]["seconds"]

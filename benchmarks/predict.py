@@ -88,6 +88,7 @@ def time_io(scans: list[Path], out: Path) -> float:
 
     The floor under run_predict's time: when it exceeds the forward pass, the ratio cannot reach 1.
     """
+
     def one(i_path: tuple[int, Path]) -> None:
         arr, _ = read_scan(i_path[1], 1)
         write_image(out / f"{i_path[0]}_mask.png", np.zeros(arr.shape[:2], np.uint8))
@@ -145,14 +146,20 @@ def main() -> None:
             source, scans = "synthetic", synthetic_scans(tmp_dir / "scans", args.count)
         weights = tmp_dir / "model.safetensors"
         torch.manual_seed(0)
-        meta = weights_metadata(kind="segmentation", arch="unet", encoder="resnet18", in_channels=1,
-                                size=args.size, scope="encoder-decoder")
+        meta = weights_metadata(
+            kind="segmentation", arch="unet", encoder="resnet18", in_channels=1, size=args.size, scope="encoder-decoder"
+        )
         save_weights(weights, build_model("unet", "resnet18", 1).state_dict(), meta)
         model, meta = model_from_file(weights, device)
         model = prepare_model(model, meta, weights, device)
 
-        cfg = PredictConfig(inputs=tuple(map(str, scans)), model=str(weights), out=str(tmp_dir / "out"),
-                            batch_size=args.batch_size, device=str(device))
+        cfg = PredictConfig(
+            inputs=tuple(map(str, scans)),
+            model=str(weights),
+            out=str(tmp_dir / "out"),
+            batch_size=args.batch_size,
+            device=str(device),
+        )
         x = torch.randn(len(scans), 1, args.size, args.size, device=device)
         # Warm-up: kernels, cuDNN autotuning, page cache of the scans.
         time_forward(model, x, args.batch_size, device)
@@ -171,14 +178,26 @@ def main() -> None:
     limit_s = forward_s + io_s if device.type == "cpu" else max(forward_s, io_s)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     result = {
-        "benchmark": "predict", "device": name, "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(), "io_workers": io_workers(), "source": source, "images": n,
-        "model": "unet/resnet18", "size": args.size, "batch_size": args.batch_size, "repeats": args.repeats,
-        "predict_images_per_s": round(n / predict_s, 1), "forward_images_per_s": round(n / forward_s, 1),
-        "io_only_images_per_s": round(n / io_s, 1), "load_model_s": round(load_s, 4),
+        "benchmark": "predict",
+        "device": name,
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "io_workers": io_workers(),
+        "source": source,
+        "images": n,
+        "model": "unet/resnet18",
+        "size": args.size,
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "predict_images_per_s": round(n / predict_s, 1),
+        "forward_images_per_s": round(n / forward_s, 1),
+        "io_only_images_per_s": round(n / io_s, 1),
+        "load_model_s": round(load_s, 4),
         "check_inputs_s": round(check_s, 4),
-        "limit_images_per_s": round(n / limit_s, 1), "ratio": round(limit_s / predict_s, 3),
-        "ratio_to_forward": round(forward_s / predict_s, 3), "target_ratio": TARGET_RATIO,
+        "limit_images_per_s": round(n / limit_s, 1),
+        "ratio": round(limit_s / predict_s, 3),
+        "ratio_to_forward": round(forward_s / predict_s, 3),
+        "target_ratio": TARGET_RATIO,
     }
     print(json.dumps(result))
 

@@ -65,19 +65,21 @@ def main() -> None:
         if args.serial:
             result["serial_seconds"] = timed_prepare(args.source, args.size, 1, Path(tmp) / "serial")["seconds"]
     kb = 1024.0
-    result.update({
-        "source": "busi" if args.source == str(BUSI) else args.source,
-        "size": args.size,
-        "workers": args.workers or os.cpu_count(),
-        # the main process (about 500 MB of it is torch itself, imported to write the file); decode
-        # workers are not counted: Linux carries the parent's peak into a forked child's ru_maxrss
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kb, 1),
-        "target_s": TARGET_S,
-        "meets_target": result["seconds"] < TARGET_S,
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-    })
+    result.update(
+        {
+            "source": "busi" if args.source == str(BUSI) else args.source,
+            "size": args.size,
+            "workers": args.workers or os.cpu_count(),
+            # the main process (about 500 MB of it is torch itself, imported to write the file); decode
+            # workers are not counted: Linux carries the parent's peak into a forked child's ru_maxrss
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kb, 1),
+            "target_s": TARGET_S,
+            "meets_target": result["seconds"] < TARGET_S,
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+        }
+    )
     print(json.dumps(result, indent=2))
 
 

@@ -69,14 +69,16 @@ def reference_transform(size: int, crop_scale: tuple[float, float]) -> Callable[
 
     kernel = max(3, int(0.1 * size) // 2 * 2 + 1)  # as mosl_cli.augment._blur
     sigma_max = max(0.1, 2.0 * size / 224)
-    return v2.Compose([
-        v2.RandomResizedCrop(size, scale=crop_scale, antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4)], p=0.8),
-        v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, sigma_max))], p=0.5),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean=[NORMALISATION["mean"]], std=[NORMALISATION["std"]]),
-    ])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=crop_scale, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4)], p=0.8),
+            v2.RandomApply([v2.GaussianBlur(kernel, sigma=(0.1, sigma_max))], p=0.5),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=[NORMALISATION["mean"]], std=[NORMALISATION["std"]]),
+        ]
+    )
 
 
 class TwoViewDataset(TorchDataset):
@@ -124,8 +126,16 @@ class Bench:
     channels_last: bool
 
     def step(self, view1: torch.Tensor, view2: torch.Tensor) -> None:
-        train_step(self.method, self.method, self.optimizer, view1, view2, self.device, amp=self.amp,
-                   channels_last=self.channels_last)
+        train_step(
+            self.method,
+            self.method,
+            self.optimizer,
+            view1,
+            view2,
+            self.device,
+            amp=self.amp,
+            channels_last=self.channels_last,
+        )
 
 
 def sync(device: torch.device) -> None:
@@ -161,7 +171,10 @@ def run_reference(b: Bench, steps: int, seed: int) -> None:
 
 
 RUNNERS: dict[str, Callable[[Bench, int, int], None]] = {
-    "mosl": run_mosl, "bare": run_bare, "reference": run_reference, "views": run_views,
+    "mosl": run_mosl,
+    "bare": run_bare,
+    "reference": run_reference,
+    "views": run_views,
 }
 
 
@@ -201,8 +214,14 @@ def host_syncs(b: Bench, steps: int = 3) -> dict[str, int]:
 
 def make_bench(args: argparse.Namespace, data_dir: Path, device: torch.device, steps: int) -> Bench:
     """Model, optimiser and views as ``run_pretrain`` builds them; the reference DataLoader over the same images."""
-    cfg = PretrainConfig(method=args.method, data=(str(data_dir),), encoder=args.encoder, size=args.size,
-                         batch_size=args.batch_size, device=str(device))
+    cfg = PretrainConfig(
+        method=args.method,
+        data=(str(data_dir),),
+        encoder=args.encoder,
+        size=args.size,
+        batch_size=args.batch_size,
+        device=str(device),
+    )
     data = load_pretrain_data(cfg)
     n, channels = data.images.shape[0], int(data.images.shape[1])
     hparams = resolve_hparams(cfg, max(1, n // cfg.batch_size))
@@ -215,9 +234,15 @@ def make_bench(args: argparse.Namespace, data_dir: Path, device: torch.device, s
     if cfg.channels_last and device.type == "cuda":
         ready = tuple(v.contiguous(memory_format=torch.channels_last) for v in ready)
     dataset = TwoViewDataset(data.images, reference_transform(cfg.size, views.crop_scale))
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, sampler=EpochSampler(n, steps * cfg.batch_size),
-                        num_workers=REFERENCE_WORKERS, persistent_workers=True, drop_last=True,
-                        pin_memory=device.type == "cuda")
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=EpochSampler(n, steps * cfg.batch_size),
+        num_workers=REFERENCE_WORKERS,
+        persistent_workers=True,
+        drop_last=True,
+        pin_memory=device.type == "cuda",
+    )
     return Bench(device, method, optimizer, views, images, ready, loader, cfg.batch_size, cfg.amp, cfg.channels_last)
 
 
@@ -288,11 +313,17 @@ def benchmark(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             "images_per_s": [{k: round(v, 2) for k, v in s.items()} for s in rounds],
         },
         "targets": {"mosl_vs_bare": TARGET_VS_BARE, "mosl_vs_reference": TARGET_VS_REFERENCE},
-        "targets_met": {"mosl_vs_bare": ratio_bare >= TARGET_VS_BARE,
-                        "mosl_vs_reference": ratio_reference >= TARGET_VS_REFERENCE},
+        "targets_met": {
+            "mosl_vs_bare": ratio_bare >= TARGET_VS_BARE,
+            "mosl_vs_reference": ratio_reference >= TARGET_VS_REFERENCE,
+        },
         "host_syncs_in_3_mosl_steps": syncs,  # CUDA only: file:line -> count
-        "versions": {"torch": torch.__version__, "kornia": kornia.__version__, "torchvision": torchvision.__version__,
-                     "python": platform.python_version()},
+        "versions": {
+            "torch": torch.__version__,
+            "kornia": kornia.__version__,
+            "torchvision": torchvision.__version__,
+            "python": platform.python_version(),
+        },
     }
 
 
@@ -302,9 +333,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--method", default="simsiam")
-    parser.add_argument("--steps", type=int, default=None, help="steps per pipeline per round (default: 1 on CPU, 30 on GPU)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="steps per pipeline per round (default: 1 on CPU, 30 on GPU)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=None, help="untimed steps per pipeline (default: 1 on CPU, 10 on GPU)")
+    parser.add_argument(
+        "--warmup", type=int, default=None, help="untimed steps per pipeline (default: 1 on CPU, 10 on GPU)"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data", type=Path, default=None, help="a prepared dataset dir (default: synthetic)")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the JSON here")

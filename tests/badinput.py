@@ -12,8 +12,20 @@ from typer.testing import CliRunner
 from mosl_cli.cli import app
 
 runner = CliRunner()
-TINY = ["--encoder", "resnet18", "--size", "32", "--epochs", "1", "--batch-size", "4", "--steps-per-epoch", "1",
-        "--device", "cpu"]
+TINY = [
+    "--encoder",
+    "resnet18",
+    "--size",
+    "32",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "4",
+    "--steps-per-epoch",
+    "1",
+    "--device",
+    "cpu",
+]
 
 
 def fails(args: list[str], code: int = 1, started: bool = False) -> str:
@@ -48,7 +60,9 @@ def png_header_only(path: Path, width: int, height: int) -> Path:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 16)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -75,8 +89,11 @@ def bad_weight_files(good: Path, folder: Path) -> dict[str, Path]:
     files["pickle"] = folder / "pickle.safetensors"
     torch.save({"encoder.conv1.weight": torch.zeros(2)}, files["pickle"])
     tensor = {"encoder.conv1.weight": torch.zeros(2)}
-    for name, value in (("meta-list", [1, 2]), ("meta-no-arch", {k: v for k, v in meta.items() if k != "arch"}),
-                        ("meta-no-encoder", {k: v for k, v in meta.items() if k != "encoder"})):
+    for name, value in (
+        ("meta-list", [1, 2]),
+        ("meta-no-arch", {k: v for k, v in meta.items() if k != "arch"}),
+        ("meta-no-encoder", {k: v for k, v in meta.items() if k != "encoder"}),
+    ):
         files[name] = folder / f"{name}.safetensors"
         save_file(tensor, str(files[name]), metadata={"mosl": json.dumps(value)})
     return files

@@ -27,11 +27,13 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def real(shared_data: Path):
     """``real("busi")``: a sub-folder of the real data, skipping the test when it is absent."""
+
     def get(name: str) -> Path:
         p = shared_data / name
         if not p.exists():
             pytest.skip(f"real data {p} not found")
         return p
+
     return get
 
 
@@ -74,12 +76,27 @@ def write_xlsx(path: Path, rows: list[list[str | int]]) -> None:
                 cells.append(f'<c r="{ref}" t="s"><v>{len(shared) - 1}</v></c>')
         xml_rows.append(f'<row r="{r}">{"".join(cells)}</row>')
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("[Content_Types].xml", '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>')
-        z.writestr("xl/workbook.xml", f'<workbook xmlns="{main}" xmlns:r="{rel}"><sheets><sheet name="S" sheetId="1" r:id="rId7"/></sheets></workbook>')
-        z.writestr("xl/_rels/workbook.xml.rels", '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
-                   '<Relationship Id="rId7" Type="worksheet" Target="worksheets/data.xml"/></Relationships>')
-        z.writestr("xl/worksheets/data.xml", f'<worksheet xmlns="{main}"><sheetData>{"".join(xml_rows)}</sheetData></worksheet>')
-        z.writestr("xl/sharedStrings.xml", f'<sst xmlns="{main}">{"".join(f"<si><t>{s}</t></si>" for s in shared)}</sst>')
+        z.writestr(
+            "[Content_Types].xml",
+            '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types"/>',
+        )
+        z.writestr(
+            "xl/workbook.xml",
+            f'<workbook xmlns="{main}" xmlns:r="{rel}">'
+            '<sheets><sheet name="S" sheetId="1" r:id="rId7"/></sheets></workbook>',
+        )
+        z.writestr(
+            "xl/_rels/workbook.xml.rels",
+            '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships">'
+            '<Relationship Id="rId7" Type="worksheet" Target="worksheets/data.xml"/></Relationships>',
+        )
+        z.writestr(
+            "xl/worksheets/data.xml",
+            f'<worksheet xmlns="{main}"><sheetData>{"".join(xml_rows)}</sheetData></worksheet>',
+        )
+        z.writestr(
+            "xl/sharedStrings.xml", f'<sst xmlns="{main}">{"".join(f"<si><t>{s}</t></si>" for s in shared)}</sst>'
+        )
 
 
 _NIFTI_CODES = {np.dtype(np.uint8): (2, 8), np.dtype(np.int16): (4, 16), np.dtype(np.float32): (16, 32)}
@@ -195,7 +212,10 @@ def udiat_root(tmp_path: Path) -> Path:
     for i in (1, 2, 3):
         save(base / "original" / f"{i:06d}.png", noise(rng, 24, 32))
         save(base / "GT" / f"{i:06d}.png", box_mask(24, 32, 4, 4, 12 + i, 12 + i))
-    write_xlsx(base / "DatasetB.xlsx", [["Image", "Type", "Histology"], [1, "Benign", "FA"], ["000002", "Malignant", "IDC"], [3, "benign", "x"]])
+    write_xlsx(
+        base / "DatasetB.xlsx",
+        [["Image", "Type", "Histology"], [1, "Benign", "FA"], ["000002", "Malignant", "IDC"], [3, "benign", "x"]],
+    )
     return base
 
 
@@ -262,8 +282,12 @@ def cifar_root(tmp_path: Path) -> Path:
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     (base / "batches.meta").write_bytes(py2_pickle({b"label_names": [n.encode() for n in names], b"num_vis": 3072}))
     data = rng.integers(0, 256, (12, 3072), dtype=np.uint8)
-    batch = {b"batch_label": b"training batch 1 of 5", b"labels": [i % 3 for i in range(12)], b"data": data,
-             b"filenames": [f"img_{i}.png".encode() for i in range(12)]}
+    batch = {
+        b"batch_label": b"training batch 1 of 5",
+        b"labels": [i % 3 for i in range(12)],
+        b"data": data,
+        b"filenames": [f"img_{i}.png".encode() for i in range(12)],
+    }
     (base / "data_batch_1").write_bytes(py2_pickle(batch))
     return tmp_path
 

@@ -31,9 +31,16 @@ def region(x0: int, y0: int, x1: int, y1: int, delta_cm: tuple[float, float] | N
 
 
 def dataset(
-    pixels: np.ndarray | None, photometric: str = "MONOCHROME2", *, frames: int = 1, patient: str = "P1",
-    regions: list[Dataset] | None = None, pixel_spacing: tuple[float, float] | None = None,
-    bits_stored: int | None = None, body_part: str | None = None, **extra: Any,
+    pixels: np.ndarray | None,
+    photometric: str = "MONOCHROME2",
+    *,
+    frames: int = 1,
+    patient: str = "P1",
+    regions: list[Dataset] | None = None,
+    pixel_spacing: tuple[float, float] | None = None,
+    bits_stored: int | None = None,
+    body_part: str | None = None,
+    **extra: Any,
 ) -> Dataset:
     """A Dataset of ``pixels`` stored as given: ``[(frames,) H, W(, samples)]`` uint8/uint16 (``None``: no pixels)."""
     ds = Dataset()

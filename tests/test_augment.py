@@ -106,8 +106,12 @@ def test_seg_shapes_binary_mask_and_plain_resize() -> None:
     assert set(m.unique().tolist()) <= {0.0, 1.0}
     x0, m0 = SegAugment(32, augment=False)(images, masks)
     torch.testing.assert_close(x0, model_inputs(images, 32), rtol=0, atol=1e-5)
-    expected = (torch.nn.functional.interpolate(masks.float(), size=(32, 32), mode="bilinear",
-                                                antialias=True, align_corners=False) > 0.5).float()
+    expected = (
+        torch.nn.functional.interpolate(
+            masks.float(), size=(32, 32), mode="bilinear", antialias=True, align_corners=False
+        )
+        > 0.5
+    ).float()
     assert torch.equal(m0, expected)
 
 

@@ -26,7 +26,9 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def ds(work: Path) -> Path:
-    succeeds(["prepare", "synthetic", "--synthetic-count", "40", "--size", "32", "--workers", "1", "--out", work / "ds"])
+    succeeds(
+        ["prepare", "synthetic", "--synthetic-count", "40", "--size", "32", "--workers", "1", "--out", work / "ds"]
+    )
     return work / "ds"
 
 
@@ -60,8 +62,16 @@ def _step(step: str, ds: Path, model: Path, out: Path) -> list[object]:
 
 
 STEPS = ["prepare", "pretrain", "finetune", "evaluate", "predict", "report"]
-WEIGHT_CASES = ["truncated", "empty", "garbage-header", "header-longer-than-file", "pickle", "meta-list",
-                "meta-no-arch", "meta-no-encoder"]
+WEIGHT_CASES = [
+    "truncated",
+    "empty",
+    "garbage-header",
+    "header-longer-than-file",
+    "pickle",
+    "meta-list",
+    "meta-no-arch",
+    "meta-no-encoder",
+]
 
 
 # --------------------------------------------------------------------------- weight files
@@ -69,7 +79,9 @@ WEIGHT_CASES = ["truncated", "empty", "garbage-header", "header-longer-than-file
 
 @pytest.mark.parametrize("case", WEIGHT_CASES)
 @pytest.mark.parametrize("step", ["finetune", "predict", "evaluate"])
-def test_damaged_weight_file_is_one_line(step: str, case: str, ds: Path, bad_weights: dict[str, Path], tmp_path: Path) -> None:
+def test_damaged_weight_file_is_one_line(
+    step: str, case: str, ds: Path, bad_weights: dict[str, Path], tmp_path: Path
+) -> None:
     weights, out = bad_weights[case], tmp_path / "out"
     args = {
         "finetune": ["finetune", "--data", ds, "--init", weights, *TINY, "--out", out],
@@ -106,7 +118,9 @@ MANIFEST_CASES = {
 
 @pytest.mark.parametrize("case", list(MANIFEST_CASES))
 @pytest.mark.parametrize("step", ["info", "evaluate", "finetune", "pretrain"])
-def test_broken_manifest_is_one_line_naming_the_key(step: str, case: str, ds: Path, model: Path, tmp_path: Path) -> None:
+def test_broken_manifest_is_one_line_naming_the_key(
+    step: str, case: str, ds: Path, model: Path, tmp_path: Path
+) -> None:
     broken = edit_manifest(ds, tmp_path / "broken", MANIFEST_CASES[case])
     out = tmp_path / "out"
     args = {
@@ -121,10 +135,27 @@ def test_broken_manifest_is_one_line_naming_the_key(step: str, case: str, ds: Pa
 
 
 @pytest.mark.parametrize("step", ["info", "evaluate", "finetune", "pretrain"])
-def test_mixed_dataset_pair_is_refused_by_every_reader(step: str, ds: Path, model: Path, work: Path, tmp_path: Path) -> None:
+def test_mixed_dataset_pair_is_refused_by_every_reader(
+    step: str, ds: Path, model: Path, work: Path, tmp_path: Path
+) -> None:
     other = work / "ds-other"
     if not other.exists():
-        succeeds(["prepare", "synthetic", "--synthetic-count", "40", "--size", "32", "--seed", "1", "--workers", "1", "--out", other])
+        succeeds(
+            [
+                "prepare",
+                "synthetic",
+                "--synthetic-count",
+                "40",
+                "--size",
+                "32",
+                "--seed",
+                "1",
+                "--workers",
+                "1",
+                "--out",
+                other,
+            ]
+        )
     mixed = tmp_path / "mixed"
     shutil.copytree(ds, mixed)
     shutil.copy(other / "data.safetensors", mixed / "data.safetensors")  # new tensors beside the old manifest
@@ -178,7 +209,9 @@ def test_predict_out_file_under_a_file(model: Path, tmp_path: Path) -> None:
 
 def _mount_tmpfs(path: Path, size: str, read_only: bool = False) -> None:
     path.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True).returncode:
+    if subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    ).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     if read_only:
         subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
@@ -232,14 +265,25 @@ def test_size_out_of_range_is_a_usage_error(step: str, size: str, ds: Path, tmp_
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("args", [
-    ["prepare", "synthetic", "--size", "0"], ["prepare", "synthetic", "--splits", "0.5,0.5"],
-    ["prepare", "synthetic", "--channels", "2"], ["prepare", "synthetic", "--workers", "-1"],
-    ["evaluate", "--threshold", "0"], ["predict", "x.png", "--batch-size", "0"],
-    ["pretrain", "--jitter", "2"], ["finetune", "--checkpoint-every", "-1"], ["pretrain", "--method", "byol"],
-    ["pretrain", "--scope", "all"], ["pretrain", "--epochs", "0"], ["finetune", "--batch-size", "0"],
-    ["finetune", "--label-fraction", "2"], ["evaluate", "--split", "holdout"],
-])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["prepare", "synthetic", "--size", "0"],
+        ["prepare", "synthetic", "--splits", "0.5,0.5"],
+        ["prepare", "synthetic", "--channels", "2"],
+        ["prepare", "synthetic", "--workers", "-1"],
+        ["evaluate", "--threshold", "0"],
+        ["predict", "x.png", "--batch-size", "0"],
+        ["pretrain", "--jitter", "2"],
+        ["finetune", "--checkpoint-every", "-1"],
+        ["pretrain", "--method", "byol"],
+        ["pretrain", "--scope", "all"],
+        ["pretrain", "--epochs", "0"],
+        ["finetune", "--batch-size", "0"],
+        ["finetune", "--label-fraction", "2"],
+        ["evaluate", "--split", "holdout"],
+    ],
+)
 def test_usage_errors_exit_2_everywhere(args: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     fails(args, code=2)
@@ -265,10 +309,27 @@ def test_large_scan_is_read_without_a_warning(model: Path, tmp_path: Path) -> No
     """Above Pillow's warning limit (lowered here to 1000 px) a scan is read and nothing leaks to stderr."""
     scan = tmp_path / "big.png"
     Image.fromarray(np.full((40, 40), 120, np.uint8)).save(scan)  # 1600 px: above 1000, below the 2000 error
-    code = ("import sys, PIL.Image; PIL.Image.MAX_IMAGE_PIXELS = 1000\n"
-            "from mosl_cli.cli import main; sys.argv = ['mosl', *sys.argv[1:]]; main()")
-    proc = subprocess.run([sys.executable, "-c", code, "predict", str(scan), "--model", str(model), "--device", "cpu",
-                           "--out", str(tmp_path / "m.png")], capture_output=True, text=True)
+    code = (
+        "import sys, PIL.Image; PIL.Image.MAX_IMAGE_PIXELS = 1000\n"
+        "from mosl_cli.cli import main; sys.argv = ['mosl', *sys.argv[1:]]; main()"
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "predict",
+            str(scan),
+            "--model",
+            str(model),
+            "--device",
+            "cpu",
+            "--out",
+            str(tmp_path / "m.png"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Warning" not in proc.stderr and (tmp_path / "m.png").is_file()
 

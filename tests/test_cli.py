@@ -17,10 +17,12 @@ STEPS = ["prepare", "info", "pretrain", "finetune", "evaluate", "predict", "repo
 
 
 def test_help_does_not_import_torch() -> None:
-    code = ("import sys\nfrom mosl_cli.cli import app\nfrom typer.testing import CliRunner\n"
-            "for step in [[], ['prepare'], ['pretrain'], ['finetune'], ['evaluate'], ['predict'], ['report']]:\n"
-            "    r = CliRunner().invoke(app, [*step, '--help'])\n    assert r.exit_code == 0, r.output\n"
-            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    code = (
+        "import sys\nfrom mosl_cli.cli import app\nfrom typer.testing import CliRunner\n"
+        "for step in [[], ['prepare'], ['pretrain'], ['finetune'], ['evaluate'], ['predict'], ['report']]:\n"
+        "    r = CliRunner().invoke(app, [*step, '--help'])\n    assert r.exit_code == 0, r.output\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
 
@@ -32,19 +34,24 @@ def test_each_step_has_help_with_an_example(step: str) -> None:
     assert "Example" in result.output
 
 
-@pytest.mark.parametrize("args, fragment, code", [
-    (["prepare", "/no/such/folder"], "/no/such/folder", 1),
-    (["prepare", "synthetic", "--size", "5"], "--size", 2),
-    (["finetune", "--data", "/no/such/dataset"], "/no/such/dataset", 1),
-    (["evaluate", "--model", "/no/such/model.safetensors"], "/no/such/model.safetensors", 1),
-    (["evaluate", "--threshold", "1.5"], "--threshold", 2),
-    (["pretrain", "--data", "/no/such/dataset"], "/no/such/dataset", 1),
-    (["pretrain", "--dense-weight", "1"], "--scope encoder-decoder", 2),
-    (["pretrain", "--jitter", "1.5"], "--jitter", 2),
-    (["pretrain", "--checkpoint-every", "-5"], "--checkpoint-every", 2),
-    (["finetune", "--checkpoint-every", "-5"], "--checkpoint-every", 2),
-])
-def test_user_errors_are_one_line(args: list[str], fragment: str, code: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "args, fragment, code",
+    [
+        (["prepare", "/no/such/folder"], "/no/such/folder", 1),
+        (["prepare", "synthetic", "--size", "5"], "--size", 2),
+        (["finetune", "--data", "/no/such/dataset"], "/no/such/dataset", 1),
+        (["evaluate", "--model", "/no/such/model.safetensors"], "/no/such/model.safetensors", 1),
+        (["evaluate", "--threshold", "1.5"], "--threshold", 2),
+        (["pretrain", "--data", "/no/such/dataset"], "/no/such/dataset", 1),
+        (["pretrain", "--dense-weight", "1"], "--scope encoder-decoder", 2),
+        (["pretrain", "--jitter", "1.5"], "--jitter", 2),
+        (["pretrain", "--checkpoint-every", "-5"], "--checkpoint-every", 2),
+        (["finetune", "--checkpoint-every", "-5"], "--checkpoint-every", 2),
+    ],
+)
+def test_user_errors_are_one_line(
+    args: list[str], fragment: str, code: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Input errors exit 1, option values out of range (usage errors) exit 2: one line either way."""
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, args, env={"COLUMNS": "400"})
@@ -73,8 +80,15 @@ def test_default_folders_chain_end_to_end(tmp_path: Path, monkeypatch: pytest.Mo
     for args in steps:
         result = runner.invoke(app, args, env={"COLUMNS": "200"})
         assert result.exit_code == 0, (args, result.output)
-    for path in ["mosl_data/data.safetensors", "mosl_pretrain/model.safetensors", "mosl_finetune/model.safetensors",
-                 "mosl_eval/metrics.json", "mosl_eval/per_case.csv", "mask.png", "mask_overlay.png"]:
+    for path in [
+        "mosl_data/data.safetensors",
+        "mosl_pretrain/model.safetensors",
+        "mosl_finetune/model.safetensors",
+        "mosl_eval/metrics.json",
+        "mosl_eval/per_case.csv",
+        "mask.png",
+        "mask_overlay.png",
+    ]:
         assert (tmp_path / path).is_file(), path
     from PIL import Image
 

@@ -40,7 +40,9 @@ def test_wrong_method_exits_2_with_the_choices() -> None:
     assert all(name in result.output for name in ("byol", "simclr", "moco", "simsiam")), result.output
 
 
-@pytest.mark.parametrize("args", [["evaluate", "--split", "holdout"], ["finetune", "--arch", "vnet"], ["prepare", "x", "--format", "nifty"]])
+@pytest.mark.parametrize(
+    "args", [["evaluate", "--split", "holdout"], ["finetune", "--arch", "vnet"], ["prepare", "x", "--format", "nifty"]]
+)
 def test_other_choices_exit_2(args: list[str]) -> None:
     assert runner.invoke(app, args, env=WIDE).exit_code == 2
 
@@ -63,12 +65,44 @@ def _settings(run: Path) -> dict:
     return {k: v for k, v in cfg.items() if k not in ("out", "epochs")}
 
 
-def test_finetune_config_replays_settings_except_the_overridden(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finetune_config_replays_settings_except_the_overridden(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     data = blob_dataset(tmp_path / "ds", n=12, size=32)
-    first = ["finetune", "--data", str(data), "--init", "none", "--encoder", "resnet18", "--arch", "fpn", "--size", "32",
-             "--epochs", "1", "--batch-size", "4", "--steps-per-epoch", "1", "--lr", "5e-4", "--label-fraction", "0.5",
-             "--seed", "3", "--no-augment", "--patience", "7", "--no-amp", "--device", "cpu", "--out", "run1"]
+    first = [
+        "finetune",
+        "--data",
+        str(data),
+        "--init",
+        "none",
+        "--encoder",
+        "resnet18",
+        "--arch",
+        "fpn",
+        "--size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--steps-per-epoch",
+        "1",
+        "--lr",
+        "5e-4",
+        "--label-fraction",
+        "0.5",
+        "--seed",
+        "3",
+        "--no-augment",
+        "--patience",
+        "7",
+        "--no-amp",
+        "--device",
+        "cpu",
+        "--out",
+        "run1",
+    ]
     assert runner.invoke(app, first, env=WIDE).exit_code == 0
     again = runner.invoke(app, ["finetune", "--config", "run1/config.json", "--epochs", "2"], env=WIDE)
     assert again.exit_code == 0, again.output
@@ -93,13 +127,33 @@ def test_pretrain_config_maps_renamed_options(tmp_path: Path, monkeypatch: pytes
         raise SystemExit(0)
 
     monkeypatch.setattr(pretrain, "run_pretrain", fake)
-    config = {"command": "pretrain", "config": {"method": "moco", "data": ["a", "b"], "data_weights": [1.0, 3.0],
-              "crop_scale": [0.3, 1.0], "amp": False, "epochs": 9, "temperature": 0.1, "out": "elsewhere", "channels_last": True}}
+    config = {
+        "command": "pretrain",
+        "config": {
+            "method": "moco",
+            "data": ["a", "b"],
+            "data_weights": [1.0, 3.0],
+            "crop_scale": [0.3, 1.0],
+            "amp": False,
+            "epochs": 9,
+            "temperature": 0.1,
+            "out": "elsewhere",
+            "channels_last": True,
+        },
+    }
     (tmp_path / "config.json").write_text(json.dumps(config))
     runner.invoke(app, ["pretrain", "--config", str(tmp_path / "config.json"), "--epochs", "4"], env=WIDE)
     cfg = seen["cfg"]
     assert (cfg.method, cfg.data, cfg.data_weights, cfg.crop_scale, cfg.amp, cfg.epochs, cfg.temperature, cfg.out) == (
-        "moco", ("a", "b"), (1.0, 3.0), (0.3, 1.0), False, 4, 0.1, "mosl_pretrain")
+        "moco",
+        ("a", "b"),
+        (1.0, 3.0),
+        (0.3, 1.0),
+        False,
+        4,
+        0.1,
+        "mosl_pretrain",
+    )
 
 
 def test_json_on_info_evaluate_predict(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,14 +161,33 @@ def test_json_on_info_evaluate_predict(tmp_path: Path, monkeypatch: pytest.Monke
     data = blob_dataset(tmp_path / "ds", n=12, size=32)
     info = runner.invoke(app, ["info", str(data), "--json"])
     assert info.exit_code == 0 and json.loads(info.stdout)["images"] == 12
-    train = ["finetune", "--data", str(data), "--init", "none", "--encoder", "resnet18", "--size", "32", "--epochs", "1",
-             "--batch-size", "4", "--steps-per-epoch", "1", "--device", "cpu"]
+    train = [
+        "finetune",
+        "--data",
+        str(data),
+        "--init",
+        "none",
+        "--encoder",
+        "resnet18",
+        "--size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--steps-per-epoch",
+        "1",
+        "--device",
+        "cpu",
+    ]
     assert runner.invoke(app, train).exit_code == 0
     ev = runner.invoke(app, ["evaluate", "--data", str(data), "--device", "cpu", "--json"])
     assert ev.exit_code == 0, ev.output
     doc = json.loads(ev.stdout)
     assert doc["split"] == "test" and "dice" in doc["summary"] and doc["files"][0].endswith("metrics.json")
-    pr = runner.invoke(app, ["predict", str(ASSETS / "example_scan.png"), "--out", "m.png", "--device", "cpu", "--json"])
+    pr = runner.invoke(
+        app, ["predict", str(ASSETS / "example_scan.png"), "--out", "m.png", "--device", "cpu", "--json"]
+    )
     assert pr.exit_code == 0, pr.output
     doc = json.loads(pr.stdout)
     assert doc["count"] == 1 and doc["files"][0]["mask"] == "m.png"

@@ -105,8 +105,19 @@ def test_dense_loss_needs_the_decoder_and_a_weight() -> None:
 
 def test_pretrain_with_dense_weight(tmp_path: Path) -> None:
     data = blob_dataset(tmp_path / "ds", n=24)
-    base = dict(data=(str(data),), encoder="resnet18", size=32, epochs=1, batch_size=8, warmup_epochs=0,
-                proj_hidden=64, proj_dim=32, device="cpu", method="simclr", scope="encoder-decoder")
+    base = dict(
+        data=(str(data),),
+        encoder="resnet18",
+        size=32,
+        epochs=1,
+        batch_size=8,
+        warmup_epochs=0,
+        proj_hidden=64,
+        proj_dim=32,
+        device="cpu",
+        method="simclr",
+        scope="encoder-decoder",
+    )
     plain = run_pretrain(PretrainConfig(**base, out=str(tmp_path / "plain")))  # type: ignore[arg-type]
     dense = run_pretrain(PretrainConfig(**base, dense_weight=1.0, out=str(tmp_path / "dense")))  # type: ignore[arg-type]
     assert math.isfinite(dense.final_loss) and dense.final_loss > plain.final_loss  # the pixel term is added

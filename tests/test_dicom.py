@@ -180,13 +180,23 @@ def test_leakage_group_falls_back_from_patient_to_study(tmp_path: Path) -> None:
 def _two_patients(root: Path) -> None:
     for p, patient in enumerate(("ALICE", "BOB")):
         for i in range(4):
-            write(root / "images" / f"{patient}_{i}.dcm", RNG.integers(0, 256, (40, 40), dtype=np.uint8),
-                  patient=patient, body_part="BREAST")
+            write(
+                root / "images" / f"{patient}_{i}.dcm",
+                RNG.integers(0, 256, (40, 40), dtype=np.uint8),
+                patient=patient,
+                body_part="BREAST",
+            )
             m = np.zeros((40, 40), np.uint8)
-            m[5 + i:20, 8:25 + p] = 255
-            Image.fromarray(m).save((root / "masks").mkdir(exist_ok=True, parents=True) or root / "masks" / f"{patient}_{i}.png")
-        write(root / "images" / f"{patient}_cine.dcm", RNG.integers(0, 256, (6, 40, 40), dtype=np.uint8),
-              frames=6, patient=patient)
+            m[5 + i : 20, 8 : 25 + p] = 255
+            Image.fromarray(m).save(
+                (root / "masks").mkdir(exist_ok=True, parents=True) or root / "masks" / f"{patient}_{i}.png"
+            )
+        write(
+            root / "images" / f"{patient}_cine.dcm",
+            RNG.integers(0, 256, (6, 40, 40), dtype=np.uint8),
+            frames=6,
+            patient=patient,
+        )
 
 
 def test_two_patients_land_in_one_split_each(tmp_path: Path) -> None:
@@ -196,8 +206,16 @@ def test_two_patients_land_in_one_split_each(tmp_path: Path) -> None:
     reader, _ = choose(str(root))
     assert reader.NAME == "dicom"
     for seed in range(4):
-        summary = run_prepare(PrepareConfig(sources=(str(root),), out=str(tmp_path / f"out{seed}"), size=32,
-                                            frames_per_video=3, workers=1, seed=seed))
+        summary = run_prepare(
+            PrepareConfig(
+                sources=(str(root),),
+                out=str(tmp_path / f"out{seed}"),
+                size=32,
+                frames_per_video=3,
+                workers=1,
+                seed=seed,
+            )
+        )
         manifest = json.loads((summary.out / "manifest.json").read_text())
         by_patient: dict[str, set[str]] = {}
         for s in manifest["samples"]:
@@ -210,7 +228,9 @@ def test_two_patients_land_in_one_split_each(tmp_path: Path) -> None:
 
 def test_dcm_inside_the_folder_layout_and_suffixless_files(tmp_path: Path) -> None:
     root = tmp_path / "mixed"
-    Image.fromarray(RNG.integers(0, 256, (20, 20), dtype=np.uint8)).save((root / "a").mkdir(parents=True) or root / "a" / "x.png")
+    Image.fromarray(RNG.integers(0, 256, (20, 20), dtype=np.uint8)).save(
+        (root / "a").mkdir(parents=True) or root / "a" / "x.png"
+    )
     write(root / "a" / "y.dcm", RNG.integers(0, 256, (20, 20), dtype=np.uint8))
     write(root / "a" / "IM_0001", RNG.integers(0, 256, (20, 20), dtype=np.uint8))
     folder_items = choose(str(root), "folder")[0].items(root, CFG)

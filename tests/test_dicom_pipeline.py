@@ -25,12 +25,21 @@ def dicom_folder(root: Path, patients: int = 10) -> Path:
             inside = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
             grey = np.where(inside, 40, 160) + rng.integers(0, 40, (60, 70))
             grey[:5] = 255  # burned-in text above the region
-            write(root / "images" / f"P{k}_{i}.dcm", grey.astype(np.uint8), patient=f"P{k}",
-                  regions=[region(6, 6, 61, 53, delta_cm=(0.01, 0.01))])
+            write(
+                root / "images" / f"P{k}_{i}.dcm",
+                grey.astype(np.uint8),
+                patient=f"P{k}",
+                regions=[region(6, 6, 61, 53, delta_cm=(0.01, 0.01))],
+            )
             (root / "masks").mkdir(parents=True, exist_ok=True)
             Image.fromarray((inside * 255).astype(np.uint8)).save(root / "masks" / f"P{k}_{i}.png")
-    write(root / "images" / "P0_cine.dcm", rng.integers(0, 256, (4, 60, 70), dtype=np.uint8), frames=4, patient="P0",
-          regions=[region(6, 6, 61, 53, delta_cm=(0.01, 0.01))])
+    write(
+        root / "images" / "P0_cine.dcm",
+        rng.integers(0, 256, (4, 60, 70), dtype=np.uint8),
+        frames=4,
+        patient="P0",
+        regions=[region(6, 6, 61, 53, delta_cm=(0.01, 0.01))],
+    )
     return root
 
 
@@ -42,8 +51,17 @@ def test_dicom_folder_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         ["prepare", str(src), "--size", "32", "--frames-per-video", "2", "--workers", "1"],
         ["finetune", "--init", "none", *small, "--batch-size", "4", "--steps-per-epoch", "2"],
         ["evaluate", "--split", "all", "--device", "cpu", "--nsd-tolerance", "1.5"],
-        ["predict", str(src / "images" / "P0_cine.dcm"), "--out", "pred", "--overlay", "--device", "cpu",
-         "--measurements", "pred/measurements.csv"],
+        [
+            "predict",
+            str(src / "images" / "P0_cine.dcm"),
+            "--out",
+            "pred",
+            "--overlay",
+            "--device",
+            "cpu",
+            "--measurements",
+            "pred/measurements.csv",
+        ],
     ]
     for args in steps:
         result = CliRunner().invoke(app, args, env={"COLUMNS": "200"})

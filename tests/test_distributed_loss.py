@@ -59,9 +59,14 @@ def _worker(local_rank: int, port: int, out_dir: str) -> None:
         queue.enqueue(gather_no_grad(torch.full((PER_RANK, 4), float(local_rank))))
         torch.save(
             {
-                "loss": loss.detach(), "grad1": a1.grad, "grad2": a2.grad, "weight_grad_sum": weight_grad,
-                "rank": torch.tensor(rank()), "world": torch.tensor(world_size()),
-                "queue": queue.keys[: WORLD * PER_RANK].clone(), "ptr": queue.ptr.clone(),
+                "loss": loss.detach(),
+                "grad1": a1.grad,
+                "grad2": a2.grad,
+                "weight_grad_sum": weight_grad,
+                "rank": torch.tensor(rank()),
+                "world": torch.tensor(world_size()),
+                "queue": queue.keys[: WORLD * PER_RANK].clone(),
+                "ptr": queue.ptr.clone(),
             },
             Path(out_dir) / f"rank{local_rank}.pt",
         )

@@ -33,9 +33,16 @@ def save_model(path: Path, *, kind: str = "segmentation", in_channels: int = 1, 
 
 def record(i: int, cls: str, split: str, has_mask: bool = True) -> dict[str, Any]:
     return {
-        "id": f"busi/{cls}/{i}", "source": "busi", "organ": "breast", "class": cls,
-        "paths": [f"{cls} ({i}).png"], "height": SIZE, "width": SIZE, "has_mask": has_mask,
-        "group": f"g{i}", "split": split,
+        "id": f"busi/{cls}/{i}",
+        "source": "busi",
+        "organ": "breast",
+        "class": cls,
+        "paths": [f"{cls} ({i}).png"],
+        "height": SIZE,
+        "width": SIZE,
+        "has_mask": has_mask,
+        "group": f"g{i}",
+        "split": split,
     }
 
 
@@ -50,7 +57,8 @@ def make_dataset(
         if cls != "normal":
             masks[i, 0, 5 + i : 20 + i, 8 : 25 + i] = 1
     manifest = {
-        "size": SIZE, "channels": channels,
+        "size": SIZE,
+        "channels": channels,
         "sources": [{"name": "busi", "reader": "busi", "root": "x", "organ": "breast", "count": n}],
         "samples": [record(i, c, s, with_masks) for i, (c, s) in enumerate(zip(classes, splits))],
     }
@@ -73,7 +81,9 @@ def dataset(tmp_path: Path) -> tuple[Path, torch.Tensor, torch.Tensor]:
 def test_writes_metrics_json_and_per_case_csv(model_file: Path, dataset: tuple, tmp_path: Path) -> None:
     data, images, masks = dataset
     out = tmp_path / "eval"
-    result = run_evaluate(EvaluateConfig(model=str(model_file), data=str(data), out=str(out), batch_size=2, device="cpu"))
+    result = run_evaluate(
+        EvaluateConfig(model=str(model_file), data=str(data), out=str(out), batch_size=2, device="cpu")
+    )
     assert result.out == out
     with open(out / "per_case.csv", newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -83,8 +93,22 @@ def test_writes_metrics_json_and_per_case_csv(model_file: Path, dataset: tuple, 
     assert rows[2]["hd95"] == ""  # normal: empty ground truth, hd95 undefined
 
     doc = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
-    for key in ("format", "version", "model", "model_meta", "data", "split", "size_evaluated", "tta",
-                "threshold", "empty_mask_rule", "summary", "per_class", "lesion", "cases"):
+    for key in (
+        "format",
+        "version",
+        "model",
+        "model_meta",
+        "data",
+        "split",
+        "size_evaluated",
+        "tta",
+        "threshold",
+        "empty_mask_rule",
+        "summary",
+        "per_class",
+        "lesion",
+        "cases",
+    ):
         assert key in doc, key
     assert doc["format"] == "mosl-metrics" and doc["version"] == 1
     assert doc["empty_mask_rule"] == M.EMPTY_MASK_RULE
@@ -103,7 +127,9 @@ def test_writes_metrics_json_and_per_case_csv(model_file: Path, dataset: tuple, 
 
 def test_predictions_match_an_independent_forward_pass(model_file: Path, dataset: tuple, tmp_path: Path) -> None:
     data, images, masks = dataset
-    result = run_evaluate(EvaluateConfig(model=str(model_file), data=str(data), out=str(tmp_path / "e"), tta=False, device="cpu"))
+    result = run_evaluate(
+        EvaluateConfig(model=str(model_file), data=str(data), out=str(tmp_path / "e"), tta=False, device="cpu")
+    )
     model, meta = model_from_file(model_file)
     test = [1, 2, 4]
     with torch.no_grad():
@@ -122,7 +148,9 @@ def test_predictions_match_an_independent_forward_pass(model_file: Path, dataset
 
 def test_tta_and_other_split(model_file: Path, dataset: tuple, tmp_path: Path) -> None:
     data, _, _ = dataset
-    cfg = EvaluateConfig(model=str(model_file), data=str(data), split="train", tta=True, out=str(tmp_path / "t"), device="cpu")
+    cfg = EvaluateConfig(
+        model=str(model_file), data=str(data), split="train", tta=True, out=str(tmp_path / "t"), device="cpu"
+    )
     result = run_evaluate(cfg)
     assert result.metrics["tta"] is True
     assert [c["id"] for c in result.metrics["cases"]] == ["busi/benign/0", "busi/malignant/5"]
@@ -182,7 +210,9 @@ def test_resolve_device() -> None:
 def test_cuda_evaluation_matches_cpu(model_file: Path, dataset: tuple, tmp_path: Path) -> None:
     data, _, _ = dataset
     cpu = run_evaluate(EvaluateConfig(model=str(model_file), data=str(data), out=str(tmp_path / "c"), device="cpu"))
-    gpu = run_evaluate(EvaluateConfig(model=str(model_file), data=str(data), out=str(tmp_path / "g"), tta=True, device="cuda"))
+    gpu = run_evaluate(
+        EvaluateConfig(model=str(model_file), data=str(data), out=str(tmp_path / "g"), tta=True, device="cuda")
+    )
     assert gpu.metrics["device"].startswith("cuda")
     assert [c["id"] for c in cpu.metrics["cases"]] == [c["id"] for c in gpu.metrics["cases"]]
     assert [c["gt_pixels"] for c in cpu.metrics["cases"]] == [c["gt_pixels"] for c in gpu.metrics["cases"]]

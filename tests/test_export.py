@@ -27,11 +27,22 @@ def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
-    meta = weights_metadata(kind="segmentation", arch="unet", encoder="resnet18", in_channels=1, size=64,
-                            scope="encoder-decoder", method="simclr", data={"path": "busi", "fingerprint": "abc"},
-                            seed=0, extra={"init": "mosl_pretrain/model.safetensors", "label_fraction": 0.25})
+    meta = weights_metadata(
+        kind="segmentation",
+        arch="unet",
+        encoder="resnet18",
+        in_channels=1,
+        size=64,
+        scope="encoder-decoder",
+        method="simclr",
+        data={"path": "busi", "fingerprint": "abc"},
+        seed=0,
+        extra={"init": "mosl_pretrain/model.safetensors", "label_fraction": 0.25},
+    )
     save_weights(folder / "model.safetensors", model.state_dict(), meta)
-    (folder / "config.json").write_text(json.dumps({"resolved": {"labelled_train": 91, "init": {"method": "simclr", "scope": "encoder"}}}))
+    (folder / "config.json").write_text(
+        json.dumps({"resolved": {"labelled_train": 91, "init": {"method": "simclr", "scope": "encoder"}}})
+    )
     return folder / "model.safetensors"
 
 
@@ -70,9 +81,20 @@ def test_smp_folder_loads_with_from_pretrained(weights: Path, tmp_path: Path, mo
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "mosl_eval").mkdir()
-    (tmp_path / "mosl_eval" / "metrics.json").write_text(json.dumps({
-        "model": str(weights), "split": "test", "data": "busi", "threshold": 0.5, "tta": False,
-        "summary": {"n": 10, "dice": {"mean": 0.7123}, "iou": {"mean": 0.6}}, "per_class": {}, "lesion": None}))
+    (tmp_path / "mosl_eval" / "metrics.json").write_text(
+        json.dumps(
+            {
+                "model": str(weights),
+                "split": "test",
+                "data": "busi",
+                "threshold": 0.5,
+                "tta": False,
+                "summary": {"n": 10, "dice": {"mean": 0.7123}, "iou": {"mean": 0.6}},
+                "per_class": {},
+                "lesion": None,
+            }
+        )
+    )
     run_export(weights, "smp", tmp_path / "folder")
     loaded = smp.from_pretrained(str(tmp_path / "folder"))
     original, _ = model_from_file(weights)
@@ -85,12 +107,16 @@ def test_smp_folder_loads_with_from_pretrained(weights: Path, tmp_path: Path, mo
 
 
 def test_model_card_without_metrics_says_so() -> None:
-    meta = weights_metadata(kind="segmentation", arch="unet", encoder="resnet18", in_channels=1, size=64, scope="encoder-decoder")
+    meta = weights_metadata(
+        kind="segmentation", arch="unet", encoder="resnet18", in_channels=1, size=64, scope="encoder-decoder"
+    )
     assert "Not measured yet" in model_card(meta, None, None)
 
 
 def test_cli_export_json_and_bad_format(weights: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["export", str(weights), "--format", "torchscript", "--out", str(tmp_path / "x.pt"), "--json"])
+    result = runner.invoke(
+        app, ["export", str(weights), "--format", "torchscript", "--out", str(tmp_path / "x.pt"), "--json"]
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["format"] == "torchscript" and doc["max_abs_diff"] <= doc["tolerance"]

@@ -25,8 +25,17 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(data: Path, out: Path, **kw: object) -> FinetuneConfig:
-    base = dict(data=str(data), init="none", encoder="resnet18", size=32, epochs=2, batch_size=8,
-                steps_per_epoch=3, device="cpu", out=str(out))
+    base = dict(
+        data=str(data),
+        init="none",
+        encoder="resnet18",
+        size=32,
+        epochs=2,
+        batch_size=8,
+        steps_per_epoch=3,
+        device="cpu",
+        out=str(out),
+    )
     base.update(kw)
     return FinetuneConfig(**base)  # type: ignore[arg-type]
 
@@ -59,8 +68,19 @@ def test_init_auto_uses_default_pretrain_weights(data: Path, tmp_path: Path, mon
     model = build_model("unet", "resnet18", 1)
     enc = {k: v for k, v in model.state_dict().items() if k.startswith("encoder.")}
     os.makedirs("mosl_pretrain")
-    save_weights("mosl_pretrain/model.safetensors", enc, weights_metadata(
-        kind="pretrained", arch="unet", encoder="resnet18", in_channels=1, size=32, scope="encoder", method="simsiam"))
+    save_weights(
+        "mosl_pretrain/model.safetensors",
+        enc,
+        weights_metadata(
+            kind="pretrained",
+            arch="unet",
+            encoder="resnet18",
+            in_channels=1,
+            size=32,
+            scope="encoder",
+            method="simsiam",
+        ),
+    )
     result = run_finetune(_cfg(data, tmp_path / "auto", init="auto", encoder="resnet50"))
     assert result.init["init"].endswith("mosl_pretrain/model.safetensors") and result.init["auto"]
     assert result.init["encoder"] == "resnet18"  # rebuilt from the file's metadata
@@ -79,7 +99,11 @@ def test_external_checkpoints_load_by_name(tmp_path: Path, kind: str) -> None:
         obj, name = state, "resnet18.pth"
     elif kind == "lightly":  # nn.Sequential(*resnet.children()[:-1]) under "backbone."
         index = {"conv1": 0, "bn1": 1, "layer1": 4, "layer2": 5, "layer3": 6, "layer4": 7}
-        seq = {f"backbone.{index[k.split('.')[0]]}.{k.split('.', 1)[1]}": v for k, v in state.items() if not k.startswith("fc.")}
+        seq = {
+            f"backbone.{index[k.split('.')[0]]}.{k.split('.', 1)[1]}": v
+            for k, v in state.items()
+            if not k.startswith("fc.")
+        }
         seq["projection_head.layers.0.weight"] = torch.zeros(4, 4)
         obj, name = {"state_dict": seq, "epoch": 3}, "lightly.ckpt"
     elif kind == "solo":
@@ -120,13 +144,20 @@ def test_freeze_encoder_bn_keeps_pretrained_statistics(data: Path, tmp_path: Pat
     state = model.state_dict()
     state["encoder.bn1.running_mean"].fill_(0.25)  # statistics that training in train mode would move
     enc = {k: v for k, v in state.items() if k.startswith("encoder.")}
-    save_weights(tmp_path / "pre.safetensors", enc, weights_metadata(
-        kind="pretrained", arch="unet", encoder="resnet18", in_channels=1, size=32, scope="encoder", method="simclr"))
+    save_weights(
+        tmp_path / "pre.safetensors",
+        enc,
+        weights_metadata(
+            kind="pretrained", arch="unet", encoder="resnet18", in_channels=1, size=32, scope="encoder", method="simclr"
+        ),
+    )
     kept = run_finetune(_cfg(data, tmp_path / "kept", init=str(tmp_path / "pre.safetensors"), freeze_encoder_bn=True))
     moved = run_finetune(_cfg(data, tmp_path / "moved", init=str(tmp_path / "pre.safetensors")))
     torch.testing.assert_close(kept.model.state_dict()["encoder.bn1.running_mean"], enc["encoder.bn1.running_mean"])
     assert not torch.allclose(moved.model.state_dict()["encoder.bn1.running_mean"], enc["encoder.bn1.running_mean"])
-    assert not torch.equal(kept.model.state_dict()["encoder.bn1.weight"], enc["encoder.bn1.weight"])  # scale still trains
+    assert not torch.equal(
+        kept.model.state_dict()["encoder.bn1.weight"], enc["encoder.bn1.weight"]
+    )  # scale still trains
     with pytest.raises(MoslError, match="--freeze-encoder-bn"):
         run_finetune(_cfg(data, tmp_path / "scratch", freeze_encoder_bn=True))
 

@@ -30,8 +30,26 @@ def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _finetune(data: Path, out: Path, *extra: str):
-    args = ["finetune", "--data", str(data), "--encoder", "resnet18", "--size", "32", "--epochs", "1",
-            "--batch-size", "4", "--steps-per-epoch", "1", "--device", "cpu", "--out", str(out), *extra]
+    args = [
+        "finetune",
+        "--data",
+        str(data),
+        "--encoder",
+        "resnet18",
+        "--size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--steps-per-epoch",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        *extra,
+    ]
     return runner.invoke(app, args, env={"COLUMNS": "400"})
 
 
@@ -45,7 +63,9 @@ def test_offline_is_one_line_exit_1(hf_cache: Path, tmp_path: Path) -> None:
     result = _finetune(data, tmp_path / "run", "--init", "imagenet")
     assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: --init imagenet") and "smp-hub/resnet18.imagenet" in lines[0], result.output
+    assert (
+        len(lines) == 1 and lines[0].startswith("error: --init imagenet") and "smp-hub/resnet18.imagenet" in lines[0]
+    ), result.output
     assert not (tmp_path / "run").exists()
 
 
@@ -57,8 +77,8 @@ def test_unknown_name_for_encoder_lists_the_names(tmp_path: Path) -> None:
 
 def test_cached_weight_file_loads_with_key_report(hf_cache: Path, tmp_path: Path) -> None:
     """A fake ImageNet file where hf_hub_download looks for it: RGB conv1 summed for grey scans."""
-    from safetensors.torch import save_file
     import segmentation_models_pytorch as smp
+    from safetensors.torch import save_file
 
     torch.manual_seed(1)
     rgb = smp.encoders.get_encoder("resnet18", in_channels=3).state_dict()
@@ -77,8 +97,8 @@ def test_cached_weight_file_loads_with_key_report(hf_cache: Path, tmp_path: Path
     assert init["load"]["loaded"] == len([k for k in rgb if not k.startswith("fc.")])
     assert init["load"]["adapted"] == ["encoder.conv1.weight"] and init["load"]["unexpected"] == 0
 
-    from mosl_cli.finetune import build_finetune_model
     from mosl_cli.config import FinetuneConfig
+    from mosl_cli.finetune import build_finetune_model
 
     model, _ = build_finetune_model(FinetuneConfig(encoder="resnet18"), "imagenet", 1)
     assert torch.allclose(model.encoder.conv1.weight, rgb["conv1.weight"].sum(1, keepdim=True))

@@ -56,8 +56,13 @@ WRITE_EVENTS = 6
 
 
 def _mosl(args: list[object], **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", KILLER, *map(str, args)], capture_output=True, text=True,
-                          env={**ENV, "KILL_AT": "0", **env}, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", KILLER, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**ENV, "KILL_AT": "0", **env},
+        timeout=300,
+    )
 
 
 def test_killed_prepare_leaves_the_old_or_the_new_dataset(tmp_path: Path) -> None:
@@ -80,7 +85,9 @@ def test_killed_prepare_leaves_the_old_or_the_new_dataset(tmp_path: Path) -> Non
             shutil.copytree(tmp_path / "old", out)
     assert seen == ["old"] * 5 + ["new"] * 2, seen  # the swap (event 5) is the one moment it changes
     assert new != old
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "old"], "each start removed the killed run's temporary folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "old"], (
+        "each start removed the killed run's temporary folder"
+    )
 
 
 def _wait_for_log(run: Path, proc: subprocess.Popen[str], lines: int = 1) -> None:
@@ -95,10 +102,29 @@ def _wait_for_log(run: Path, proc: subprocess.Popen[str], lines: int = 1) -> Non
 
 def test_sigterm_is_like_ctrl_c_and_the_run_resumes(ds: Path, tmp_path: Path) -> None:
     run = tmp_path / "ft"
-    args = ["finetune", "--data", ds, "--init", "none", *TINY, "--epochs", "5", "--steps-per-epoch", "2",
-            "--checkpoint-every", "0", "--out", run]
-    proc = subprocess.Popen([sys.executable, "-m", "mosl_cli", *map(str, args)], env=ENV, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = [
+        "finetune",
+        "--data",
+        ds,
+        "--init",
+        "none",
+        *TINY,
+        "--epochs",
+        "5",
+        "--steps-per-epoch",
+        "2",
+        "--checkpoint-every",
+        "0",
+        "--out",
+        run,
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mosl_cli", *map(str, args)],
+        env=ENV,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     _wait_for_log(run, proc, lines=2)  # epoch 1's checkpoint is written before epoch 2 is logged
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
@@ -106,8 +132,13 @@ def test_sigterm_is_like_ctrl_c_and_the_run_resumes(ds: Path, tmp_path: Path) ->
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("terminated:") and "--resume" in last and "Traceback" not in stderr
     assert (run / "checkpoint.safetensors").is_file() and not list(run.glob(".*.tmp"))
-    resumed = subprocess.run([sys.executable, "-m", "mosl_cli", *map(str, args), "--resume"], env=ENV,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "mosl_cli", *map(str, args), "--resume"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming after epoch" in resumed.stderr + resumed.stdout  # plain progress lines go to stdout off a terminal
     assert [r["epoch"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())] == list(range(1, 6))
@@ -123,20 +154,55 @@ def ds(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def pretrain_run(ds: Path) -> Path:
     out = ds.parent / "pt"
-    succeeds(["pretrain", "--data", ds, "--method", "simsiam", *TINY, "--epochs", "2", "--checkpoint-every", "0", "--out", out])
+    succeeds(
+        [
+            "pretrain",
+            "--data",
+            ds,
+            "--method",
+            "simsiam",
+            *TINY,
+            "--epochs",
+            "2",
+            "--checkpoint-every",
+            "0",
+            "--out",
+            out,
+        ]
+    )
     return out
 
 
-@pytest.mark.parametrize("change, named", [
-    (["--seed", "5"], "--seed 0 → 5"), (["--lr", "3.0"], "--lr default → 3.0"), (["--epochs", "3"], "--epochs 2 → 3"),
-    (["--method", "simclr"], "--method simsiam → simclr"), (["--data", "OTHER"], "--data"),
-    (["--no-amp"], "--no-amp False → True"),
-])
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (["--seed", "5"], "--seed 0 → 5"),
+        (["--lr", "3.0"], "--lr default → 3.0"),
+        (["--epochs", "3"], "--epochs 2 → 3"),
+        (["--method", "simclr"], "--method simsiam → simclr"),
+        (["--data", "OTHER"], "--data"),
+        (["--no-amp"], "--no-amp False → True"),
+    ],
+)
 def test_pretrain_resume_refuses_changed_options(pretrain_run: Path, ds: Path, change: list[str], named: str) -> None:
     before = {p.name: p.read_bytes() for p in pretrain_run.iterdir()}
     change = [str(ds) if c == "OTHER" else c for c in change]  # a second --data
-    args = ["pretrain", "--data", ds, "--method", "simsiam", *TINY, "--epochs", "2", "--checkpoint-every", "0",
-            "--out", pretrain_run, "--resume", *change]
+    args = [
+        "pretrain",
+        "--data",
+        ds,
+        "--method",
+        "simsiam",
+        *TINY,
+        "--epochs",
+        "2",
+        "--checkpoint-every",
+        "0",
+        "--out",
+        pretrain_run,
+        "--resume",
+        *change,
+    ]
     line = fails(args)
     assert named in line and "--resume" in line
     assert {p.name: p.read_bytes() for p in pretrain_run.iterdir()} == before, "nothing was touched"
@@ -148,8 +214,18 @@ def test_resume_accepts_what_cannot_change_the_result(pretrain_run: Path, ds: Pa
 
 
 def _ft(ds: Path, out: Path, **kw: object) -> FinetuneConfig:
-    base = dict(data=str(ds), init="none", encoder="resnet18", size=32, epochs=3, batch_size=4, steps_per_epoch=2,
-                device="cpu", checkpoint_every=0.0, out=str(out))
+    base = dict(
+        data=str(ds),
+        init="none",
+        encoder="resnet18",
+        size=32,
+        epochs=3,
+        batch_size=4,
+        steps_per_epoch=2,
+        device="cpu",
+        checkpoint_every=0.0,
+        out=str(out),
+    )
     base.update(kw)
     return FinetuneConfig(**base)  # type: ignore[arg-type]
 
@@ -168,7 +244,10 @@ def test_finetune_resume_same_options_is_bit_identical_changed_are_refused(ds: P
     with pytest.raises(MoslError, match=r"--no-augment False → True"):
         run_finetune(_ft(ds, tmp_path / "cut", augment=False, resume=True))
     run_finetune(_ft(ds, tmp_path / "cut", resume=True, checkpoint_every=60.0))
-    a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(tmp_path / "cut" / "model.safetensors"))
+    a, b = (
+        load_file(str(tmp_path / "full" / "model.safetensors")),
+        load_file(str(tmp_path / "cut" / "model.safetensors")),
+    )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -207,11 +286,28 @@ def test_written_files_honour_the_umask(ds: Path, tmp_path: Path) -> None:
     try:
         succeeds([*PREPARE, "--synthetic-count", "40", "--out", tmp_path / "ds"])
         succeeds(["finetune", "--data", ds, "--init", "none", *TINY, "--out", tmp_path / "ft"])
-        succeeds(["predict", Path(__file__).parents[1] / "assets" / "example_scan.png", "--model",
-                  tmp_path / "ft" / "model.safetensors", "--device", "cpu", "--out", tmp_path / "m.png"])
+        succeeds(
+            [
+                "predict",
+                Path(__file__).parents[1] / "assets" / "example_scan.png",
+                "--model",
+                tmp_path / "ft" / "model.safetensors",
+                "--device",
+                "cpu",
+                "--out",
+                tmp_path / "m.png",
+            ]
+        )
     finally:
         os.umask(previous)
-    for path in ["ds/data.safetensors", "ds/manifest.json", "ft/model.safetensors", "ft/config.json",
-                 "ft/checkpoint.safetensors", "ft/metrics.json", "m.png"]:
+    for path in [
+        "ds/data.safetensors",
+        "ds/manifest.json",
+        "ft/model.safetensors",
+        "ft/config.json",
+        "ft/checkpoint.safetensors",
+        "ft/metrics.json",
+        "m.png",
+    ]:
         assert (tmp_path / path).stat().st_mode & 0o777 == 0o640, path
     assert (tmp_path / "ds").stat().st_mode & 0o777 == 0o750

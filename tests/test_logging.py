@@ -20,9 +20,30 @@ def test_pretrain_redirected_prints_one_line_per_epoch(tmp_path: Path) -> None:
     data = blob_dataset(tmp_path / "ds", n=12, size=32)
     log = tmp_path / "out.log"
     env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "mosl_cli", "pretrain", "--data", str(data), "--method", "simsiam", "--encoder", "resnet18",
-           "--size", "32", "--epochs", "3", "--batch-size", "4", "--steps-per-epoch", "2", "--device", "cpu",
-           "--out", str(tmp_path / "run")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mosl_cli",
+        "pretrain",
+        "--data",
+        str(data),
+        "--method",
+        "simsiam",
+        "--encoder",
+        "resnet18",
+        "--size",
+        "32",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "4",
+        "--steps-per-epoch",
+        "2",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     with open(log, "w") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.PIPE, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
@@ -41,7 +62,11 @@ def test_log_every_adds_step_lines() -> None:
         lines("step", {"epoch": 1, "step": step, "loss": 1.0, "lr": 0.1, "images_per_s": 5.0, "embedding_std": 0.1})
     lines("epoch", {"epoch": 1, "loss": 1.0, "seconds": 2.0})
     text = out.getvalue().splitlines()
-    assert [t.split("] ")[1].split(" loss")[0] for t in text[1:]] == ["ep 1/1 step 20/50", "ep 1/1 step 40/50", "ep 1/1"]
+    assert [t.split("] ")[1].split(" loss")[0] for t in text[1:]] == [
+        "ep 1/1 step 20/50",
+        "ep 1/1 step 40/50",
+        "ep 1/1",
+    ]
 
 
 def test_terminal_bar_fits_80_columns_without_ellipsis() -> None:

@@ -68,7 +68,9 @@ def test_empty_masks_and_unknown_spacing() -> None:
     unknown = torch.full((1, 2), math.nan, dtype=torch.float64)
     out = M.case_metrics(full, full, unknown)
     assert float(out["hd95"][0]) == 0.0 and all(math.isnan(float(out[k][0])) for k in ("hd95_mm", "assd_mm", "nsd"))
-    assert all(math.isnan(float(v[0])) for k, v in M.case_metrics(full, full).items() if k.endswith("_mm") or k == "nsd")
+    assert all(
+        math.isnan(float(v[0])) for k, v in M.case_metrics(full, full).items() if k.endswith("_mm") or k == "nsd"
+    )
 
 
 def test_stored_spacing_accounts_for_the_resize_per_axis() -> None:

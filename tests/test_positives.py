@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import noise, save, write_video
 
+from conftest import noise, save, write_video
 from mosl_cli.config import PrepareConfig, PretrainConfig
 from mosl_cli.data.positives import GroupPartners
 from mosl_cli.data.store import read_manifest
@@ -40,7 +40,9 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for k in range(2):
         save(root / f"still {k}.png", noise(rng, 48, 64))
     out = root.parent / "ds"
-    run_prepare(PrepareConfig(sources=(str(root),), out=str(out), size=32, workers=1, frames_per_video=None, organ="lung"))
+    run_prepare(
+        PrepareConfig(sources=(str(root),), out=str(out), size=32, workers=1, frames_per_video=None, organ="lung")
+    )
     return out
 
 
@@ -56,13 +58,31 @@ def test_group_positives_pair_frames_of_one_video_only(videos: Path) -> None:
 
 
 def test_tiny_run_with_group_positives(videos: Path, tmp_path: Path) -> None:
-    cfg = PretrainConfig(data=(str(videos),), include_test=True, positives="group", encoder="resnet18", size=32,
-                         epochs=1, batch_size=4, warmup_epochs=0, proj_hidden=32, proj_dim=16, device="cpu",
-                         out=str(tmp_path / "run"))
+    cfg = PretrainConfig(
+        data=(str(videos),),
+        include_test=True,
+        positives="group",
+        encoder="resnet18",
+        size=32,
+        epochs=1,
+        batch_size=4,
+        warmup_epochs=0,
+        proj_hidden=32,
+        proj_dim=16,
+        device="cpu",
+        out=str(tmp_path / "run"),
+    )
     result = run_pretrain(cfg)
     assert math.isfinite(result.final_loss)
     with pytest.raises(MoslError, match="--positives"):
         run_pretrain(PretrainConfig(data=(str(videos),), positives="video", out=str(tmp_path / "x")))
     with pytest.raises(MoslError, match="--dense-weight 0"):
-        run_pretrain(PretrainConfig(data=(str(videos),), positives="group", scope="encoder-decoder", dense_weight=1.0,
-                                    out=str(tmp_path / "y")))
+        run_pretrain(
+            PretrainConfig(
+                data=(str(videos),),
+                positives="group",
+                scope="encoder-decoder",
+                dense_weight=1.0,
+                out=str(tmp_path / "y"),
+            )
+        )

@@ -55,7 +55,11 @@ def test_mask_has_the_scan_size_and_0_255_values(model_file: Path, tmp_path: Pat
     src = scan(tmp_path / "in" / "case.png", width=123, height=77)
     threshold = median_probability(model_file, src)
     out = tmp_path / "result.png"
-    [done] = run_predict(PredictConfig(inputs=(str(src),), model=str(model_file), out=str(out), threshold=threshold, tta=False, device="cpu"))
+    [done] = run_predict(
+        PredictConfig(
+            inputs=(str(src),), model=str(model_file), out=str(out), threshold=threshold, tta=False, device="cpu"
+        )
+    )
     assert done.mask == out and done.overlay is None and (done.height, done.width) == (77, 123)
     mask = np.asarray(Image.open(out))
     assert mask.shape == (77, 123) and mask.dtype == np.uint8
@@ -68,7 +72,9 @@ def test_mask_has_the_scan_size_and_0_255_values(model_file: Path, tmp_path: Pat
     assert np.mean(expected.numpy() != (mask == 255)) < 0.005
 
 
-def test_one_input_without_out_goes_to_mosl_predict(model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_input_without_out_goes_to_mosl_predict(
+    model_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     src = scan(tmp_path / "scan one.jpg", width=50, height=64, mode="RGB")
     monkeypatch.chdir(tmp_path)
     [done] = run_predict(PredictConfig(inputs=(str(src),), model=str(model_file), device="cpu"))
@@ -84,8 +90,15 @@ def test_folders_and_globs(model_file: Path, tmp_path: Path) -> None:
     (folder / "notes.txt").write_text("not a scan")
     other = scan(tmp_path / "more" / "d.jpeg", 70, 50)
     out = tmp_path / "out"
-    done = run_predict(PredictConfig(inputs=(str(folder), str(tmp_path / "more" / "*.jpeg")), model=str(model_file),
-                                     out=str(out), batch_size=3, device="cpu"))
+    done = run_predict(
+        PredictConfig(
+            inputs=(str(folder), str(tmp_path / "more" / "*.jpeg")),
+            model=str(model_file),
+            out=str(out),
+            batch_size=3,
+            device="cpu",
+        )
+    )
     assert [d.input.name for d in done] == ["a.BMP", "b.png", "c.tif", "d.jpeg"]
     assert sorted(p.name for p in out.iterdir()) == ["a_mask.png", "b_mask.png", "c_mask.png", "d_mask.png"]
     for d in done:
@@ -97,8 +110,16 @@ def test_folders_and_globs(model_file: Path, tmp_path: Path) -> None:
 def test_overlay_draws_the_outline_on_the_scan(model_file: Path, tmp_path: Path) -> None:
     src = scan(tmp_path / "x.png", width=96, height=80)
     threshold = median_probability(model_file, src)
-    [done] = run_predict(PredictConfig(inputs=(str(src),), model=str(model_file), out=str(tmp_path / "o"),
-                                       overlay=True, threshold=threshold, device="cpu"))
+    [done] = run_predict(
+        PredictConfig(
+            inputs=(str(src),),
+            model=str(model_file),
+            out=str(tmp_path / "o"),
+            overlay=True,
+            threshold=threshold,
+            device="cpu",
+        )
+    )
     assert done.overlay == tmp_path / "o" / "x_overlay.png"
     picture = np.asarray(Image.open(done.overlay))
     mask = np.asarray(Image.open(done.mask)) == 255
@@ -142,9 +163,13 @@ def test_output_naming_conflicts_are_refused(model_file: Path, tmp_path: Path) -
     a = scan(tmp_path / "one" / "same.png", 40, 30)
     b = scan(tmp_path / "two" / "same.png", 40, 30)
     with pytest.raises(MoslError, match="would both write"):
-        run_predict(PredictConfig(inputs=(str(a), str(b)), model=str(model_file), out=str(tmp_path / "o"), device="cpu"))
+        run_predict(
+            PredictConfig(inputs=(str(a), str(b)), model=str(model_file), out=str(tmp_path / "o"), device="cpu")
+        )
     with pytest.raises(MoslError, match="names one file"):
-        run_predict(PredictConfig(inputs=(str(a), str(b)), model=str(model_file), out=str(tmp_path / "m.png"), device="cpu"))
+        run_predict(
+            PredictConfig(inputs=(str(a), str(b)), model=str(model_file), out=str(tmp_path / "m.png"), device="cpu")
+        )
     with pytest.raises(MoslError, match="losslessly"):
         run_predict(PredictConfig(inputs=(str(a),), model=str(model_file), out=str(tmp_path / "m.jpg"), device="cpu"))
     assert not (tmp_path / "o").exists()
@@ -168,7 +193,7 @@ def test_rgb_model_reads_rgb_scans(tmp_path: Path) -> None:
 
 
 def test_sixteen_bit_scan_is_scaled_to_eight_bits(tmp_path: Path) -> None:
-    arr = (np.arange(20 * 10, dtype=np.uint16).reshape(10, 20) * 300)
+    arr = np.arange(20 * 10, dtype=np.uint16).reshape(10, 20) * 300
     path = tmp_path / "deep.png"
     Image.fromarray(arr).save(path)
     grey, rgb = read_image(path, 1, with_rgb=True)
@@ -180,10 +205,26 @@ def test_sixteen_bit_scan_is_scaled_to_eight_bits(tmp_path: Path) -> None:
 def test_cuda_prediction_matches_cpu(model_file: Path, tmp_path: Path) -> None:
     src = scan(tmp_path / "c.png", width=123, height=77)
     threshold = median_probability(model_file, src)
-    [cpu] = run_predict(PredictConfig(inputs=(str(src),), model=str(model_file), out=str(tmp_path / "cpu"),
-                                      threshold=threshold, overlay=True, device="cpu"))
-    [gpu] = run_predict(PredictConfig(inputs=(str(src),), model=str(model_file), out=str(tmp_path / "gpu"),
-                                      threshold=threshold, overlay=True, device="cuda"))
+    [cpu] = run_predict(
+        PredictConfig(
+            inputs=(str(src),),
+            model=str(model_file),
+            out=str(tmp_path / "cpu"),
+            threshold=threshold,
+            overlay=True,
+            device="cpu",
+        )
+    )
+    [gpu] = run_predict(
+        PredictConfig(
+            inputs=(str(src),),
+            model=str(model_file),
+            out=str(tmp_path / "gpu"),
+            threshold=threshold,
+            overlay=True,
+            device="cuda",
+        )
+    )
     a, b = np.asarray(Image.open(cpu.mask)), np.asarray(Image.open(gpu.mask))
     assert a.shape == b.shape == (77, 123)
     assert np.mean(a != b) < 0.05  # autocast on CUDA moves a few pixels at the threshold

@@ -29,8 +29,9 @@ ALL = 1e-6  # a threshold that marks every pixel the model sees as lesion: shows
 def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "model.safetensors"
-    meta = weights_metadata(kind="segmentation", arch="unet", encoder="resnet18", in_channels=1, size=32,
-                            scope="encoder-decoder")
+    meta = weights_metadata(
+        kind="segmentation", arch="unet", encoder="resnet18", in_channels=1, size=32, scope="encoder-decoder"
+    )
     save_weights(path, build_model("unet", "resnet18", 1).state_dict(), meta)
     return path
 
@@ -42,8 +43,9 @@ def cfg(model_file: Path, *inputs: Path, **kw: object) -> PredictConfig:
 def test_cine_gives_one_mask_per_frame_with_the_region_pasted_back(model_file: Path, tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     cine = rng.integers(0, 256, (5, 40, 52), dtype=np.uint8)
-    src = write(tmp_path / "loop.dcm", cine, frames=5, regions=[region(6, 4, 45, 35, delta_cm=(0.01, 0.02))],
-                FrameTime=50.0)
+    src = write(
+        tmp_path / "loop.dcm", cine, frames=5, regions=[region(6, 4, 45, 35, delta_cm=(0.01, 0.02))], FrameTime=50.0
+    )
     out = tmp_path / "out"
     results = run_predict(cfg(model_file, src, out=str(out), overlay=True, threshold=ALL))
     assert [r.frame for r in results] == [0, 1, 2, 3, 4]
@@ -66,7 +68,8 @@ def test_video_gives_one_mask_per_frame(model_file: Path, tmp_path: Path) -> Non
     src = write_video(tmp_path / "clip.mp4", frames=6, h=48, w=64)
     results = run_predict(cfg(model_file, src, out=str(tmp_path / "o"), mask_values="0-1"))
     assert len(results) == 6 and sorted(p.name for p in (tmp_path / "o" / "clip_mask").iterdir()) == [
-        f"{i:05d}.png" for i in range(6)]
+        f"{i:05d}.png" for i in range(6)
+    ]
     for r in results:
         mask = np.asarray(Image.open(r.mask))
         assert mask.shape == (48, 64) and set(np.unique(mask)) <= {0, 1}
@@ -74,11 +77,19 @@ def test_video_gives_one_mask_per_frame(model_file: Path, tmp_path: Path) -> Non
 
 def test_single_frame_dicom_and_png_together(model_file: Path, tmp_path: Path) -> None:
     grey = np.random.default_rng(1).integers(0, 256, (30, 44), dtype=np.uint8)
-    src = write(tmp_path / "in" / "one.dcm", grey, pixel_spacing=(0.5, 0.25))
+    write(tmp_path / "in" / "one.dcm", grey, pixel_spacing=(0.5, 0.25))
     Image.fromarray(grey).save(tmp_path / "in" / "two.png")
     measurements = tmp_path / "m.csv"
-    results = run_predict(cfg(model_file, tmp_path / "in", out=str(tmp_path / "o"), threshold=ALL, mask_values="0-1",
-                              measurements=str(measurements)))
+    results = run_predict(
+        cfg(
+            model_file,
+            tmp_path / "in",
+            out=str(tmp_path / "o"),
+            threshold=ALL,
+            mask_values="0-1",
+            measurements=str(measurements),
+        )
+    )
     assert [r.mask.name for r in results] == ["two_mask.png", "one_mask.png"]
     assert np.asarray(Image.open(results[1].mask)).max() == 1
     rows = list(csv.DictReader(measurements.open()))
@@ -87,7 +98,9 @@ def test_single_frame_dicom_and_png_together(model_file: Path, tmp_path: Path) -
     assert int(dicom_row["lesion_pixels"]) == 30 * 44
     assert float(dicom_row["area_mm2"]) == pytest.approx(30 * 44 * 0.5 * 0.25, abs=1e-3)
     assert float(dicom_row["max_diameter_mm"]) == pytest.approx(math.hypot(29 * 0.5, 43 * 0.25), abs=1e-3)
-    assert png_row["area_mm2"] == "" and float(png_row["max_diameter_px"]) == pytest.approx(math.hypot(29, 43), abs=1e-3)
+    assert png_row["area_mm2"] == "" and float(png_row["max_diameter_px"]) == pytest.approx(
+        math.hypot(29, 43), abs=1e-3
+    )
 
 
 def test_measure_known_shapes() -> None:
@@ -99,8 +112,12 @@ def test_measure_known_shapes() -> None:
     assert out["max_diameter_mm"] == pytest.approx(math.hypot(9 * 0.5, 19 * 0.2))
     disc = np.hypot(*np.mgrid[-20:21, -20:21]) <= 15
     assert max_diameter(disc) == pytest.approx(30.0)
-    assert measure(np.zeros((4, 4), bool), None) == {"lesion_pixels": 0, "max_diameter_px": 0.0, "area_mm2": None,
-                                                     "max_diameter_mm": None}
+    assert measure(np.zeros((4, 4), bool), None) == {
+        "lesion_pixels": 0,
+        "max_diameter_px": 0.0,
+        "area_mm2": None,
+        "max_diameter_mm": None,
+    }
 
 
 def test_refusals_before_writing(model_file: Path, tmp_path: Path) -> None:
@@ -113,7 +130,8 @@ def test_refusals_before_writing(model_file: Path, tmp_path: Path) -> None:
         run_predict(cfg(model_file, cine, out=str(tmp_path / "x.png")))
     with pytest.raises(MoslError, match="--mask-values"):
         run_predict(cfg(model_file, cine, mask_values="0-100"))
-    result = CliRunner().invoke(app, ["predict", str(empty), "--model", str(model_file), "--device", "cpu"],
-                                env={"COLUMNS": "400"})
+    result = CliRunner().invoke(
+        app, ["predict", str(empty), "--model", str(model_file), "--device", "cpu"], env={"COLUMNS": "400"}
+    )
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 1 and len(lines) == 1 and "no pixel data" in lines[0], result.output

@@ -17,7 +17,9 @@ from mosl_cli.prepare import READERS, decode_item, run_prepare, summarize
 
 
 def prepare(tmp_path: Path, *sources: str | Path, **kw) -> tuple:
-    cfg = PrepareConfig(sources=tuple(str(s) for s in sources), out=str(tmp_path / "ds"), **{"size": 32, "workers": 1, **kw})
+    cfg = PrepareConfig(
+        sources=tuple(str(s) for s in sources), out=str(tmp_path / "ds"), **{"size": 32, "workers": 1, **kw}
+    )
     calls: list[tuple[str, int, int]] = []
     summary = run_prepare(cfg, lambda stage, done, total: calls.append((stage, done, total)))
     return summary, load_dataset(summary.out), calls
@@ -94,8 +96,11 @@ def test_several_sources_make_one_dataset(tmp_path: Path, busi_root: Path, hc18_
     assert busi["busi/benign/benign (1)"]["group"] == busi["busi/malignant/malignant (2)"]["group"]
     assert summary.groups_merged >= 1 and groups_respect_splits(recs)
     camus = [r for r in recs if r["source"] == "camus"]
-    assert {r["group"] for r in camus} == {"camus/patient0001/patient0001_2CH_ED", "camus/patient0002/patient0002_2CH_ED",
-                                           "camus/patient0003/patient0003_2CH_ED"}
+    assert {r["group"] for r in camus} == {
+        "camus/patient0001/patient0001_2CH_ED",
+        "camus/patient0002/patient0002_2CH_ED",
+        "camus/patient0003/patient0003_2CH_ED",
+    }
     rows = {(r["source"], r["organ"]): r for r in summary.rows}
     assert rows[("hc18", "fetal-head")]["masks"] == 1 and rows[("camus", "heart")]["images"] == 9
     assert rows[("busi", "breast")]["masks"] == 5  # 7 images, 2 normal (empty masks)
@@ -122,7 +127,9 @@ def test_luminance_and_square_resize(tmp_path: Path) -> None:
 def test_splits_are_deterministic(tmp_path: Path, folder_root: Path) -> None:
     rng = np.random.default_rng(0)
     for i in range(30):
-        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(folder_root / "images" / "lesion" / f"x{i}.png")
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(
+            folder_root / "images" / "lesion" / f"x{i}.png"
+        )
     a = prepare(tmp_path / "a", folder_root, seed=5)[1].records
     b = prepare(tmp_path / "b", folder_root, seed=5)[1].records
     c = prepare(tmp_path / "c", folder_root, seed=6)[1].records
@@ -175,15 +182,18 @@ def test_no_usable_image_is_an_error(tmp_path: Path) -> None:
     assert not (tmp_path / "ds").exists()
 
 
-@pytest.mark.parametrize(("kw", "msg"), [
-    ({"format": "nifti"}, "--format 'nifti' is unknown"),
-    ({"splits": (0.5, 0.2, 0.2)}, "sum to 0.9"),
-    ({"splits": (0.0, 0.5, 0.5)}, "train fraction"),
-    ({"channels": 2}, "--channels 2"),
-    ({"size": 8}, "--size 8"),
-    ({"frames_per_video": 0}, "--frames-per-video"),
-    ({"dedup_distance": 65}, "--dedup-distance"),
-])
+@pytest.mark.parametrize(
+    ("kw", "msg"),
+    [
+        ({"format": "nifti"}, "--format 'nifti' is unknown"),
+        ({"splits": (0.5, 0.2, 0.2)}, "sum to 0.9"),
+        ({"splits": (0.0, 0.5, 0.5)}, "train fraction"),
+        ({"channels": 2}, "--channels 2"),
+        ({"size": 8}, "--size 8"),
+        ({"frames_per_video": 0}, "--frames-per-video"),
+        ({"dedup_distance": 65}, "--dedup-distance"),
+    ],
+)
 def test_bad_options(tmp_path: Path, folder_root: Path, kw: dict, msg: str) -> None:
     with pytest.raises(MoslError, match=msg):
         prepare(tmp_path, folder_root, **kw)

@@ -24,8 +24,18 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(data: Path, out: Path, **kw: object) -> PretrainConfig:
-    base = dict(data=(str(data),), encoder="resnet18", size=32, epochs=1, batch_size=8, warmup_epochs=0,
-                proj_hidden=64, proj_dim=32, device="cpu", out=str(out))
+    base = dict(
+        data=(str(data),),
+        encoder="resnet18",
+        size=32,
+        epochs=1,
+        batch_size=8,
+        warmup_epochs=0,
+        proj_hidden=64,
+        proj_dim=32,
+        device="cpu",
+        out=str(out),
+    )
     base.update(kw)
     return PretrainConfig(**base)  # type: ignore[arg-type]
 

@@ -11,9 +11,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 from mosl_cli.config import PrepareConfig
-from mosl_cli.data.readers import READERS, choose, safe_pickle
+from mosl_cli.data.readers import READERS, camus, choose, cifar10, folder, hc18, pocus, safe_pickle, udiat, volumes
 from mosl_cli.data.readers import base as rbase
-from mosl_cli.data.readers import camus, cifar10, folder, hc18, pocus, udiat, volumes
 from mosl_cli.errors import MoslError
 
 CFG = PrepareConfig(sources=("x",), size=32, frames_per_video=3)
@@ -30,10 +29,18 @@ def by_key(items: list[rbase.Item]) -> dict[str, rbase.Item]:
 # --------------------------------------------------------------------------- detection
 
 
-@pytest.mark.parametrize(("fixture", "expected"), [
-    ("busi_root", "busi"), ("udiat_root", "udiat"), ("hc18_root", "hc18"), ("pocus_root", "pocus"),
-    ("camus_root", "camus"), ("cifar_root", "cifar10"), ("folder_root", "folder"),
-])
+@pytest.mark.parametrize(
+    ("fixture", "expected"),
+    [
+        ("busi_root", "busi"),
+        ("udiat_root", "udiat"),
+        ("hc18_root", "hc18"),
+        ("pocus_root", "pocus"),
+        ("camus_root", "camus"),
+        ("cifar_root", "cifar10"),
+        ("folder_root", "folder"),
+    ],
+)
 def test_auto_detects_each_layout(fixture: str, expected: str, request: pytest.FixtureRequest) -> None:
     root = request.getfixturevalue(fixture)
     reader, _ = choose(str(root))
@@ -45,7 +52,16 @@ def test_auto_detects_each_layout(fixture: str, expected: str, request: pytest.F
 
 def test_registry_names() -> None:
     assert list(READERS) == [
-        "busi", "udiat", "hc18", "pocus", "camus", "cifar10", "miniimagenet", "dicom", "folder", "synthetic",
+        "busi",
+        "udiat",
+        "hc18",
+        "pocus",
+        "camus",
+        "cifar10",
+        "miniimagenet",
+        "dicom",
+        "folder",
+        "synthetic",
     ]
 
 
@@ -85,8 +101,13 @@ def test_busi_fixture(busi_root: Path) -> None:
     for root in (busi_root, busi_root / "Dataset_BUSI_with_GT"):  # the parent or the folder itself
         items = READERS["busi"].items(root.resolve(), CFG)
         assert [it.key for it in items] == [
-            "benign/benign (1)", "benign/benign (2)", "benign/benign (10)",
-            "malignant/malignant (1)", "malignant/malignant (2)", "normal/normal (1)", "normal/normal (2)",
+            "benign/benign (1)",
+            "benign/benign (2)",
+            "benign/benign (10)",
+            "malignant/malignant (1)",
+            "malignant/malignant (2)",
+            "normal/normal (1)",
+            "normal/normal (2)",
         ]
     it = by_key(items)
     assert len(it["benign/benign (1)"].paths) == 3  # image, _mask, _mask_1
@@ -166,7 +187,7 @@ def test_fill_outline_matches_filled_ellipse() -> None:
     want = np.asarray(filled) > 0
     iou = (got & want).sum() / (got | want).sum()
     assert iou > 0.97
-    assert not got[0].any() and got[h // 2 - 5: h // 2 + 5, w // 2 - 5: w // 2 + 5].all()
+    assert not got[0].any() and got[h // 2 - 5 : h // 2 + 5, w // 2 - 5 : w // 2 + 5].all()
 
 
 def test_hc18_fixture(hc18_root: Path) -> None:
@@ -283,6 +304,7 @@ def test_restricted_unpickler_executes_nothing(tmp_path: Path) -> None:
     class Evil:
         def __reduce__(self):
             import os
+
             return (os.system, (f"touch {marker}",))
 
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"data": Evil()}))
@@ -304,8 +326,10 @@ def test_evil_cifar_batch_is_skipped(cifar_root: Path) -> None:
 
 def test_miniimagenet_cache_and_csv(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    cache = {"image_data": rng.integers(0, 256, (5, 84, 84, 3), dtype=np.uint8),
-             "class_dict": {"n01532829": [0, 1, 2], "n01558993": [3, 4]}}
+    cache = {
+        "image_data": rng.integers(0, 256, (5, 84, 84, 3), dtype=np.uint8),
+        "class_dict": {"n01532829": [0, 1, 2], "n01558993": [3, 4]},
+    }
     (tmp_path / "cache").mkdir()
     (tmp_path / "cache" / "mini-imagenet-cache-train.pkl").write_bytes(pickle.dumps(cache, protocol=4))
     reader, base = choose(str(tmp_path / "cache"))

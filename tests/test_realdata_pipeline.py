@@ -30,8 +30,18 @@ def simsiam_weights(busi: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
     from mosl_cli.pretrain import run_pretrain
 
     out = tmp_path_factory.mktemp("pre") / "simsiam"
-    run_pretrain(PretrainConfig(method="simsiam", data=(str(busi),), encoder="resnet18", size=32, epochs=1,
-                                batch_size=64, device="cpu", out=str(out)))
+    run_pretrain(
+        PretrainConfig(
+            method="simsiam",
+            data=(str(busi),),
+            encoder="resnet18",
+            size=32,
+            epochs=1,
+            batch_size=64,
+            device="cpu",
+            out=str(out),
+        )
+    )
     return out / "model.safetensors"
 
 
@@ -39,8 +49,16 @@ def simsiam_weights(busi: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 def test_pretrain_each_method_on_busi(busi: Path, tmp_path: Path, method: str) -> None:
     from mosl_cli.pretrain import run_pretrain
 
-    cfg = PretrainConfig(method=method, data=(str(busi),), encoder="resnet18", size=32, epochs=1, batch_size=64,
-                         device="cpu", out=str(tmp_path / "a"))
+    cfg = PretrainConfig(
+        method=method,
+        data=(str(busi),),
+        encoder="resnet18",
+        size=32,
+        epochs=1,
+        batch_size=64,
+        device="cpu",
+        out=str(tmp_path / "a"),
+    )
     first = run_pretrain(cfg)
     meta = read_metadata(tmp_path / "a" / "model.safetensors")
     assert meta["method"] == method and meta["kind"] == "pretrained"
@@ -53,8 +71,19 @@ def test_simsiam_encoder_decoder_on_busi(busi: Path, simsiam_weights: Path, tmp_
     from mosl_cli.pretrain import run_pretrain
 
     assert read_metadata(simsiam_weights)["method"] == "simsiam"
-    run_pretrain(PretrainConfig(method="simsiam", data=(str(busi),), encoder="resnet18", size=32, epochs=1,
-                                batch_size=64, scope="encoder-decoder", device="cpu", out=str(tmp_path / "ed")))
+    run_pretrain(
+        PretrainConfig(
+            method="simsiam",
+            data=(str(busi),),
+            encoder="resnet18",
+            size=32,
+            epochs=1,
+            batch_size=64,
+            scope="encoder-decoder",
+            device="cpu",
+            out=str(tmp_path / "ed"),
+        )
+    )
     names = load_file(str(tmp_path / "ed" / "model.safetensors")).keys()
     assert any(n.startswith("decoder.") for n in names)
 
@@ -62,16 +91,32 @@ def test_simsiam_encoder_decoder_on_busi(busi: Path, simsiam_weights: Path, tmp_
 @pytest.mark.parametrize("init", ["simsiam", "none"])
 def test_finetune_evaluate_predict_on_busi(busi: Path, simsiam_weights: Path, real, tmp_path: Path, init: str) -> None:  # type: ignore[no-untyped-def]
     ft = tmp_path / "ft"
-    result = run_finetune(FinetuneConfig(data=str(busi), init=str(simsiam_weights) if init == "simsiam" else "none",
-                                         encoder="resnet18", size=32, epochs=1, steps_per_epoch=3, device="cpu", out=str(ft)))
+    result = run_finetune(
+        FinetuneConfig(
+            data=str(busi),
+            init=str(simsiam_weights) if init == "simsiam" else "none",
+            encoder="resnet18",
+            size=32,
+            epochs=1,
+            steps_per_epoch=3,
+            device="cpu",
+            out=str(ft),
+        )
+    )
     if init == "simsiam":
         assert result.init["load"]["loaded"] > 0 and result.init["method"] == "simsiam"
-    run_evaluate(EvaluateConfig(model=str(ft / "model.safetensors"), data=str(busi), split="test",
-                                out=str(tmp_path / "ev"), device="cpu"))
+    run_evaluate(
+        EvaluateConfig(
+            model=str(ft / "model.safetensors"), data=str(busi), split="test", out=str(tmp_path / "ev"), device="cpu"
+        )
+    )
     rows = list(csv.DictReader(open(tmp_path / "ev" / "per_case.csv")))
     assert len(rows) == len(load_dataset(busi).indices("test", labelled=True))
     scan = real("busi") / "Dataset_BUSI_with_GT" / "malignant" / "malignant (1).png"
-    [predicted] = run_predict(PredictConfig(inputs=(str(scan),), model=str(ft / "model.safetensors"),
-                                            out=str(tmp_path / "m.png"), device="cpu"))
+    [predicted] = run_predict(
+        PredictConfig(
+            inputs=(str(scan),), model=str(ft / "model.safetensors"), out=str(tmp_path / "m.png"), device="cpu"
+        )
+    )
     assert Image.open(tmp_path / "m.png").size == Image.open(scan).size
     assert (predicted.width, predicted.height) == Image.open(scan).size

@@ -27,8 +27,17 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(data: Path, out: Path, **kw: object) -> FinetuneConfig:
-    base = dict(data=str(data), init="none", encoder="resnet18", size=32, epochs=2, batch_size=8,
-                steps_per_epoch=3, device="cpu", out=str(out))
+    base = dict(
+        data=str(data),
+        init="none",
+        encoder="resnet18",
+        size=32,
+        epochs=2,
+        batch_size=8,
+        steps_per_epoch=3,
+        device="cpu",
+        out=str(out),
+    )
     base.update(kw)
     return FinetuneConfig(**base)  # type: ignore[arg-type]
 
@@ -150,7 +159,9 @@ def test_folds_train_one_model_each_and_evaluate_averages_them(data: Path, tmp_p
     images = ds.images[:4]
     expected = sum(_member_probabilities(p, images) for p in ensemble.paths) / 2
     torch.testing.assert_close(ensemble.probabilities(images), expected)
-    doc = run_evaluate(EvaluateConfig(model=str(tmp_path / "cv"), data=str(data), out=str(tmp_path / "e"), device="cpu")).metrics
+    doc = run_evaluate(
+        EvaluateConfig(model=str(tmp_path / "cv"), data=str(data), out=str(tmp_path / "e"), device="cpu")
+    ).metrics
     assert len(doc["models"]) == 2 and doc["tta"] is True
 
 
@@ -158,8 +169,15 @@ def test_several_model_files_are_one_ensemble(tmp_path: Path) -> None:
     paths = []
     for seed, size in ((0, 32), (1, 48)):  # members may differ in training size
         torch.manual_seed(seed)
-        meta = weights_metadata(kind="segmentation", arch="unet", encoder="resnet18", in_channels=1, size=size,
-                                scope="encoder-decoder", extra={"postprocess": {"largest": True, "min_area": 0.001 * (seed + 1)}})
+        meta = weights_metadata(
+            kind="segmentation",
+            arch="unet",
+            encoder="resnet18",
+            in_channels=1,
+            size=size,
+            scope="encoder-decoder",
+            extra={"postprocess": {"largest": True, "min_area": 0.001 * (seed + 1)}},
+        )
         paths.append(tmp_path / f"m{seed}.safetensors")
         save_weights(paths[-1], build_model("unet", "resnet18", 1).state_dict(), meta)
     ensemble = load_ensemble([str(p) for p in paths], torch.device("cpu"))
@@ -191,8 +209,11 @@ def test_finetune_stores_the_rule_chosen_on_val_and_the_selected_weights(data: P
     for k, v in last.model.state_dict().items():
         torch.testing.assert_close(saved[k], v)
     assert "postprocess" not in read_metadata(tmp_path / "last" / "model.safetensors")
-    for bad, match in (({"select": "median"}, "--select"), ({"augment_strength": "wild"}, "--augment-strength"),
-                       ({"ema_decay": 1.5}, "--ema-decay")):
+    for bad, match in (
+        ({"select": "median"}, "--select"),
+        ({"augment_strength": "wild"}, "--augment-strength"),
+        ({"ema_decay": 1.5}, "--ema-decay"),
+    ):
         with pytest.raises(MoslError, match=match):
             run_finetune(_cfg(data, tmp_path / "bad", **bad))
 

@@ -10,7 +10,11 @@ from PIL import Image, ImageFilter
 
 from mosl_cli.data import hashing
 from mosl_cli.data.splits import (
-    UnionFind, assign_splits, check_fractions, group_samples, parse_splits,
+    UnionFind,
+    assign_splits,
+    check_fractions,
+    group_samples,
+    parse_splits,
 )
 from mosl_cli.errors import MoslError
 
@@ -37,8 +41,7 @@ def test_near_pairs_matches_brute_force() -> None:
     flips = np.uint64(1) << rng.integers(0, 64, 40).astype(np.uint64)
     hashes = np.concatenate([base, base[:20] ^ flips[:20]])  # 20 pairs at distance 1
     got = {tuple(p) for p in hashing.near_pairs(hashes, 3, budget=37).tolist()}  # tiny blocks
-    want = {(i, j) for i in range(60) for j in range(i + 1, 60)
-            if hashing.hamming(int(hashes[i]), int(hashes[j])) <= 3}
+    want = {(i, j) for i in range(60) for j in range(i + 1, 60) if hashing.hamming(int(hashes[i]), int(hashes[j])) <= 3}
     assert got == want and len(want) >= 20
 
 
@@ -110,8 +113,14 @@ def test_assign_splits_edge_cases() -> None:
 def test_parse_splits() -> None:
     assert parse_splits("0.7,0.1,0.2") == (0.7, 0.1, 0.2)
     assert parse_splits("0.8, 0, 0.2") == (0.8, 0.0, 0.2)
-    for bad, msg in (("0.7,0.1", "three"), ("a,b,c", "not numbers"), ("0.7,0.2,0.2", "sum to 1.1"),
-                     ("-0.1,0.6,0.5", "non-negative"), ("0,0.5,0.5", "train fraction"), ("nan,0,1", "non-negative")):
+    for bad, msg in (
+        ("0.7,0.1", "three"),
+        ("a,b,c", "not numbers"),
+        ("0.7,0.2,0.2", "sum to 1.1"),
+        ("-0.1,0.6,0.5", "non-negative"),
+        ("0,0.5,0.5", "train fraction"),
+        ("nan,0,1", "non-negative"),
+    ):
         with pytest.raises(MoslError, match=msg):
             parse_splits(bad)
     with pytest.raises(MoslError):

@@ -127,9 +127,7 @@ def test_fan_scans_are_black_outside_the_fan() -> None:
         assert image[:, 30:34].mean() > 5  # but not along the central beams
 
 
-@pytest.mark.parametrize(
-    "args", [(-1, 10, 0, 64), (10, 10, 0, 64), (0, 0, 0, 64), (0, 10, 0, 8)]
-)
+@pytest.mark.parametrize("args", [(-1, 10, 0, 64), (10, 10, 0, 64), (0, 0, 0, 64), (0, 10, 0, 8)])
 def test_invalid_arguments_are_rejected(args: tuple[int, int, int, int]) -> None:
     with pytest.raises(ValueError):
         generate(*args)

@@ -42,29 +42,62 @@ def _assert_ranks_identical(dump: Path) -> None:
 def test_pretrain_two_ranks(data: Path, tmp_path: Path, method: str) -> None:
     dump = tmp_path / "dump"
     dump.mkdir()
-    proc = _torchrun([str(HERE / "ddp_worker.py"), "pretrain", str(data), str(tmp_path / "run"), str(dump), method], tmp_path)
+    proc = _torchrun(
+        [str(HERE / "ddp_worker.py"), "pretrain", str(data), str(tmp_path / "run"), str(dump), method], tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_ranks_identical(dump)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["resolved"]["world_size"] == 2 and config["resolved"]["global_batch"] == 8
     assert len(read_jsonl(tmp_path / "run" / "log.jsonl")) == 2  # one line per epoch: rank 0 alone writes
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
-        "checkpoint.safetensors", "config.json", "log.jsonl", "metrics.json", "model.safetensors"]
+        "checkpoint.safetensors",
+        "config.json",
+        "log.jsonl",
+        "metrics.json",
+        "model.safetensors",
+    ]
 
 
 def test_finetune_two_ranks(data: Path, tmp_path: Path) -> None:
     dump = tmp_path / "dump"
     dump.mkdir()
-    proc = _torchrun([str(HERE / "ddp_worker.py"), "finetune", str(data), str(tmp_path / "run"), str(dump), "-"], tmp_path)
+    proc = _torchrun(
+        [str(HERE / "ddp_worker.py"), "finetune", str(data), str(tmp_path / "run"), str(dump), "-"], tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     _assert_ranks_identical(dump)
     assert len(read_jsonl(tmp_path / "run" / "log.jsonl")) == 2
 
 
 def test_cli_under_torchrun_and_resume(data: Path, tmp_path: Path) -> None:
-    args = ["-m", "mosl_cli", "pretrain", "--method", "simclr", "--data", str(data), "--encoder", "resnet18",
-            "--size", "32", "--batch-size", "8", "--steps-per-epoch", "2", "--warmup-epochs", "0",
-            "--proj-hidden", "64", "--proj-dim", "32", "--device", "cpu", "--out", str(tmp_path / "run")]
+    args = [
+        "-m",
+        "mosl_cli",
+        "pretrain",
+        "--method",
+        "simclr",
+        "--data",
+        str(data),
+        "--encoder",
+        "resnet18",
+        "--size",
+        "32",
+        "--batch-size",
+        "8",
+        "--steps-per-epoch",
+        "2",
+        "--warmup-epochs",
+        "0",
+        "--proj-hidden",
+        "64",
+        "--proj-dim",
+        "32",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "run"),
+    ]
     first = _torchrun([*args, "--epochs", "2", "--checkpoint-every", "0"], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     resumed = _torchrun([*args, "--epochs", "2", "--checkpoint-every", "0", "--resume"], tmp_path)

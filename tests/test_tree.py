@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import noise, save, write_video
 from PIL import Image, ImageDraw
 from typer.testing import CliRunner
 
+from conftest import noise, save, write_video
 from mosl_cli.cli import app
 from mosl_cli.config import PrepareConfig
 from mosl_cli.data import crop
@@ -24,7 +24,9 @@ from mosl_cli.prepare import run_prepare
 
 
 def prepare(tmp_path: Path, *sources: str | Path, **kw):
-    cfg = PrepareConfig(sources=tuple(str(s) for s in sources), out=str(tmp_path / "ds"), **{"size": 32, "workers": 2, **kw})
+    cfg = PrepareConfig(
+        sources=tuple(str(s) for s in sources), out=str(tmp_path / "ds"), **{"size": 32, "workers": 2, **kw}
+    )
     summary = run_prepare(cfg)
     return summary, read_manifest(summary.out)
 
@@ -70,7 +72,7 @@ def test_screen_export_through_prepare(tmp_path: Path) -> None:
     page, (x0, y0, x1, y1) = screen_export(np.random.default_rng(3))
     page.save(tmp_path / "export one.png")
     _, manifest = prepare(tmp_path / "a", tmp_path, organ="breast")
-    s, = manifest["samples"]
+    (s,) = manifest["samples"]
     assert abs(s["width"] - (x1 - x0)) <= 4 and abs(s["height"] - (y1 - y0)) <= 4 and s["organ"] == "breast"
     _, manifest = prepare(tmp_path / "b", tmp_path, crop=False)
     assert (manifest["samples"][0]["width"], manifest["samples"][0]["height"]) == (240, 180)
@@ -125,8 +127,24 @@ def test_cli_frames_per_video(tmp_path: Path, tree_root: Path) -> None:
     runner = CliRunner()
     bad = runner.invoke(app, ["prepare", str(tree_root), "--out", str(tmp_path / "x"), "--frames-per-video", "most"])
     assert bad.exit_code == 2 and "--frames-per-video" in bad.output
-    ok = runner.invoke(app, ["prepare", str(tree_root / "clips"), "--out", str(tmp_path / "y"), "--size", "32",
-                             "--frames-per-video", "all", "--organ", "lung", "--no-crop", "--workers", "1"])
+    ok = runner.invoke(
+        app,
+        [
+            "prepare",
+            str(tree_root / "clips"),
+            "--out",
+            str(tmp_path / "y"),
+            "--size",
+            "32",
+            "--frames-per-video",
+            "all",
+            "--organ",
+            "lung",
+            "--no-crop",
+            "--workers",
+            "1",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     assert len(read_manifest(tmp_path / "y")["samples"]) == 12
 
@@ -148,7 +166,12 @@ def test_muscle_real_screen_exports_cropped(real, tmp_path: Path) -> None:
     _, manifest = prepare(tmp_path, real("muscle/timtrack"), organ="muscle")
     samples = manifest["samples"]
     assert len(samples) == 339 and {s["organ"] for s in samples} == {"muscle"}
-    assert collections.Counter(s["class"] for s in samples) == {"dataset 1": 153, "dataset 2": 56, "dataset 3": 100, "dataset 4": 30}
+    assert collections.Counter(s["class"] for s in samples) == {
+        "dataset 1": 153,
+        "dataset 2": 56,
+        "dataset 3": 100,
+        "dataset 4": 30,
+    }
     for s in samples:
         with Image.open(s["paths"][0]) as im:
             w, h = im.size

@@ -27,9 +27,28 @@ def blob_dataset(out: Path, n: int = 24, size: int = 48, seed: int = 0) -> Path:
         images.append(img.clamp(0, 255).to(torch.uint8)[None])
         masks.append(inside.to(torch.uint8)[None])
         split = ["train", "train", "train", "train", "val", "test"][i % 6]
-        records.append({"id": f"s{i}", "source": "blobs", "organ": "breast", "class": cls, "paths": [f"s{i}.png"],
-                        "height": size, "width": size, "has_mask": True, "group": i, "split": split})
-    manifest = {"size": size, "channels": 1, "seed": seed, "splits": [0.67, 0.17, 0.16],
-                "sources": [{"name": "blobs", "reader": "test", "root": "-", "organ": "breast", "count": n}],
-                "samples": records, "skipped": [], "groups_merged": 0}
+        records.append(
+            {
+                "id": f"s{i}",
+                "source": "blobs",
+                "organ": "breast",
+                "class": cls,
+                "paths": [f"s{i}.png"],
+                "height": size,
+                "width": size,
+                "has_mask": True,
+                "group": i,
+                "split": split,
+            }
+        )
+    manifest = {
+        "size": size,
+        "channels": 1,
+        "seed": seed,
+        "splits": [0.67, 0.17, 0.16],
+        "sources": [{"name": "blobs", "reader": "test", "root": "-", "organ": "breast", "count": n}],
+        "samples": records,
+        "skipped": [],
+        "groups_merged": 0,
+    }
     return write_dataset(out, torch.stack(images), torch.stack(masks), manifest)

@@ -31,14 +31,18 @@ JITTER = 0.4
 def check_jitter(jitter: float) -> None:
     """``--jitter`` must lie in [0, 1): brightness and contrast factors are drawn from [1 - J, 1 + J]."""
     if not 0.0 <= jitter < 1.0:
-        raise UsageError(f"--jitter {jitter} must be in [0, 1): brightness and contrast factors are drawn from [1 - J, 1 + J]")
+        raise UsageError(
+            f"--jitter {jitter} must be in [0, 1): brightness and contrast factors are drawn from [1 - J, 1 + J]"
+        )
 
 
 @contextmanager
 def seeded(seed: int, device: torch.device | str) -> Iterator[None]:
     """Run the body with torch's RNG (CPU, and ``device`` when it is a GPU) seeded, then restore it."""
     device = torch.device(device)
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         yield
@@ -82,7 +86,9 @@ class Correspondence(NamedTuple):
     valid: Tensor
 
 
-def sample_correspondence(boxes1: Tensor, flips1: Tensor, boxes2: Tensor, flips2: Tensor, points: int) -> Correspondence:
+def sample_correspondence(
+    boxes1: Tensor, flips1: Tensor, boxes2: Tensor, flips2: Tensor, points: int
+) -> Correspondence:
     """``points`` random points in the overlap of two crops of each image, located in both views.
 
     ``boxes*``: float ``[B, 4]`` crop boxes ``(x0, y0, x1, y1)`` in input pixels, corners inclusive
@@ -110,7 +116,9 @@ def _blur(size: int, p: float) -> K.RandomGaussianBlur:
     return K.RandomGaussianBlur((kernel, kernel), (0.1, sigma_max), p=p)
 
 
-def _view_ops(preset: str, size: int, channels: int, crop_scale: tuple[float, float], jitter: float = JITTER) -> list[nn.Module]:
+def _view_ops(
+    preset: str, size: int, channels: int, crop_scale: tuple[float, float], jitter: float = JITTER
+) -> list[nn.Module]:
     """The kornia ops of one SSL view, float ``[B, C, H, W]`` in ``[0, 1]`` → ``[B, C, size, size]``.
 
     The crop resamples the whole batch in one warp (``cropping_mode="resample"``): the same bilinear
@@ -170,7 +178,11 @@ class SSLViews(nn.Module):
     """
 
     def __init__(
-        self, size: int, channels: int, preset: str = "ultrasound", crop_scale: tuple[float, float] | None = None,
+        self,
+        size: int,
+        channels: int,
+        preset: str = "ultrasound",
+        crop_scale: tuple[float, float] | None = None,
         jitter: float = JITTER,
     ) -> None:
         super().__init__()
@@ -259,7 +271,11 @@ def _seg_ops(size: int, intensity: bool, strength: str = "strong") -> list[nn.Mo
             K.RandomAffine(degrees=15.0, translate=(0.1, 0.1), scale=(0.85, 1.15), p=0.5),
         ]
         if intensity:
-            ops += [K.ColorJitter(brightness=0.2, contrast=0.2, p=0.5), _blur(size, p=0.2), RandomSpeckle((0.0, 0.2), p=0.3)]
+            ops += [
+                K.ColorJitter(brightness=0.2, contrast=0.2, p=0.5),
+                _blur(size, p=0.2),
+                RandomSpeckle((0.0, 0.2), p=0.3),
+            ]
         return ops
     ops = [
         K.RandomHorizontalFlip(),

@@ -13,7 +13,21 @@ Method = Literal["simclr", "moco", "simsiam"]  # methods.METHODS
 Scope = Literal["encoder", "encoder-decoder"]  # methods.backbone.SCOPES
 Preset = Literal["ultrasound", "simclr"]  # augment.PRESETS
 Split = Literal["test", "val", "train", "all"]  # data.splits.SPLITS and "all"
-ReaderFormat = Literal["auto", "busi", "udiat", "hc18", "pocus", "camus", "cifar10", "miniimagenet", "dicom", "folder", "synthetic"]  # data.readers.FORMATS
-Arch = Literal["unet", "unetplusplus", "manet", "linknet", "fpn", "pspnet", "deeplabv3", "deeplabv3plus", "pan",
-               "upernet", "segformer", "dpt"]  # smp.MODEL_ARCHITECTURES_MAPPING
+ReaderFormat = Literal[
+    "auto", "busi", "udiat", "hc18", "pocus", "camus", "cifar10", "miniimagenet", "dicom", "folder", "synthetic"
+]  # data.readers.FORMATS
+Arch = Literal[
+    "unet",
+    "unetplusplus",
+    "manet",
+    "linknet",
+    "fpn",
+    "pspnet",
+    "deeplabv3",
+    "deeplabv3plus",
+    "pan",
+    "upernet",
+    "segformer",
+    "dpt",
+]  # smp.MODEL_ARCHITECTURES_MAPPING
 ExportFormat = Literal["onnx", "torchscript", "smp"]  # export.FORMATS

@@ -74,7 +74,9 @@ def _video_info(path: Path) -> tuple[int | None, float]:
             rate = float(stream.average_rate or stream.guessed_rate or DEFAULT_RATE)
             return (stream.frames or None), rate
     except (av.FFmpegError, IndexError) as exc:
-        raise MoslError(f"{path}: not a readable video ({type(exc).__name__}); pass mp4/avi/mov or DICOM files") from exc
+        raise MoslError(
+            f"{path}: not a readable video ({type(exc).__name__}); pass mp4/avi/mov or DICOM files"
+        ) from exc
 
 
 def open_clip(path: Path, region_crop: bool) -> Clip:
@@ -88,8 +90,14 @@ def open_clip(path: Path, region_crop: bool) -> Clip:
     except dicom.DicomError as exc:
         raise MoslError(f"{path}: {exc}") from None
     region = dicom.imaging_region(ds)
-    return Clip(path, "dicom", dicom.frame_count(ds), dicom.frame_rate(ds, DEFAULT_RATE),
-                dicom.spacing_mm(ds, region), region.box if region_crop and region else None)
+    return Clip(
+        path,
+        "dicom",
+        dicom.frame_count(ds),
+        dicom.frame_rate(ds, DEFAULT_RATE),
+        dicom.spacing_mm(ds, region),
+        region.box if region_crop and region else None,
+    )
 
 
 def plan_clips(
@@ -121,7 +129,10 @@ def plan_clips(
                 continue
             key = dest.resolve()
             if key in taken or key == clip.path.resolve():
-                raise MoslError(f"{clip.path}: its output {dest} is taken by another input; predict them into separate --out folders")
+                raise MoslError(
+                    f"{clip.path}: its output {dest} is taken by another input; "
+                    "predict them into separate --out folders"
+                )
             taken.add(key)
 
 
@@ -141,7 +152,9 @@ def _video_frames(path: Path) -> Iterator[Image.Image]:
             for frame in box.decode(video=0):
                 yield frame.to_image()
     except av.FFmpegError as exc:
-        raise MoslError(f"{path}: video decoding failed ({type(exc).__name__}: {exc}); re-encode it (e.g. ffmpeg -i IN OUT.mp4)") from exc
+        raise MoslError(
+            f"{path}: video decoding failed ({type(exc).__name__}: {exc}); re-encode it (e.g. ffmpeg -i IN OUT.mp4)"
+        ) from exc
 
 
 def frames(clip: Clip) -> Iterator[tuple[int, Image.Image]]:
@@ -176,8 +189,9 @@ class _OverlayVideo:
     """An MPEG-4 file written frame by frame (RGB uint8 ``[H, W, 3]``, padded to even sizes), atomically."""
 
     def __init__(self, path: Path, rate: float) -> None:
-        import av
         from fractions import Fraction
+
+        import av
 
         self._atomic = atomic_path(path)
         self._tmp = self._atomic.__enter__()
@@ -212,15 +226,23 @@ class _OverlayVideo:
 
 
 def predict_clip(
-    ensemble: Any, clip: Clip, *, channels: int, threshold: float, batch_size: int,
-    mask_values: str, pool: ThreadPoolExecutor, tta: bool = False, postprocess: Any = None,
+    ensemble: Any,
+    clip: Clip,
+    *,
+    channels: int,
+    threshold: float,
+    batch_size: int,
+    mask_values: str,
+    pool: ThreadPoolExecutor,
+    tta: bool = False,
+    postprocess: Any = None,
 ) -> list[Any]:
     """Predict every frame of ``clip`` with ``ensemble`` (``inference.Ensemble``); write its masks (and
     overlay); return one ``PredictedFile`` per frame."""
     import torch
 
-    from mosl_cli.predict import OVERLAY_COLOUR, PredictedFile, predict_masks
     from mosl_cli.imageio import write_image
+    from mosl_cli.predict import OVERLAY_COLOUR, PredictedFile, predict_masks
 
     video = _OverlayVideo(clip.overlay, clip.rate) if clip.overlay is not None and clip.sequence else None
     results: list[Any] = []
@@ -230,7 +252,9 @@ def predict_clip(
     def run(batch: list[tuple[int, Image.Image]]) -> None:
         crops = [img.crop(clip.box) if clip.box else img for _, img in batch]
         scans = [torch.from_numpy(_model_input(c, channels)) for c in crops]
-        for (i, img), (mask, edge) in zip(batch, predict_masks(ensemble, scans, threshold, clip.overlay is not None, tta, postprocess)):
+        for (i, img), (mask, edge) in zip(
+            batch, predict_masks(ensemble, scans, threshold, clip.overlay is not None, tta, postprocess)
+        ):
             size = (img.height, img.width)
             full = _paste(mask, size, clip.box) // np.uint8(255) * scale
             dest = clip.mask / f"{i:05d}.png" if clip.sequence else clip.mask
@@ -243,9 +267,18 @@ def predict_clip(
                 else:
                     assert clip.overlay is not None
                     writes.append(pool.submit(write_image, clip.overlay, picture))
-            results.append(PredictedFile(clip.path, dest, clip.overlay, img.height, img.width,
-                                         int(np.count_nonzero(full)), frame=i if clip.sequence else None,
-                                         spacing_mm=clip.spacing))
+            results.append(
+                PredictedFile(
+                    clip.path,
+                    dest,
+                    clip.overlay,
+                    img.height,
+                    img.width,
+                    int(np.count_nonzero(full)),
+                    frame=i if clip.sequence else None,
+                    spacing_mm=clip.spacing,
+                )
+            )
 
     ok = False
     try:

@@ -19,7 +19,10 @@ from mosl_cli import choices as K
 from mosl_cli import config as C
 
 app = typer.Typer(
-    name="mosl", no_args_is_help=True, add_completion=True, pretty_exceptions_enable=False,
+    name="mosl",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
     help="Multi-organ self-supervised pre-training for breast-lesion segmentation in ultrasound.\n\n"
     "Steps: prepare → pretrain → finetune → evaluate → predict (and report). Each reads what the "
     "previous one wrote; with default folders they chain with no options.",
@@ -57,23 +60,74 @@ Seed = Annotated[int, typer.Option("--seed", help="Random seed (weights, order, 
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 Arch = Annotated[K.Arch, typer.Option("--arch", help="smp architecture (unet, unetplusplus, fpn, deeplabv3plus, ...).")]
 Encoder = Annotated[str, typer.Option("--encoder", help="smp encoder (resnet18, resnet34, resnet50, ...).")]
-Size = Annotated[int, typer.Option("--size", callback=_check_size, help="Input size in pixels, 16 to 4096 (images are resized on the device).")]
+Size = Annotated[
+    int,
+    typer.Option(
+        "--size", callback=_check_size, help="Input size in pixels, 16 to 4096 (images are resized on the device)."
+    ),
+]
 Epochs = Annotated[int, typer.Option("--epochs", callback=_positive, help="Number of epochs.")]
-BatchSize = Annotated[int, typer.Option("--batch-size", "-b", callback=_positive, help="Global batch size (all processes together).")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last finished epoch. Only --device, --checkpoint-every and --out may differ from the run's options; any other change is refused (it would change the result).")]
+BatchSize = Annotated[
+    int, typer.Option("--batch-size", "-b", callback=_positive, help="Global batch size (all processes together).")
+]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help=(
+            "Continue the run in --out from its last finished epoch. Only --device, --checkpoint-every and --out "
+            "may differ from the run's options; any other change is refused (it would change the result)."
+        ),
+    ),
+]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")]
 NoAmp = Annotated[bool, typer.Option("--no-amp", help="Disable bfloat16 autocast on CUDA.")]
-CheckpointEvery = Annotated[float, typer.Option("--checkpoint-every", help="Seconds between checkpoints for --resume (the first and last epoch always write one; 0: every epoch).")]
+CheckpointEvery = Annotated[
+    float,
+    typer.Option(
+        "--checkpoint-every",
+        help="Seconds between checkpoints for --resume (the first and last epoch always write one; 0: every epoch).",
+    ),
+]
 ModelFile = Annotated[Path, typer.Option("--model", "-m", help="Segmentation weight file written by `mosl finetune`.")]
-Models = Annotated[list[Path], typer.Option("--model", "-m", help="Segmentation weight file written by `mosl finetune`, a run folder, or a folder of --folds runs; repeat to average several models.")]
+Models = Annotated[
+    list[Path],
+    typer.Option(
+        "--model",
+        "-m",
+        help=(
+            "Segmentation weight file written by `mosl finetune`, a run folder, or a folder of --folds runs; "
+            "repeat to average several models."
+        ),
+    ),
+]
 TTA = Annotated[bool, typer.Option("--tta/--no-tta", help="Average with the left-right mirrored prediction.")]
-Postprocess = Annotated[bool, typer.Option("--postprocess/--no-postprocess", help="Apply the post-processing rule stored in the weight file (chosen on val by finetune).")]
+Postprocess = Annotated[
+    bool,
+    typer.Option(
+        "--postprocess/--no-postprocess",
+        help="Apply the post-processing rule stored in the weight file (chosen on val by finetune).",
+    ),
+]
 Threshold = Annotated[float, typer.Option("--threshold", help="Probability threshold for the lesion mask.")]
 
-ConfigFile = Annotated[Optional[Path], typer.Option(
-    "--config", help="Replay a run's config.json (its settings become the defaults; options given here override them; not --out/--resume/--overwrite).",
-    is_eager=True, callback=lambda ctx, value: _replay_config(ctx, value), exists=True, dir_okay=False)]
-JsonOut = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (for scripts) instead of tables.")]
+ConfigFile = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--config",
+        help=(
+            "Replay a run's config.json (its settings become the defaults; options given here override them; "
+            "not --out/--resume/--overwrite)."
+        ),
+        is_eager=True,
+        callback=lambda ctx, value: _replay_config(ctx, value),
+        exists=True,
+        dir_okay=False,
+    ),
+]
+JsonOut = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document on stdout (for scripts) instead of tables.")
+]
 
 
 def _replay_config(ctx: typer.Context, value: Optional[Path]) -> Optional[Path]:
@@ -114,8 +168,13 @@ def _is_main_rank() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _call(fn: Callable[..., T], *args: Any, out: Path | None = None, interrupted: str = "nothing half-written was left",
-          **kwargs: Any) -> T:
+def _call(
+    fn: Callable[..., T],
+    *args: Any,
+    out: Path | None = None,
+    interrupted: str = "nothing half-written was left",
+    **kwargs: Any,
+) -> T:
     """Run one step's core function so that every expected failure ends in one line and its exit code
     (:func:`mosl_cli.exits.one_line_errors`); ``out``: the step's output folder, created first and
     removed again if the step fails while it is still empty."""
@@ -187,9 +246,12 @@ class _TrainingProgress:
     def _notice_other_model(self, init: dict[str, Any]) -> None:
         built = {k: init.get(k) for k in self.expect}
         if any(built[k] and built[k] != v for k, v in self.expect.items()):
-            console.print(f"[yellow]note:[/] {init['init']} was made for {built['arch']}/{built['encoder']}, "
-                          f"so that model is built, not --arch {self.expect['arch']} --encoder {self.expect['encoder']}",
-                          highlight=False, soft_wrap=True)
+            console.print(
+                f"[yellow]note:[/] {init['init']} was made for {built['arch']}/{built['encoder']}, "
+                f"so that model is built, not --arch {self.expect['arch']} --encoder {self.expect['encoder']}",
+                highlight=False,
+                soft_wrap=True,
+            )
 
     def __call__(self, event: str, info: dict[str, Any]) -> None:
         if event == "start":
@@ -207,16 +269,22 @@ class _TrainingProgress:
         if event == "start":
             self.steps = info["steps_per_epoch"]
             total = info["epochs"] * self.steps
-            self.task = self.progress.add_task(self.title, total=total, completed=info["start_epoch"] * self.steps, info="")
-            console.print(f"{self.title}: {info['images']} images on {info['device']}"
-                          + (f", resuming after epoch {info['start_epoch']}" if info["start_epoch"] else ""))
+            self.task = self.progress.add_task(
+                self.title, total=total, completed=info["start_epoch"] * self.steps, info=""
+            )
+            console.print(
+                f"{self.title}: {info['images']} images on {info['device']}"
+                + (f", resuming after epoch {info['start_epoch']}" if info["start_epoch"] else "")
+            )
             if "init" in info:
                 console.print(f"initialised from: {_describe_init(info['init'])}")
         elif event == "step":
             done = (info["epoch"] - 1) * self.steps + info["step"]
             self.progress.update(self.task, completed=done, info=f"ep {info['epoch']} {step_text(info)}")
         elif event == "epoch":
-            self.progress.update(self.task, completed=info["epoch"] * self.steps, info=f"ep {info['epoch']} {epoch_text(info)}")
+            self.progress.update(
+                self.task, completed=info["epoch"] * self.steps, info=f"ep {info['epoch']} {epoch_text(info)}"
+            )
 
 
 def _describe_init(init: dict[str, Any]) -> str:
@@ -224,8 +292,10 @@ def _describe_init(init: dict[str, Any]) -> str:
         return "random weights (supervised baseline)"
     load = init.get("load", {})
     auto = " (found by --init auto)" if init.get("auto") else ""
-    return (f"{init['init']}{auto}: {load.get('loaded', 0)} tensors loaded, {load.get('missing', 0)} missing, "
-            f"{load.get('unexpected', 0)} unexpected")
+    return (
+        f"{init['init']}{auto}: {load.get('loaded', 0)} tensors loaded, {load.get('missing', 0)} missing, "
+        f"{load.get('unexpected', 0)} unexpected"
+    )
 
 
 @app.callback()
@@ -251,7 +321,9 @@ def _dataset_table(rows: list[dict[str, Any]], title: str) -> Table:
     for r in rows:
         classes = ", ".join(f"{k} {v}" for k, v in sorted(r["classes"].items()))
         splits = "/".join(str(r["splits"].get(s, 0)) for s in ("train", "val", "test"))
-        table.add_row(str(r["source"]), str(r["organ"]), str(r["images"]), str(r["masks"]), classes, splits, str(r["skipped"]))
+        table.add_row(
+            str(r["source"]), str(r["organ"]), str(r["images"]), str(r["masks"]), classes, splits, str(r["skipped"])
+        )
     return table
 
 
@@ -267,21 +339,58 @@ def _int_option(text: str, hint: str, expected: str) -> int:
 def prepare(
     sources: Annotated[list[str], typer.Argument(help="Dataset folders in their native layouts, or `synthetic`.")],
     out: OutDir = Path(C.DEFAULT_DATASET),
-    format: Annotated[K.ReaderFormat, typer.Option("--format", "-f", help="Force a reader (auto: detect from the folder layout).")] = "auto",
-    size: Annotated[int, typer.Option("--size", help="Stored image size S (resized again on the device at training time).")] = 256,
+    format: Annotated[
+        K.ReaderFormat, typer.Option("--format", "-f", help="Force a reader (auto: detect from the folder layout).")
+    ] = "auto",
+    size: Annotated[
+        int, typer.Option("--size", help="Stored image size S (resized again on the device at training time).")
+    ] = 256,
     channels: Annotated[int, typer.Option("--channels", help="1 (luminance) or 3 (RGB).")] = 1,
     seed: Seed = 0,
     splits: Annotated[str, typer.Option("--splits", help="train,val,test fractions.")] = "0.7,0.1,0.2",
-    frames_per_video: Annotated[str, typer.Option("--frames-per-video", help="Frames sampled evenly from each video or multi-frame DICOM, or `all`.")] = "8",
-    camus_label: Annotated[int, typer.Option("--camus-label", help="CAMUS label used as the mask (1 = left-ventricle cavity).")] = 1,
-    synthetic_count: Annotated[int, typer.Option("--synthetic-count", help="Scans generated for the `synthetic` source.")] = 600,
-    dedup_distance: Annotated[int, typer.Option("--dedup-distance", help="Max perceptual-hash Hamming distance grouping near-duplicates.")] = C.PrepareConfig.dedup_distance,
+    frames_per_video: Annotated[
+        str,
+        typer.Option(
+            "--frames-per-video", help="Frames sampled evenly from each video or multi-frame DICOM, or `all`."
+        ),
+    ] = "8",
+    camus_label: Annotated[
+        int, typer.Option("--camus-label", help="CAMUS label used as the mask (1 = left-ventricle cavity).")
+    ] = 1,
+    synthetic_count: Annotated[
+        int, typer.Option("--synthetic-count", help="Scans generated for the `synthetic` source.")
+    ] = 600,
+    dedup_distance: Annotated[
+        int, typer.Option("--dedup-distance", help="Max perceptual-hash Hamming distance grouping near-duplicates.")
+    ] = C.PrepareConfig.dedup_distance,
     workers: Annotated[int, typer.Option("--workers", help="Decode processes (0 = one per core).")] = 0,
-    no_region_crop: Annotated[bool, typer.Option("--no-region-crop", help="Keep whole DICOM frames (default: crop to the ultrasound imaging region).")] = False,
+    no_region_crop: Annotated[
+        bool,
+        typer.Option(
+            "--no-region-crop", help="Keep whole DICOM frames (default: crop to the ultrasound imaging region)."
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a dataset already in --out.")] = False,
-    organ: Annotated[Optional[str], typer.Option("--organ", help="Organ of the folders read as plain trees (e.g. muscle); default: unknown, or natural for CIFAR/ImageNet class folders.")] = None,
-    group_pattern: Annotated[str, typer.Option("--group-pattern", help="Regex finding a patient key in file or folder names; its scans and videos share a split.")] = C.DEFAULT_GROUP_PATTERN,
-    crop: Annotated[bool, typer.Option("--crop/--no-crop", help="Crop screen exports in plain trees to the ultrasound image.")] = True,
+    organ: Annotated[
+        Optional[str],
+        typer.Option(
+            "--organ",
+            help=(
+                "Organ of the folders read as plain trees (e.g. muscle); "
+                "default: unknown, or natural for CIFAR/ImageNet class folders."
+            ),
+        ),
+    ] = None,
+    group_pattern: Annotated[
+        str,
+        typer.Option(
+            "--group-pattern",
+            help="Regex finding a patient key in file or folder names; its scans and videos share a split.",
+        ),
+    ] = C.DEFAULT_GROUP_PATTERN,
+    crop: Annotated[
+        bool, typer.Option("--crop/--no-crop", help="Crop screen exports in plain trees to the ultrasound image.")
+    ] = True,
 ) -> None:
     """Decode raw datasets once into a split, device-ready dataset directory."""
     if channels not in (1, 3):
@@ -293,14 +402,40 @@ def prepare(
         split_tuple = parse_splits(splits)
     except MoslError as exc:  # a usage error: exit code 2, like every other bad option
         raise typer.BadParameter(str(exc).removeprefix("--splits").lstrip(" :"), param_hint="--splits") from None
-    fpv = None if frames_per_video.strip().lower() == "all" else _int_option(frames_per_video, "--frames-per-video", "a number or all")
-    cfg = C.PrepareConfig(tuple(sources), str(out), format, size, channels, seed, split_tuple,  # type: ignore[arg-type]
-                          fpv, camus_label, synthetic_count, dedup_distance, workers,
-                          region_crop=not no_region_crop, overwrite=overwrite, organ=organ, group_pattern=group_pattern, crop=crop)
+    fpv = (
+        None
+        if frames_per_video.strip().lower() == "all"
+        else _int_option(frames_per_video, "--frames-per-video", "a number or all")
+    )
+    cfg = C.PrepareConfig(
+        tuple(sources),
+        str(out),
+        format,
+        size,
+        channels,
+        seed,
+        split_tuple,  # type: ignore[arg-type]
+        fpv,
+        camus_label,
+        synthetic_count,
+        dedup_distance,
+        workers,
+        region_crop=not no_region_crop,
+        overwrite=overwrite,
+        organ=organ,
+        group_pattern=group_pattern,
+        crop=crop,
+    )
     from mosl_cli.prepare import run_prepare
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console, transient=True,
-                  disable=not console.is_terminal) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
         tasks: dict[str, Any] = {}
 
         def progress(stage: str, done: int, total: int) -> None:
@@ -310,12 +445,17 @@ def prepare(
 
         summary = _call(run_prepare, cfg, progress, out=out, interrupted=f"{out} was left as it was")
     out_console.print(_dataset_table(summary.rows, f"{summary.out}: {summary.total} images"))
-    out_console.print(f"near-duplicate groups merged: {summary.groups_merged}; files skipped: {len(summary.skipped)}"
-                      + (" (reasons in manifest.json)" if summary.skipped else ""))
+    out_console.print(
+        f"near-duplicate groups merged: {summary.groups_merged}; files skipped: {len(summary.skipped)}"
+        + (" (reasons in manifest.json)" if summary.skipped else "")
+    )
 
 
 @app.command(epilog="Example: mosl info mosl_data")
-def info(data: Annotated[Path, typer.Argument(help="Dataset directory.")] = Path(C.DEFAULT_DATASET), json_out: JsonOut = False) -> None:
+def info(
+    data: Annotated[Path, typer.Argument(help="Dataset directory.")] = Path(C.DEFAULT_DATASET),
+    json_out: JsonOut = False,
+) -> None:
     """Print the summary table of an existing dataset directory again."""
     from mosl_cli.data.store import read_manifest
     from mosl_cli.prepare import summarize
@@ -324,48 +464,112 @@ def info(data: Annotated[Path, typer.Argument(help="Dataset directory.")] = Path
     rows = summarize(manifest)
     total = sum(r["images"] for r in rows)
     if json_out:
-        _print_json({"data": data, "images": total, "size": manifest["size"], "channels": manifest["channels"], "rows": rows,
-                     "groups_merged": manifest.get("groups_merged", 0), "skipped": len(manifest.get("skipped", []))})
+        _print_json(
+            {
+                "data": data,
+                "images": total,
+                "size": manifest["size"],
+                "channels": manifest["channels"],
+                "rows": rows,
+                "groups_merged": manifest.get("groups_merged", 0),
+                "skipped": len(manifest.get("skipped", [])),
+            }
+        )
         return
-    out_console.print(_dataset_table(rows, f"{data}: {total} images at {manifest['size']} px, {manifest['channels']} channel(s)"))
-    out_console.print(f"near-duplicate groups merged: {manifest.get('groups_merged', 0)}; files skipped: {len(manifest.get('skipped', []))}")
+    out_console.print(
+        _dataset_table(rows, f"{data}: {total} images at {manifest['size']} px, {manifest['channels']} channel(s)")
+    )
+    out_console.print(
+        f"near-duplicate groups merged: {manifest.get('groups_merged', 0)}; "
+        f"files skipped: {len(manifest.get('skipped', []))}"
+    )
 
 
 # --------------------------------------------------------------------------- pretrain
 
 
-@app.command(epilog="Example: mosl pretrain --method simsiam --data busi --data hc18 --encoder resnet50 --size 64 --epochs 100")
+@app.command(
+    epilog="Example: mosl pretrain --method simsiam --data busi --data hc18 --encoder resnet50 --size 64 --epochs 100"
+)
 def pretrain(
     method: Annotated[K.Method, typer.Option("--method", help="Self-supervised method.")] = C.PretrainConfig.method,  # type: ignore[assignment]
-    data: Annotated[Optional[list[Path]], typer.Option("--data", "-d", help="Dataset directory (repeat to mix several).")] = None,
-    data_weights: Annotated[Optional[str], typer.Option("--data-weights", help="Comma-separated sampling weight per --data.")] = None,
+    data: Annotated[
+        Optional[list[Path]], typer.Option("--data", "-d", help="Dataset directory (repeat to mix several).")
+    ] = None,
+    data_weights: Annotated[
+        Optional[str], typer.Option("--data-weights", help="Comma-separated sampling weight per --data.")
+    ] = None,
     arch: Arch = "unet",
     encoder: Encoder = "resnet50",
-    scope: Annotated[K.Scope, typer.Option("--scope", help="Pre-train the encoder, or the whole U-Net (encoder-decoder).")] = C.PretrainConfig.scope,  # type: ignore[assignment]
-    positives: Annotated[str, typer.Option("--positives", help="views: two views of one scan; group: one scan and another frame/scan of its video or patient group (USCL).")] = C.PretrainConfig.positives,
-    dense_weight: Annotated[float, typer.Option("--dense-weight", help="Weight of the pixel-level contrastive loss on the decoder (0: off; needs --scope encoder-decoder).")] = C.PretrainConfig.dense_weight,
+    scope: Annotated[
+        K.Scope, typer.Option("--scope", help="Pre-train the encoder, or the whole U-Net (encoder-decoder).")
+    ] = C.PretrainConfig.scope,  # type: ignore[assignment]
+    positives: Annotated[
+        str,
+        typer.Option(
+            "--positives",
+            help=(
+                "views: two views of one scan; "
+                "group: one scan and another frame/scan of its video or patient group (USCL)."
+            ),
+        ),
+    ] = C.PretrainConfig.positives,
+    dense_weight: Annotated[
+        float,
+        typer.Option(
+            "--dense-weight",
+            help="Weight of the pixel-level contrastive loss on the decoder (0: off; needs --scope encoder-decoder).",
+        ),
+    ] = C.PretrainConfig.dense_weight,
     size: Size = 64,
     epochs: Epochs = C.PretrainConfig.epochs,
     batch_size: BatchSize = 64,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Base lr per 256 images (scaled by batch/256); default: the method's paper.")] = None,
-    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="Default: the method's paper.")] = None,
+    lr: Annotated[
+        Optional[float],
+        typer.Option("--lr", help="Base lr per 256 images (scaled by batch/256); default: the method's paper."),
+    ] = None,
+    weight_decay: Annotated[
+        Optional[float], typer.Option("--weight-decay", help="Default: the method's paper.")
+    ] = None,
     warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Linear warm-up before the cosine decay.")] = 5,
     preset: Annotated[K.Preset, typer.Option("--preset", help="Augmentation preset.")] = "ultrasound",
-    crop_min: Annotated[Optional[float], typer.Option("--crop-min", help="Smallest random-resized-crop area fraction (default: the preset's, 0.2 ultrasound / 0.08 simclr).")] = None,
-    jitter: Annotated[float, typer.Option("--jitter", help="Brightness/contrast jitter strength of the views (0: none).")] = C.PretrainConfig.jitter,
-    temperature: Annotated[Optional[float], typer.Option("--temperature", help="SimCLR/MoCo softmax temperature.")] = None,
+    crop_min: Annotated[
+        Optional[float],
+        typer.Option(
+            "--crop-min",
+            help="Smallest random-resized-crop area fraction (default: the preset's, 0.2 ultrasound / 0.08 simclr).",
+        ),
+    ] = None,
+    jitter: Annotated[
+        float, typer.Option("--jitter", help="Brightness/contrast jitter strength of the views (0: none).")
+    ] = C.PretrainConfig.jitter,
+    temperature: Annotated[
+        Optional[float], typer.Option("--temperature", help="SimCLR/MoCo softmax temperature.")
+    ] = None,
     proj_dim: Annotated[Optional[int], typer.Option("--proj-dim", help="Projector output size.")] = None,
     proj_hidden: Annotated[Optional[int], typer.Option("--proj-hidden", help="Projector hidden size.")] = None,
     pred_hidden: Annotated[Optional[int], typer.Option("--pred-hidden", help="SimSiam predictor bottleneck.")] = None,
     momentum: Annotated[Optional[float], typer.Option("--momentum", help="MoCo key-encoder momentum.")] = None,
     queue_size: Annotated[Optional[int], typer.Option("--queue-size", help="MoCo queue length.")] = None,
-    steps_per_epoch: Annotated[Optional[int], typer.Option("--steps-per-epoch", help="Default: one pass over the data.")] = None,
+    steps_per_epoch: Annotated[
+        Optional[int], typer.Option("--steps-per-epoch", help="Default: one pass over the data.")
+    ] = None,
     include_test: Annotated[bool, typer.Option("--include-test", help="Also pre-train on test-split images.")] = False,
     seed: Seed = 0,
     device: Device = "auto",
     no_amp: NoAmp = False,
     checkpoint_every: CheckpointEvery = C.PretrainConfig.checkpoint_every,
-    log_every: Annotated[int, typer.Option("--log-every", help="Without a terminal, also print a line every N steps (at the loop's 10-step granularity; 0: epochs only).", min=0)] = 0,
+    log_every: Annotated[
+        int,
+        typer.Option(
+            "--log-every",
+            help=(
+                "Without a terminal, also print a line every N steps (at the loop's 10-step granularity; "
+                "0: epochs only)."
+            ),
+            min=0,
+        ),
+    ] = 0,
     out: OutDir = Path(C.DEFAULT_PRETRAIN_RUN),
     resume: Resume = False,
     overwrite: Overwrite = False,
@@ -379,13 +583,38 @@ def pretrain(
         except ValueError:
             raise typer.BadParameter("comma-separated numbers, one per --data", param_hint="--data-weights") from None
     cfg = C.PretrainConfig(
-        method=method, data=tuple(str(d) for d in (data or [Path(C.DEFAULT_DATASET)])), data_weights=weights,
-        arch=arch, encoder=encoder, scope=scope, positives=positives, dense_weight=dense_weight, size=size, epochs=epochs, batch_size=batch_size,
-        lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs, preset=preset, crop_scale=(crop_min, 1.0) if crop_min is not None else None,
+        method=method,
+        data=tuple(str(d) for d in (data or [Path(C.DEFAULT_DATASET)])),
+        data_weights=weights,
+        arch=arch,
+        encoder=encoder,
+        scope=scope,
+        positives=positives,
+        dense_weight=dense_weight,
+        size=size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_epochs=warmup_epochs,
+        preset=preset,
+        crop_scale=(crop_min, 1.0) if crop_min is not None else None,
         jitter=jitter,
-        temperature=temperature, proj_dim=proj_dim, proj_hidden=proj_hidden, pred_hidden=pred_hidden,
-        momentum=momentum, queue_size=queue_size, steps_per_epoch=steps_per_epoch, seed=seed, device=device,
-        amp=not no_amp, include_test=include_test, checkpoint_every=checkpoint_every, out=str(out), resume=resume, overwrite=overwrite,
+        temperature=temperature,
+        proj_dim=proj_dim,
+        proj_hidden=proj_hidden,
+        pred_hidden=pred_hidden,
+        momentum=momentum,
+        queue_size=queue_size,
+        steps_per_epoch=steps_per_epoch,
+        seed=seed,
+        device=device,
+        amp=not no_amp,
+        include_test=include_test,
+        checkpoint_every=checkpoint_every,
+        out=str(out),
+        resume=resume,
+        overwrite=overwrite,
     )
     from mosl_cli.augment import PRESETS
     from mosl_cli.methods import METHODS, SCOPES
@@ -397,38 +626,113 @@ def pretrain(
     bar = _TrainingProgress(f"pretrain {method}", log_every=log_every)
     result = _call(bar.run, run_pretrain, cfg, out=out, interrupted=RESUME_HINT)
     if _is_main_rank():
-        out_console.print(f"pre-trained weights: {result.out / C.WEIGHTS_FILE}  (loss {result.final_loss:.4f}, "
-                          f"embedding std {result.embedding_std:.4f}, {result.images_per_s:.0f} img/s)", soft_wrap=True)
+        out_console.print(
+            f"pre-trained weights: {result.out / C.WEIGHTS_FILE}  (loss {result.final_loss:.4f}, "
+            f"embedding std {result.embedding_std:.4f}, {result.images_per_s:.0f} img/s)",
+            soft_wrap=True,
+        )
 
 
 # --------------------------------------------------------------------------- finetune
 
 
-@app.command(epilog="Example: mosl finetune --data busi --size 128 --seed 0   |   mosl finetune --init mosl_pretrain/model.safetensors --label-fraction 0.25")
+@app.command(
+    epilog=(
+        "Example: mosl finetune --data busi --size 128 --seed 0   |   "
+        "mosl finetune --init mosl_pretrain/model.safetensors --label-fraction 0.25"
+    )
+)
 def finetune(
     data: DataDir = Path(C.DEFAULT_DATASET),
-    init: Annotated[str, typer.Option("--init", help="auto (mosl_pretrain/model.safetensors if present), none, imagenet (or another published name of the encoder: ssl, swsl, ...; from the Hugging Face cache, downloaded when online), or a weight file (mosl, torchvision, lightly/solo-learn .ckpt, MoCo/SimSiam .pth.tar).")] = C.FinetuneConfig.init,
+    init: Annotated[
+        str,
+        typer.Option(
+            "--init",
+            help=(
+                "auto (mosl_pretrain/model.safetensors if present), none, imagenet (or another published name of "
+                "the encoder: ssl, swsl, ...; from the Hugging Face cache, downloaded when online), or a weight file "
+                "(mosl, torchvision, lightly/solo-learn .ckpt, MoCo/SimSiam .pth.tar)."
+            ),
+        ),
+    ] = C.FinetuneConfig.init,
     arch: Arch = C.FinetuneConfig.arch,
     encoder: Encoder = C.FinetuneConfig.encoder,
-    label_fraction: Annotated[float, typer.Option("--label-fraction", help="Fraction of train labels used, in (0, 1]; nested across fractions.")] = C.FinetuneConfig.label_fraction,
+    label_fraction: Annotated[
+        float,
+        typer.Option("--label-fraction", help="Fraction of train labels used, in (0, 1]; nested across fractions."),
+    ] = C.FinetuneConfig.label_fraction,
     size: Size = C.FinetuneConfig.size,
     epochs: Epochs = C.FinetuneConfig.epochs,
     batch_size: BatchSize = C.FinetuneConfig.batch_size,
-    lr: Annotated[float, typer.Option("--lr", help="AdamW peak learning rate (linear warm-up, then cosine decay to 0).")] = C.FinetuneConfig.lr,
-    warmup_epochs: Annotated[int, typer.Option("--warmup-epochs", help="Epochs of linear lr warm-up.")] = C.FinetuneConfig.warmup_epochs,
-    encoder_lr_scale: Annotated[float, typer.Option("--encoder-lr-scale", help="Encoder lr = lr × this.")] = C.FinetuneConfig.encoder_lr_scale,
+    lr: Annotated[
+        float, typer.Option("--lr", help="AdamW peak learning rate (linear warm-up, then cosine decay to 0).")
+    ] = C.FinetuneConfig.lr,
+    warmup_epochs: Annotated[
+        int, typer.Option("--warmup-epochs", help="Epochs of linear lr warm-up.")
+    ] = C.FinetuneConfig.warmup_epochs,
+    encoder_lr_scale: Annotated[
+        float, typer.Option("--encoder-lr-scale", help="Encoder lr = lr × this.")
+    ] = C.FinetuneConfig.encoder_lr_scale,
     weight_decay: Annotated[float, typer.Option("--weight-decay")] = C.FinetuneConfig.weight_decay,
-    freeze_encoder_epochs: Annotated[int, typer.Option("--freeze-encoder-epochs", help="Epochs with the encoder frozen.")] = C.FinetuneConfig.freeze_encoder_epochs,
-    freeze_encoder_bn: Annotated[bool, typer.Option("--freeze-encoder-bn", help="Keep the pre-trained encoder's BatchNorm statistics (its BN layers stay in eval mode; their scale and shift still train).")] = C.FinetuneConfig.freeze_encoder_bn,
-    select: Annotated[str, typer.Option("--select", help="Weights kept as model.safetensors: ema (moving average), last, or best (highest val Dice).")] = C.FinetuneConfig.select,
-    ema_decay: Annotated[float, typer.Option("--ema-decay", help="Per-step decay of the weight moving average.")] = C.FinetuneConfig.ema_decay,
-    patience: Annotated[int, typer.Option("--patience", help="With --select best: stop after this many epochs without a better val Dice (0: never).")] = C.FinetuneConfig.patience,
-    steps_per_epoch: Annotated[Optional[int], typer.Option("--steps-per-epoch", help="Default: one pass over the labelled images (≥ 10).")] = None,
+    freeze_encoder_epochs: Annotated[
+        int, typer.Option("--freeze-encoder-epochs", help="Epochs with the encoder frozen.")
+    ] = C.FinetuneConfig.freeze_encoder_epochs,
+    freeze_encoder_bn: Annotated[
+        bool,
+        typer.Option(
+            "--freeze-encoder-bn",
+            help=(
+                "Keep the pre-trained encoder's BatchNorm statistics "
+                "(its BN layers stay in eval mode; their scale and shift still train)."
+            ),
+        ),
+    ] = C.FinetuneConfig.freeze_encoder_bn,
+    select: Annotated[
+        str,
+        typer.Option(
+            "--select",
+            help="Weights kept as model.safetensors: ema (moving average), last, or best (highest val Dice).",
+        ),
+    ] = C.FinetuneConfig.select,
+    ema_decay: Annotated[
+        float, typer.Option("--ema-decay", help="Per-step decay of the weight moving average.")
+    ] = C.FinetuneConfig.ema_decay,
+    patience: Annotated[
+        int,
+        typer.Option(
+            "--patience", help="With --select best: stop after this many epochs without a better val Dice (0: never)."
+        ),
+    ] = C.FinetuneConfig.patience,
+    steps_per_epoch: Annotated[
+        Optional[int], typer.Option("--steps-per-epoch", help="Default: one pass over the labelled images (≥ 10).")
+    ] = None,
     no_augment: Annotated[bool, typer.Option("--no-augment", help="Resize only, no augmentation.")] = False,
-    augment_strength: Annotated[str, typer.Option("--augment-strength", help="strong (nnU-Net-like: rotation, scaling, noise, blur, brightness, contrast, low resolution, gamma) or mild.")] = C.FinetuneConfig.augment_strength,
-    no_empty_masks: Annotated[bool, typer.Option("--no-empty-masks", help="Leave scans with an empty mask (normal scans) out of training.")] = False,
-    no_postprocess: Annotated[bool, typer.Option("--no-postprocess", help="Do not choose and store a post-processing rule on val.")] = False,
-    folds: Annotated[int, typer.Option("--folds", help="K > 1: cross-validation, K models on train+val folds in OUT/fold_<k> (evaluate/predict --model OUT averages them).")] = C.FinetuneConfig.folds,
+    augment_strength: Annotated[
+        str,
+        typer.Option(
+            "--augment-strength",
+            help=(
+                "strong (nnU-Net-like: rotation, scaling, noise, blur, brightness, contrast, low resolution, gamma) "
+                "or mild."
+            ),
+        ),
+    ] = C.FinetuneConfig.augment_strength,
+    no_empty_masks: Annotated[
+        bool, typer.Option("--no-empty-masks", help="Leave scans with an empty mask (normal scans) out of training.")
+    ] = False,
+    no_postprocess: Annotated[
+        bool, typer.Option("--no-postprocess", help="Do not choose and store a post-processing rule on val.")
+    ] = False,
+    folds: Annotated[
+        int,
+        typer.Option(
+            "--folds",
+            help=(
+                "K > 1: cross-validation, K models on train+val folds in OUT/fold_<k> "
+                "(evaluate/predict --model OUT averages them)."
+            ),
+        ),
+    ] = C.FinetuneConfig.folds,
     seed: Seed = 0,
     device: Device = "auto",
     no_amp: NoAmp = False,
@@ -440,32 +744,65 @@ def finetune(
 ) -> None:
     """Fine-tune a segmentation U-Net from pre-trained or random weights on a fraction of the labels."""
     cfg = C.FinetuneConfig(
-        data=str(data), init=init, arch=arch, encoder=encoder, label_fraction=label_fraction, size=size,
-        epochs=epochs, batch_size=batch_size, lr=lr, warmup_epochs=warmup_epochs, encoder_lr_scale=encoder_lr_scale,
-        weight_decay=weight_decay, freeze_encoder_epochs=freeze_encoder_epochs, freeze_encoder_bn=freeze_encoder_bn,
-        select=select, ema_decay=ema_decay, patience=patience, steps_per_epoch=steps_per_epoch,
-        augment=not no_augment, augment_strength=augment_strength, empty_masks=not no_empty_masks,
-        postprocess=not no_postprocess, folds=folds, seed=seed, device=device, amp=not no_amp,
-        checkpoint_every=checkpoint_every, out=str(out), resume=resume, overwrite=overwrite,
+        data=str(data),
+        init=init,
+        arch=arch,
+        encoder=encoder,
+        label_fraction=label_fraction,
+        size=size,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        warmup_epochs=warmup_epochs,
+        encoder_lr_scale=encoder_lr_scale,
+        weight_decay=weight_decay,
+        freeze_encoder_epochs=freeze_encoder_epochs,
+        freeze_encoder_bn=freeze_encoder_bn,
+        select=select,
+        ema_decay=ema_decay,
+        patience=patience,
+        steps_per_epoch=steps_per_epoch,
+        augment=not no_augment,
+        augment_strength=augment_strength,
+        empty_masks=not no_empty_masks,
+        postprocess=not no_postprocess,
+        folds=folds,
+        seed=seed,
+        device=device,
+        amp=not no_amp,
+        checkpoint_every=checkpoint_every,
+        out=str(out),
+        resume=resume,
+        overwrite=overwrite,
     )
     from mosl_cli.finetune import run_folds
 
     if not 0 < label_fraction <= 1:
-        raise typer.BadParameter(f"{label_fraction} is outside (0, 1]; use e.g. 0.1 for 10 % of the labels", param_hint="--label-fraction")
+        raise typer.BadParameter(
+            f"{label_fraction} is outside (0, 1]; use e.g. 0.1 for 10 % of the labels", param_hint="--label-fraction"
+        )
 
     bar = _TrainingProgress(f"finetune {label_fraction:g} labels", expect={"arch": arch, "encoder": encoder})
     results = _call(bar.run, run_folds, cfg, out=out, interrupted=RESUME_HINT)
     if _is_main_rank():
         for result in results:
-            out_console.print(f"segmentation model: {result.out / C.WEIGHTS_FILE}  ({cfg.select} weights after "
-                              f"{result.epochs_run} epochs; best val Dice {result.best_val_dice:.4f} at epoch "
-                              f"{result.best_epoch}; {result.labelled} labelled images)", soft_wrap=True)
+            out_console.print(
+                f"segmentation model: {result.out / C.WEIGHTS_FILE}  ({cfg.select} weights after "
+                f"{result.epochs_run} epochs; best val Dice {result.best_val_dice:.4f} at epoch "
+                f"{result.best_epoch}; {result.labelled} labelled images)",
+                soft_wrap=True,
+            )
 
 
 # --------------------------------------------------------------------------- evaluate / predict
 
 
-@app.command(epilog="Example: mosl evaluate --model mosl_finetune/model.safetensors --split test   |   mosl evaluate --model cv_run/ (all folds)")
+@app.command(
+    epilog=(
+        "Example: mosl evaluate --model mosl_finetune/model.safetensors --split test   |   "
+        "mosl evaluate --model cv_run/ (all folds)"
+    )
+)
 def evaluate(
     model: Models = [Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE],
     data: DataDir = Path(C.DEFAULT_DATASET),
@@ -476,13 +813,30 @@ def evaluate(
     threshold: Threshold = C.EvaluateConfig.threshold,
     batch_size: BatchSize = C.EvaluateConfig.batch_size,
     device: Device = "auto",
-    nsd_tolerance: Annotated[float, typer.Option("--nsd-tolerance", help="Normalised surface Dice tolerance in mm (for samples with a pixel spacing, e.g. DICOM).")] = C.EvaluateConfig.nsd_tolerance,
+    nsd_tolerance: Annotated[
+        float,
+        typer.Option(
+            "--nsd-tolerance",
+            help="Normalised surface Dice tolerance in mm (for samples with a pixel spacing, e.g. DICOM).",
+        ),
+    ] = C.EvaluateConfig.nsd_tolerance,
     json_out: JsonOut = False,
 ) -> None:
-    """Dice, IoU, precision, recall and HD95 per case and per class (and ASSD, mm, NSD); metrics.json and per_case.csv."""
+    """Dice, IoU, precision, recall and HD95 per case and per class (and ASSD, mm, NSD); \
+metrics.json and per_case.csv."""
     models = str(model[0]) if len(model) == 1 else tuple(str(m) for m in model)
-    cfg = C.EvaluateConfig(model=models, data=str(data), split=split, out=str(out), tta=tta, postprocess=postprocess,
-                           threshold=threshold, batch_size=batch_size, device=device, nsd_tolerance=nsd_tolerance)
+    cfg = C.EvaluateConfig(
+        model=models,
+        data=str(data),
+        split=split,
+        out=str(out),
+        tta=tta,
+        postprocess=postprocess,
+        threshold=threshold,
+        batch_size=batch_size,
+        device=device,
+        nsd_tolerance=nsd_tolerance,
+    )
     from mosl_cli.evaluate import run_evaluate
 
     result = _call(run_evaluate, cfg, out=out)
@@ -505,39 +859,87 @@ def evaluate(
 
 @app.command(epilog="Example: mosl predict scan.png --out mask.png --overlay   |   mosl predict scans/ --out masks/")
 def predict(
-    inputs: Annotated[list[str], typer.Argument(help="Scans (PNG, JPEG, BMP, TIFF, DICOM) or videos / DICOM cines: files, folders or globs.")],
+    inputs: Annotated[
+        list[str],
+        typer.Argument(help="Scans (PNG, JPEG, BMP, TIFF, DICOM) or videos / DICOM cines: files, folders or globs."),
+    ],
     model: Models = [Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE],
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Mask file for one scan, else a folder (default mosl_predict/).")] = None,
+    out: Annotated[
+        Optional[Path],
+        typer.Option("--out", "-o", help="Mask file for one scan, else a folder (default mosl_predict/)."),
+    ] = None,
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write the scan with the lesion outline.")] = False,
     tta: TTA = C.PredictConfig.tta,
     postprocess: Postprocess = C.PredictConfig.postprocess,
     threshold: Threshold = C.PredictConfig.threshold,
     batch_size: BatchSize = C.PredictConfig.batch_size,
     device: Device = "auto",
-    mask_values: Annotated[str, typer.Option("--mask-values", help="0-255, or 0-1 (what nnU-Net and MONAI read).")] = C.PredictConfig.mask_values,
-    measurements: Annotated[Optional[Path], typer.Option("--measurements", help="CSV of lesion area (mm² when the scan has a spacing) and largest diameter per mask.")] = None,
-    no_region_crop: Annotated[bool, typer.Option("--no-region-crop", help="Predict on whole DICOM frames (default: their ultrasound imaging region).")] = False,
+    mask_values: Annotated[
+        str, typer.Option("--mask-values", help="0-255, or 0-1 (what nnU-Net and MONAI read).")
+    ] = C.PredictConfig.mask_values,
+    measurements: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--measurements", help="CSV of lesion area (mm² when the scan has a spacing) and largest diameter per mask."
+        ),
+    ] = None,
+    no_region_crop: Annotated[
+        bool,
+        typer.Option(
+            "--no-region-crop", help="Predict on whole DICOM frames (default: their ultrasound imaging region)."
+        ),
+    ] = False,
     json_out: JsonOut = False,
 ) -> None:
     """Write a 0/255 lesion mask at each scan's own size, one per frame of a cine or video (and an overlay)."""
     models = str(model[0]) if len(model) == 1 else tuple(str(m) for m in model)
-    cfg = C.PredictConfig(inputs=tuple(inputs), model=models, out=str(out) if out else None, overlay=overlay, tta=tta,
-                          postprocess=postprocess, threshold=threshold, batch_size=batch_size, device=device,
-                          mask_values=mask_values, measurements=str(measurements) if measurements else None,
-                          region_crop=not no_region_crop)
+    cfg = C.PredictConfig(
+        inputs=tuple(inputs),
+        model=models,
+        out=str(out) if out else None,
+        overlay=overlay,
+        tta=tta,
+        postprocess=postprocess,
+        threshold=threshold,
+        batch_size=batch_size,
+        device=device,
+        mask_values=mask_values,
+        measurements=str(measurements) if measurements else None,
+        region_crop=not no_region_crop,
+    )
     from mosl_cli.imageio import has_image_suffix
     from mosl_cli.predict import DEFAULT_PREDICT_DIR, run_predict
 
     folder = out if out and not has_image_suffix(out) else (out.parent if out else Path(DEFAULT_PREDICT_DIR))
-    results = _call(run_predict, cfg, out=folder, interrupted="masks written so far are complete; the others are not written")
+    results = _call(
+        run_predict, cfg, out=folder, interrupted="masks written so far are complete; the others are not written"
+    )
     if json_out:
-        _print_json({"model": models, "count": len(results), "files": [
-            {"input": r.input, "frame": r.frame, "mask": r.mask, "overlay": r.overlay, "height": r.height, "width": r.width,
-             "lesion_pixels": r.lesion_pixels} for r in results]})
+        _print_json(
+            {
+                "model": models,
+                "count": len(results),
+                "files": [
+                    {
+                        "input": r.input,
+                        "frame": r.frame,
+                        "mask": r.mask,
+                        "overlay": r.overlay,
+                        "height": r.height,
+                        "width": r.width,
+                        "lesion_pixels": r.lesion_pixels,
+                    }
+                    for r in results
+                ],
+            }
+        )
         return
     for r in results[:20]:
         extra = f", overlay {r.overlay}" if r.overlay else ""
-        out_console.print(f"{r.input}{'' if r.frame is None else f' #{r.frame}'} → {r.mask} ({r.width}×{r.height}, {r.lesion_pixels} lesion px{extra})")
+        out_console.print(
+            f"{r.input}{'' if r.frame is None else f' #{r.frame}'} → {r.mask} "
+            f"({r.width}×{r.height}, {r.lesion_pixels} lesion px{extra})"
+        )
     if len(results) > 20:
         out_console.print(f"... and {len(results) - 20} more")
     if measurements:
@@ -546,9 +948,16 @@ def predict(
 
 @app.command(epilog="Example: mosl report paper_grid --out paper_grid/report")
 def report(
-    runs: Annotated[list[Path], typer.Argument(help="Finetune run folders, or folders holding them and their evaluate outputs (searched recursively).")],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Finetune run folders, or folders holding them and their evaluate outputs (searched recursively)."
+        ),
+    ],
     out: OutDir = Path(C.DEFAULT_REPORT_DIR),
-    cases: Annotated[int, typer.Option("--cases", help="Benign and malignant test cases each in the mask grid (0: no grid).")] = C.ReportConfig.cases,
+    cases: Annotated[
+        int, typer.Option("--cases", help="Benign and malignant test cases each in the mask grid (0: no grid).")
+    ] = C.ReportConfig.cases,
 ) -> None:
     """Tables (CSV, Markdown: mean ± std over seeds, Δ vs supervised) and figures from finetune and evaluate runs."""
     if cases < 0:
@@ -563,7 +972,9 @@ def report(
         title, columns, rows = f"{title} ({rows[0][0]})", columns[1:], [row[1:] for row in rows]
     table = Table(title=title)
     for col in columns:
-        table.add_column(col, justify="right" if col in ("labels", "n") or col.startswith(("Dice", "Δ", "IoU")) else "left")
+        table.add_column(
+            col, justify="right" if col in ("labels", "n") or col.startswith(("Dice", "Δ", "IoU")) else "left"
+        )
     for row in rows:
         table.add_row(*row)
     # Piped or redirected output gets the whole table rather than one squeezed to 80 columns.
@@ -580,10 +991,34 @@ def report(
 
 @app.command(epilog="Example: mosl export mosl_finetune/model.safetensors --format onnx --out lesion.onnx")
 def export(
-    model: Annotated[Path, typer.Argument(help="Segmentation weight file written by `mosl finetune`.")] = Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE,
-    format: Annotated[K.ExportFormat, typer.Option("--format", "-f", help="onnx, torchscript, or smp (a folder for segmentation_models_pytorch.from_pretrained, with a model card).")] = "onnx",
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output file (folder for smp); default beside MODEL.")] = None,
-    metrics: Annotated[Optional[Path], typer.Option("--metrics", help="metrics.json of `mosl evaluate` for the model card (default: mosl_eval/metrics.json when it is this model's).")] = None,
+    model: Annotated[Path, typer.Argument(help="Segmentation weight file written by `mosl finetune`.")] = Path(
+        C.DEFAULT_FINETUNE_RUN
+    )
+    / C.WEIGHTS_FILE,
+    format: Annotated[
+        K.ExportFormat,
+        typer.Option(
+            "--format",
+            "-f",
+            help=(
+                "onnx, torchscript, or smp "
+                "(a folder for segmentation_models_pytorch.from_pretrained, with a model card)."
+            ),
+        ),
+    ] = "onnx",
+    out: Annotated[
+        Optional[Path], typer.Option("--out", "-o", help="Output file (folder for smp); default beside MODEL.")
+    ] = None,
+    metrics: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--metrics",
+            help=(
+                "metrics.json of `mosl evaluate` for the model card "
+                "(default: mosl_eval/metrics.json when it is this model's)."
+            ),
+        ),
+    ] = None,
     json_out: JsonOut = False,
 ) -> None:
     """Export a segmentation model (normalisation inside the graph) and check it against PyTorch."""
@@ -593,7 +1028,11 @@ def export(
     if json_out:
         _print_json(result.summary())
         return
-    check = "" if result.max_abs_diff is None else f" (max |logit difference| vs PyTorch {result.max_abs_diff:.1e} ≤ {result.tolerance:g})"
+    check = (
+        ""
+        if result.max_abs_diff is None
+        else f" (max |logit difference| vs PyTorch {result.max_abs_diff:.1e} ≤ {result.tolerance:g})"
+    )
     out_console.print(f"{result.format}: {result.out}{check}")
 
 

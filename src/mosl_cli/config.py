@@ -58,7 +58,9 @@ class PretrainConfig:
     arch: str = "unet"
     encoder: str = "resnet50"
     scope: str = "encoder"
-    positives: str = "views"  # views: two views of one scan; group: two scans or frames of one group (data/positives.py)
+    positives: str = (
+        "views"  # views: two views of one scan; group: two scans or frames of one group (data/positives.py)
+    )
     dense_weight: float = 0.0  # weight of the pixel-level loss on the decoder (methods/dense.py); needs encoder-decoder
     size: int = 64
     epochs: int = 200  # studies/pretraining/pretraining-study.md: the gain against pre-training length
@@ -190,6 +192,13 @@ def from_dict(cls: type[C], data: dict[str, Any]) -> C:
 
 
 __all__ = [
-    "PrepareConfig", "PretrainConfig", "FinetuneConfig", "EvaluateConfig", "PredictConfig",
-    "ReportConfig", "to_dict", "from_dict", "field",
+    "PrepareConfig",
+    "PretrainConfig",
+    "FinetuneConfig",
+    "EvaluateConfig",
+    "PredictConfig",
+    "ReportConfig",
+    "to_dict",
+    "from_dict",
+    "field",
 ]

@@ -66,7 +66,10 @@ def read(path: str | Path, header_only: bool = False, lazy: bool = False) -> Any
     pydicom = pydicom_module()
     try:
         ds = pydicom.dcmread(  # force: also files without the 128-byte preamble
-            str(path), stop_before_pixels=header_only, force=True, defer_size="64 KB" if lazy else None,
+            str(path),
+            stop_before_pixels=header_only,
+            force=True,
+            defer_size="64 KB" if lazy else None,
         )
     except (pydicom.errors.InvalidDicomError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
         raise DicomError(f"not a readable DICOM file ({type(exc).__name__}: {' '.join(str(exc).split())})") from exc
@@ -277,6 +280,18 @@ def frame_rate(ds: Any, default: float = 10.0) -> float:
 
 
 __all__ = [
-    "DICOM_EXTS", "INSTALL", "DicomError", "Region", "pydicom_module", "looks_like_dicom", "read", "frame_count",
-    "check_pixels", "frame_image", "imaging_region", "spacing_mm", "leakage_group", "frame_rate",
+    "DICOM_EXTS",
+    "INSTALL",
+    "DicomError",
+    "Region",
+    "pydicom_module",
+    "looks_like_dicom",
+    "read",
+    "frame_count",
+    "check_pixels",
+    "frame_image",
+    "imaging_region",
+    "spacing_mm",
+    "leakage_group",
+    "frame_rate",
 ]

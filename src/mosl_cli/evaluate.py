@@ -39,7 +39,16 @@ from mosl_cli.postprocess import PostProcess
 
 METRICS_VERSION = 1
 CSV_COLUMNS: tuple[str, ...] = (
-    "id", "class", "source", "dice", "iou", "precision", "recall", "hd95", "gt_pixels", "pred_pixels",
+    "id",
+    "class",
+    "source",
+    "dice",
+    "iou",
+    "precision",
+    "recall",
+    "hd95",
+    "gt_pixels",
+    "pred_pixels",
 ) + M.DISTANCE_METRICS
 OVERALL_GROUP = "all"
 
@@ -76,7 +85,8 @@ def _load_checked(cfg: EvaluateConfig, device: torch.device) -> tuple[Ensemble, 
         raise MoslError(f"{cfg.data}: no labelled images in split {cfg.split!r}; choose another --split")
     if ds.channels != ensemble.in_channels:
         raise MoslError(
-            f"{ensemble.describe()}: a {ensemble.in_channels}-channel model but {cfg.data} has {ds.channels}-channel images; "
+            f"{ensemble.describe()}: a {ensemble.in_channels}-channel model "
+            f"but {cfg.data} has {ds.channels}-channel images; "
             f"prepare the data with --channels {ensemble.in_channels} or pass a matching model"
         )
     out = Path(cfg.out)
@@ -90,9 +100,17 @@ def _finite_or_none(value: float) -> float | None:
 
 
 def evaluate_cases(
-    ensemble: Ensemble, ds: Dataset, indices: list[int], *, device: torch.device,
-    threshold: float = 0.5, tta: bool = False, postprocess: PostProcess | None = None, batch_size: int = 64,
-    on_batch: Callable[[int, int], None] | None = None, nsd_tolerance: float = M.NSD_TOLERANCE_MM,
+    ensemble: Ensemble,
+    ds: Dataset,
+    indices: list[int],
+    *,
+    device: torch.device,
+    threshold: float = 0.5,
+    tta: bool = False,
+    postprocess: PostProcess | None = None,
+    batch_size: int = 64,
+    on_batch: Callable[[int, int], None] | None = None,
+    nsd_tolerance: float = M.NSD_TOLERANCE_MM,
 ) -> list[dict[str, Any]]:
     """One dict per case (id, class, source, the metrics, gt_pixels, pred_pixels) in ``indices`` order.
 
@@ -115,11 +133,16 @@ def evaluate_cases(
         host = {k: v.cpu().tolist() for k, v in values.items()}
         for j, i in enumerate(chunk.tolist()):
             record = ds.records[i]
-            cases.append({
-                "id": record["id"], "class": record.get("class"), "source": record.get("source"),
-                **{name: _finite_or_none(float(host[name][j])) for name in (*M.METRICS, *M.DISTANCE_METRICS)},
-                "gt_pixels": int(host["gt_pixels"][j]), "pred_pixels": int(host["pred_pixels"][j]),
-            })
+            cases.append(
+                {
+                    "id": record["id"],
+                    "class": record.get("class"),
+                    "source": record.get("source"),
+                    **{name: _finite_or_none(float(host[name][j])) for name in (*M.METRICS, *M.DISTANCE_METRICS)},
+                    "gt_pixels": int(host["gt_pixels"][j]),
+                    "pred_pixels": int(host["pred_pixels"][j]),
+                }
+            )
         if on_batch is not None:
             on_batch(len(cases), len(indices))
     return cases
@@ -144,14 +167,22 @@ def table_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
         hd95 = _fmt(g["hd95"]["mean"], 1)
         if g["hd95_undefined"]:
             hd95 += f" ({g['hd95_undefined']} n/a)"
-        rows.append({
-            "group": name, "n": g["n"], "dice": f"{_fmt(g['dice']['mean'])} ± {_fmt(g['dice']['std'])}",
-            "iou": _fmt(g["iou"]["mean"]), "precision": _fmt(g["precision"]["mean"]),
-            "recall": _fmt(g["recall"]["mean"]), "hd95": hd95,
-            "dice_mean": g["dice"]["mean"], "dice_std": g["dice"]["std"], "hd95_mean": g["hd95"]["mean"],
-            "hd95_undefined": g["hd95_undefined"],
-            **{name: _fmt(g[name]["mean"], 3 if name == "nsd" else 2) for name in M.DISTANCE_METRICS if name in g},
-        })
+        rows.append(
+            {
+                "group": name,
+                "n": g["n"],
+                "dice": f"{_fmt(g['dice']['mean'])} ± {_fmt(g['dice']['std'])}",
+                "iou": _fmt(g["iou"]["mean"]),
+                "precision": _fmt(g["precision"]["mean"]),
+                "recall": _fmt(g["recall"]["mean"]),
+                "hd95": hd95,
+                "dice_mean": g["dice"]["mean"],
+                "dice_std": g["dice"]["std"],
+                "hd95_mean": g["hd95"]["mean"],
+                "hd95_undefined": g["hd95_undefined"],
+                **{name: _fmt(g[name]["mean"], 3 if name == "nsd" else 2) for name in M.DISTANCE_METRICS if name in g},
+            }
+        )
     return rows
 
 
@@ -161,10 +192,12 @@ def write_per_case_csv(path: str | Path, cases: list[dict[str, Any]]) -> None:
         writer = csv.writer(fh)
         writer.writerow(CSV_COLUMNS)
         for case in cases:
-            writer.writerow([
-                "" if case[c] is None else f"{case[c]:.6f}" if isinstance(case[c], float) else case[c]
-                for c in CSV_COLUMNS
-            ])
+            writer.writerow(
+                [
+                    "" if case[c] is None else f"{case[c]:.6f}" if isinstance(case[c], float) else case[c]
+                    for c in CSV_COLUMNS
+                ]
+            )
 
 
 def run_evaluate(cfg: EvaluateConfig, on_batch: Callable[[int, int], None] | None = None) -> EvaluateResult:
@@ -179,20 +212,40 @@ def run_evaluate(cfg: EvaluateConfig, on_batch: Callable[[int, int], None] | Non
     ensemble, ds, indices = _load_checked(cfg, device)
     rule = ensemble.postprocess(cfg.postprocess)
     cases = evaluate_cases(
-        ensemble, ds, indices, device=device, threshold=cfg.threshold, tta=cfg.tta, postprocess=rule,
-        batch_size=cfg.batch_size, on_batch=on_batch, nsd_tolerance=cfg.nsd_tolerance,
+        ensemble,
+        ds,
+        indices,
+        device=device,
+        threshold=cfg.threshold,
+        tta=cfg.tta,
+        postprocess=rule,
+        batch_size=cfg.batch_size,
+        on_batch=on_batch,
+        nsd_tolerance=cfg.nsd_tolerance,
     )
     meta = ensemble.meta
     summary = M.aggregate(cases, key="class")
     document: dict[str, Any] = {
-        "format": METRICS_FORMAT, "version": METRICS_VERSION,
-        "model": str(cfg.model) if isinstance(cfg.model, str) else list(cfg.model), "model_meta": meta,
-        "models": [str(p) for p in ensemble.paths], "postprocess": rule.to_dict(), "data": str(cfg.data), "split": cfg.split,
-        "size_evaluated": ds.size, "model_size": int(meta["size"]), "tta": cfg.tta,
-        "threshold": cfg.threshold, "device": str(device), "config": to_dict(cfg),
-        "empty_mask_rule": M.EMPTY_MASK_RULE, "nsd_tolerance_mm": cfg.nsd_tolerance,
+        "format": METRICS_FORMAT,
+        "version": METRICS_VERSION,
+        "model": str(cfg.model) if isinstance(cfg.model, str) else list(cfg.model),
+        "model_meta": meta,
+        "models": [str(p) for p in ensemble.paths],
+        "postprocess": rule.to_dict(),
+        "data": str(cfg.data),
+        "split": cfg.split,
+        "size_evaluated": ds.size,
+        "model_size": int(meta["size"]),
+        "tta": cfg.tta,
+        "threshold": cfg.threshold,
+        "device": str(device),
+        "config": to_dict(cfg),
+        "empty_mask_rule": M.EMPTY_MASK_RULE,
+        "nsd_tolerance_mm": cfg.nsd_tolerance,
         "cases_with_spacing": sum(1 for i in indices if ds.records[i].get("spacing_mm")),
-        "summary": summary["summary"], "per_class": summary["per_class"], M.LESION_GROUP: summary[M.LESION_GROUP],
+        "summary": summary["summary"],
+        "per_class": summary["per_class"],
+        M.LESION_GROUP: summary[M.LESION_GROUP],
         "cases": cases,
     }
     out = Path(cfg.out)
@@ -204,6 +257,16 @@ def run_evaluate(cfg: EvaluateConfig, on_batch: Callable[[int, int], None] | Non
 
 
 __all__ = [
-    "EvaluateResult", "run_evaluate", "evaluate_cases", "forward_probabilities", "model_probabilities", "table_rows",
-    "write_per_case_csv", "check_thresholds", "prepare_model", "METRICS_FILE", "PER_CASE_FILE", "CSV_COLUMNS",
+    "EvaluateResult",
+    "run_evaluate",
+    "evaluate_cases",
+    "forward_probabilities",
+    "model_probabilities",
+    "table_rows",
+    "write_per_case_csv",
+    "check_thresholds",
+    "prepare_model",
+    "METRICS_FILE",
+    "PER_CASE_FILE",
+    "CSV_COLUMNS",
 ]

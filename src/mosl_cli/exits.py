@@ -53,7 +53,11 @@ def one_line_errors(console: Console, debug: bool, interrupted: str) -> Iterator
         raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
-        console.print(f"[yellow]{'terminated' if terminated else 'interrupted'}[/]: {interrupted}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]{'terminated' if terminated else 'interrupted'}[/]: {interrupted}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(143 if terminated else 130) from None
     finally:
         if previous is not None:
@@ -61,9 +65,12 @@ def one_line_errors(console: Console, debug: bool, interrupted: str) -> Iterator
 
 
 _OS_ADVICE = {
-    errno.ENOSPC: "free space or write elsewhere", errno.EDQUOT: "free space or write elsewhere",
-    errno.EROFS: "write elsewhere", errno.ENOTDIR: "a part of the path is a file; choose another path",
-    errno.EEXIST: "choose another path", errno.EACCES: "check the permissions or choose another path",
+    errno.ENOSPC: "free space or write elsewhere",
+    errno.EDQUOT: "free space or write elsewhere",
+    errno.EROFS: "write elsewhere",
+    errno.ENOTDIR: "a part of the path is a file; choose another path",
+    errno.EEXIST: "choose another path",
+    errno.EACCES: "check the permissions or choose another path",
     errno.EPERM: "check the permissions or choose another path",
 }
 

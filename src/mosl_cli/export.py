@@ -34,8 +34,10 @@ FORMATS: tuple[str, ...] = ("onnx", "torchscript", "smp")
 TOLERANCE = 1e-3  # max |logit difference| between the exported model and PyTorch (float32, CPU)
 CHECK_SHAPES: tuple[tuple[int, int, int], ...] = ((1, 64, 64), (3, 96, 160))  # (batch, H, W) checked
 ONNX_OPSET = 17
-INPUT_DOC = ("image: float32 [batch, channels, height, width], raw pixel values 0-255 (height, width: multiples of 32; "
-             "resize to size x size as mosl does); normalisation (x/255 - mean)/std is inside the model")
+INPUT_DOC = (
+    "image: float32 [batch, channels, height, width], raw pixel values 0-255 (height, width: multiples of 32; "
+    "resize to size x size as mosl does); normalisation (x/255 - mean)/std is inside the model"
+)
 OUTPUT_DOC = "logits: float32 [batch, 1, height, width]; lesion probability = sigmoid(logits), mask = probability > 0.5"
 
 
@@ -50,8 +52,13 @@ class ExportResult:
     files: list[Path] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
-        return {"out": str(self.out), "format": self.format, "max_abs_diff": self.max_abs_diff,
-                "tolerance": self.tolerance, "files": [str(f) for f in self.files]}
+        return {
+            "out": str(self.out),
+            "format": self.format,
+            "max_abs_diff": self.max_abs_diff,
+            "tolerance": self.tolerance,
+            "files": [str(f) for f in self.files],
+        }
 
 
 class NormalisedModel(nn.Module):
@@ -69,8 +76,14 @@ class NormalisedModel(nn.Module):
 
 def describe(meta: dict[str, Any]) -> dict[str, Any]:
     """The metadata stored with an export: how to feed it, and the weight file's own metadata."""
-    return {"input": INPUT_DOC, "output": OUTPUT_DOC, "size": meta["size"], "channels": meta["in_channels"],
-            "normalisation": meta["normalisation"], "mosl": meta}
+    return {
+        "input": INPUT_DOC,
+        "output": OUTPUT_DOC,
+        "size": meta["size"],
+        "channels": meta["in_channels"],
+        "normalisation": meta["normalisation"],
+        "mosl": meta,
+    }
 
 
 def _inputs(channels: int, seed: int = 0) -> list[torch.Tensor]:
@@ -85,14 +98,19 @@ def _max_diff(reference: nn.Module, run: Any, channels: int) -> float:
             got = torch.as_tensor(run(x))
             want = reference(x)
             if got.shape != want.shape:
-                raise MoslError(f"exported model gave shape {tuple(got.shape)} for input {tuple(x.shape)}, PyTorch {tuple(want.shape)}")
+                raise MoslError(
+                    f"exported model gave shape {tuple(got.shape)} for input {tuple(x.shape)}, "
+                    f"PyTorch {tuple(want.shape)}"
+                )
             worst = max(worst, float((got - want).abs().max()))
     return worst
 
 
 def _check(diff: float, out: Path) -> float:
     if not diff <= TOLERANCE:
-        raise MoslError(f"{out}: exported model differs from PyTorch by {diff:.2e} > {TOLERANCE:g}; report this with --debug output")
+        raise MoslError(
+            f"{out}: exported model differs from PyTorch by {diff:.2e} > {TOLERANCE:g}; report this with --debug output"
+        )
     return diff
 
 
@@ -102,17 +120,31 @@ def export_onnx(wrapped: nn.Module, meta: dict[str, Any], out: Path) -> float:
         import onnx
         import onnxruntime as ort
     except ImportError as exc:
-        raise MoslError(f"--format onnx needs onnx and onnxruntime ({exc.name} is missing); pip install 'mosl-cli[export]'") from exc
+        raise MoslError(
+            f"--format onnx needs onnx and onnxruntime ({exc.name} is missing); pip install 'mosl-cli[export]'"
+        ) from exc
     channels = int(meta["in_channels"])
     axes = {0: "batch", 2: "height", 3: "width"}
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter: no onnxscript needed
-        torch.onnx.export(wrapped, (torch.zeros(1, channels, 64, 64),), str(tmp), input_names=["image"],
-                          output_names=["logits"], dynamic_axes={"image": axes, "logits": axes},
-                          opset_version=ONNX_OPSET, dynamo=False)
+        torch.onnx.export(
+            wrapped,
+            (torch.zeros(1, channels, 64, 64),),
+            str(tmp),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": axes, "logits": axes},
+            opset_version=ONNX_OPSET,
+            dynamo=False,
+        )
         graph = onnx.load(str(tmp))
-        for key, value in {"mosl": json.dumps(describe(meta)), "input": INPUT_DOC, "output": OUTPUT_DOC,
-                           "normalisation": json.dumps(meta["normalisation"]), "size": str(meta["size"])}.items():
+        for key, value in {
+            "mosl": json.dumps(describe(meta)),
+            "input": INPUT_DOC,
+            "output": OUTPUT_DOC,
+            "normalisation": json.dumps(meta["normalisation"]),
+            "size": str(meta["size"]),
+        }.items():
             graph.metadata_props.add(key=key, value=value)
         graph.doc_string = f"mosl segmentation model ({meta['arch']}/{meta['encoder']}). {INPUT_DOC}. {OUTPUT_DOC}."
         onnx.save(graph, str(tmp))
@@ -125,7 +157,9 @@ def export_torchscript(wrapped: nn.Module, meta: dict[str, Any], out: Path) -> f
     """Write TorchScript (traced; any batch and size that are multiples of 32) with ``mosl.json`` inside."""
     channels = int(meta["in_channels"])
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream but still what C++/mobile load
+        warnings.simplefilter(
+            "ignore", FutureWarning
+        )  # torch.jit is deprecated upstream but still what C++/mobile load
         with torch.no_grad():
             traced = torch.jit.trace(wrapped, torch.zeros(2, channels, 64, 64), check_trace=False)
         return _save_torchscript(traced, wrapped, meta, out)
@@ -162,7 +196,9 @@ def _evaluation(model_path: Path, metrics: str | None) -> dict[str, Any] | None:
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
-        raise MoslError(f"{path}: not a readable metrics.json ({exc}); pass the file written by `mosl evaluate`") from exc
+        raise MoslError(
+            f"{path}: not a readable metrics.json ({exc}); pass the file written by `mosl evaluate`"
+        ) from exc
     if not metrics and Path(str(doc.get("model", ""))).resolve() != model_path.resolve():
         return None  # another model's evaluation
     return doc
@@ -173,35 +209,67 @@ def model_card(meta: dict[str, Any], run_config: dict[str, Any] | None, evaluati
     resolved = (run_config or {}).get("resolved", {})
     init = resolved.get("init", {}) if isinstance(resolved.get("init"), dict) else {}
     data = meta.get("data") or {}
-    pretraining = "none (supervised from random weights)" if meta.get("init") in (None, "none") else (
-        f"`{meta.get('init')}`" + (f" ({init.get('method') or meta.get('method')}, scope {init.get('scope')})"
-                                   if init.get("method") or meta.get("method") else ""))
+    pretraining = (
+        "none (supervised from random weights)"
+        if meta.get("init") in (None, "none")
+        else (
+            f"`{meta.get('init')}`"
+            + (
+                f" ({init.get('method') or meta.get('method')}, scope {init.get('scope')})"
+                if init.get("method") or meta.get("method")
+                else ""
+            )
+        )
+    )
     lines = [
-        "---", "library_name: segmentation-models-pytorch", "license: mit", "pipeline_tag: image-segmentation",
-        "tags: [segmentation-models-pytorch, semantic-segmentation, ultrasound, breast-lesion, mosl]", "---", "",
-        f"# Breast-lesion segmentation: {meta['arch']} / {meta['encoder']} (mosl)", "",
-        "Binary lesion segmentation of grey ultrasound scans, trained with `mosl finetune`.", "",
-        "## Usage", "", "```python", "import segmentation_models_pytorch as smp, torch",
+        "---",
+        "library_name: segmentation-models-pytorch",
+        "license: mit",
+        "pipeline_tag: image-segmentation",
+        "tags: [segmentation-models-pytorch, semantic-segmentation, ultrasound, breast-lesion, mosl]",
+        "---",
+        "",
+        f"# Breast-lesion segmentation: {meta['arch']} / {meta['encoder']} (mosl)",
+        "",
+        "Binary lesion segmentation of grey ultrasound scans, trained with `mosl finetune`.",
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "import segmentation_models_pytorch as smp, torch",
         "model = smp.from_pretrained('THIS_FOLDER').eval()",
         f"x = (image_uint8.float() / 255 - {meta['normalisation']['mean']}) / {meta['normalisation']['std']}  "
         f"# [B, {meta['in_channels']}, {meta['size']}, {meta['size']}]",
-        "mask = torch.sigmoid(model(x)) > 0.5", "```", "",
-        "## Training", "",
+        "mask = torch.sigmoid(model(x)) > 0.5",
+        "```",
+        "",
+        "## Training",
+        "",
         f"- data: `{data.get('path', '?')}` (fingerprint `{data.get('fingerprint', '?')}`)",
         f"- label fraction: {meta.get('label_fraction', '?')}"
         + (f" ({resolved['labelled_train']} labelled train images)" if "labelled_train" in resolved else ""),
         f"- pre-training / initialisation: {pretraining}",
         f"- input: {meta['in_channels']} channel(s) at {meta['size']}×{meta['size']} px, "
         f"normalisation (x/255 − {meta['normalisation']['mean']}) / {meta['normalisation']['std']}",
-        f"- seed: {meta.get('seed')}, mosl {meta.get('mosl_version')}", "",
-        "## Metrics", "",
+        f"- seed: {meta.get('seed')}, mosl {meta.get('mosl_version')}",
+        "",
+        "## Metrics",
+        "",
     ]
     if evaluation:
         s = evaluation.get("summary", {})
-        lines += [f"Measured by `mosl evaluate` on split `{evaluation.get('split')}` of `{evaluation.get('data')}` "
-                  f"(threshold {evaluation.get('threshold')}, TTA {evaluation.get('tta')}):", "",
-                  "| group | n | Dice | IoU |", "| --- | --- | --- | --- |"]
-        groups = [("all", s), ("lesion (benign + malignant)", evaluation.get("lesion")), *evaluation.get("per_class", {}).items()]
+        lines += [
+            f"Measured by `mosl evaluate` on split `{evaluation.get('split')}` of `{evaluation.get('data')}` "
+            f"(threshold {evaluation.get('threshold')}, TTA {evaluation.get('tta')}):",
+            "",
+            "| group | n | Dice | IoU |",
+            "| --- | --- | --- | --- |",
+        ]
+        groups = [
+            ("all", s),
+            ("lesion (benign + malignant)", evaluation.get("lesion")),
+            *evaluation.get("per_class", {}).items(),
+        ]
         for name, g in groups:
             if isinstance(g, dict):
                 lines.append(f"| {name} | {g.get('n', '')} | {_fmt(g.get('dice'))} | {_fmt(g.get('iou'))} |")
@@ -228,7 +296,9 @@ def export_smp(model: nn.Module, meta: dict[str, Any], out: Path, model_path: Pa
     return [out / name for name in ("config.json", "model.safetensors", "mosl.json", "README.md")]
 
 
-def run_export(model_path: str | Path, fmt: str, out: str | Path | None = None, metrics: str | None = None) -> ExportResult:
+def run_export(
+    model_path: str | Path, fmt: str, out: str | Path | None = None, metrics: str | None = None
+) -> ExportResult:
     """Export a mosl segmentation weight file to ``fmt`` (:data:`FORMATS`) at ``out`` and check it."""
     if fmt not in FORMATS:
         raise MoslError(f"--format {fmt}: use one of {', '.join(FORMATS)}")
@@ -246,4 +316,12 @@ def run_export(model_path: str | Path, fmt: str, out: str | Path | None = None, 
     return ExportResult(target, fmt, diff, TOLERANCE, [target])
 
 
-__all__ = ["FORMATS", "TOLERANCE", "ExportResult", "NormalisedModel", "run_export", "read_torchscript_metadata", "model_card"]
+__all__ = [
+    "FORMATS",
+    "TOLERANCE",
+    "ExportResult",
+    "NormalisedModel",
+    "run_export",
+    "read_torchscript_metadata",
+    "model_card",
+]

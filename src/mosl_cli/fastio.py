@@ -45,7 +45,9 @@ def _torchvision_decode(path: Path, kind: str) -> torch.Tensor | None:
     return img[:1] if img.shape[0] <= 2 else img[:3]  # drop alpha
 
 
-def read_scan(path: str | os.PathLike[str], channels: int, with_rgb: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+def read_scan(
+    path: str | os.PathLike[str], channels: int, with_rgb: bool = False
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Like :func:`imageio.read_image`: ``(uint8 [H, W, channels], uint8 [H, W, 3] or None)``."""
     path = Path(path)
     kind = _TV_SUFFIXES.get(path.suffix.lower())

@@ -28,17 +28,33 @@ from mosl_cli.config import DEFAULT_PRETRAIN_RUN, WEIGHTS_FILE, FinetuneConfig
 from mosl_cli.data.store import Dataset, load_dataset
 from mosl_cli.device import fused_optimizer, memory_format
 from mosl_cli.errors import MoslError, UsageError
-from mosl_cli.inference import forward_probabilities, model_probabilities
 from mosl_cli.fsutil import append_jsonl, read_jsonl, write_json
+from mosl_cli.inference import forward_probabilities, model_probabilities
 from mosl_cli.metrics import confusion, dice
-from mosl_cli.postprocess import choose_postprocess
 from mosl_cli.models import build_model, load_into, model_inputs, read_metadata, save_weights, weights_metadata
+from mosl_cli.postprocess import choose_postprocess
 from mosl_cli.train import (
-    METRICS_FILE, Callback, CheckpointClock, RunDir, WeightAverage, all_ranks_agree, autocast, cosine_lr,
-    epoch_order, init_distributed, load_checkpoint, mean_over_ranks, no_callback, save_checkpoint, set_lr, shard,
-    sync_buffers, wrap_ddp, write_config,
+    METRICS_FILE,
+    Callback,
+    CheckpointClock,
+    RunDir,
+    WeightAverage,
+    all_ranks_agree,
+    autocast,
+    check_resume,
+    cosine_lr,
+    epoch_order,
+    init_distributed,
+    load_checkpoint,
+    mean_over_ranks,
+    no_callback,
+    save_checkpoint,
+    set_lr,
+    shard,
+    sync_buffers,
+    wrap_ddp,
+    write_config,
 )
-from mosl_cli.train import check_resume
 
 MIN_STEPS_PER_EPOCH = 10
 SELECTIONS: tuple[str, ...] = ("ema", "last", "best")
@@ -56,8 +72,9 @@ class FinetuneResult:
     model: nn.Module  # the last epoch's weights (the best ones are in out/model.safetensors)
 
 
-def label_subset(ds: Dataset, fraction: float, seed: int, pool: list[int] | None = None,
-                 empty_masks: bool = True) -> list[int]:
+def label_subset(
+    ds: Dataset, fraction: float, seed: int, pool: list[int] | None = None, empty_masks: bool = True
+) -> list[int]:
     """Labelled train indices kept at ``fraction``: stratified by class, nested across fractions.
 
     Each class's images are put in one seeded order and the first ``ceil(fraction·n)`` are kept,
@@ -101,7 +118,9 @@ def fold_indices(ds: Dataset, folds: int, seed: int) -> list[list[int]]:
         for i in ds.indices(split, labelled=True):
             groups.setdefault(str(ds.records[i].get("group", ds.records[i]["id"])), []).append(i)
     if len(groups) < folds:
-        raise MoslError(f"{ds.path}: {len(groups)} groups of labelled train+val images cannot fill {folds} folds; use fewer --folds")
+        raise MoslError(
+            f"{ds.path}: {len(groups)} groups of labelled train+val images cannot fill {folds} folds; use fewer --folds"
+        )
     by_class: dict[str, list[list[int]]] = {}
     for members in groups.values():
         by_class.setdefault(str(ds.records[members[0]]["class"]), []).append(members)
@@ -163,11 +182,20 @@ def build_finetune_model(cfg: FinetuneConfig, init: str, channels: int) -> tuple
     if meta is not None:  # a mosl file rebuilds its own architecture
         arch, encoder = meta["arch"], meta["encoder"]
         if int(meta["in_channels"]) != channels:
-            raise MoslError(f"{path}: made for {meta['in_channels']}-channel images but the dataset has {channels}; prepare with --channels {meta['in_channels']}")
+            raise MoslError(
+                f"{path}: made for {meta['in_channels']}-channel images but the dataset has {channels}; "
+                f"prepare with --channels {meta['in_channels']}"
+            )
     model = build_model(arch, encoder, channels)
     report = load_into(model, path)
-    return model, {"init": str(path), "arch": arch, "encoder": encoder, "method": (meta or {}).get("method"),
-                   "scope": (meta or {}).get("scope"), "load": report.summary()}
+    return model, {
+        "init": str(path),
+        "arch": arch,
+        "encoder": encoder,
+        "method": (meta or {}).get("method"),
+        "scope": (meta or {}).get("scope"),
+        "load": report.summary(),
+    }
 
 
 def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -179,8 +207,16 @@ def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validation_dice(model: nn.Module, ds: Dataset, idx: list[int], size: int, device: torch.device,
-                    amp: bool, channels_last: bool = True, batch: int = 64) -> float:
+def validation_dice(
+    model: nn.Module,
+    ds: Dataset,
+    idx: list[int],
+    size: int,
+    device: torch.device,
+    amp: bool,
+    channels_last: bool = True,
+    batch: int = 64,
+) -> float:
     """Mean per-case Dice on ``idx`` at the training size (empty-mask rule of ``metrics``)."""
     assert ds.masks is not None
     was_training = model.training
@@ -197,8 +233,9 @@ def validation_dice(model: nn.Module, ds: Dataset, idx: list[int], size: int, de
 
 
 @torch.no_grad()
-def final_validation(model: nn.Module, meta: dict[str, Any], ds: Dataset, idx: list[int],
-                     device: torch.device, batch: int = 64) -> dict[str, Any]:
+def final_validation(
+    model: nn.Module, meta: dict[str, Any], ds: Dataset, idx: list[int], device: torch.device, batch: int = 64
+) -> dict[str, Any]:
     """Score the final weights on ``idx`` as ``mosl evaluate`` does (stored size, mirroring TTA) and
     choose the post-processing rule there. Returns mean val Dice without and with TTA, with the rule,
     the rule itself and every candidate's score."""
@@ -218,9 +255,13 @@ def final_validation(model: nn.Module, meta: dict[str, Any], ds: Dataset, idx: l
 
     pred = torch.cat(mirrored)
     rule, candidates = choose_postprocess(pred, target)
-    return {"val_dice": mean_dice(torch.cat(plain)), "val_dice_tta": mean_dice(pred),
-            "val_dice_tta_postprocessed": mean_dice(rule(pred)), "postprocess": rule.to_dict(),
-            "postprocess_candidates": candidates}
+    return {
+        "val_dice": mean_dice(torch.cat(plain)),
+        "val_dice_tta": mean_dice(pred),
+        "val_dice_tta_postprocessed": mean_dice(rule(pred)),
+        "postprocess": rule.to_dict(),
+        "postprocess_candidates": candidates,
+    }
 
 
 def _param_groups(model: nn.Module, cfg: FinetuneConfig) -> list[dict[str, Any]]:
@@ -265,7 +306,10 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     train_idx, val_idx = split_indices(ds, cfg)
     init = resolve_init(cfg)
     if cfg.freeze_encoder_bn and init == "none":
-        raise MoslError("--freeze-encoder-bn keeps pre-trained BN statistics, but --init is none; pass pre-trained weights or drop the flag")
+        raise MoslError(
+            "--freeze-encoder-bn keeps pre-trained BN statistics, but --init is none; "
+            "pass pre-trained weights or drop the flag"
+        )
     dist_info, device = init_distributed(cfg.device)
     run = RunDir(Path(cfg.out))
     resume = run.prepare(cfg.resume, cfg.overwrite, dist_info.is_main)
@@ -296,13 +340,31 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         if dist_info.is_main:
             run.trim_log(int(progress["epoch"]))
     arch_meta = {"arch": init_info.get("arch", cfg.arch), "encoder": init_info.get("encoder", cfg.encoder)}
-    resolved = {"init": init_info, "labelled_train": len(train_idx), "val": len(val_idx), "steps_per_epoch": steps_per_epoch,
-                "global_batch": cfg.batch_size, "world_size": dist_info.world_size, "device": str(device),
-                "data_fingerprint": ds.fingerprint(), "classes": _class_counts(ds, train_idx), **arch_meta}
+    resolved = {
+        "init": init_info,
+        "labelled_train": len(train_idx),
+        "val": len(val_idx),
+        "steps_per_epoch": steps_per_epoch,
+        "global_batch": cfg.batch_size,
+        "world_size": dist_info.world_size,
+        "device": str(device),
+        "data_fingerprint": ds.fingerprint(),
+        "classes": _class_counts(ds, train_idx),
+        **arch_meta,
+    }
     if dist_info.is_main:
         write_config(run, "finetune", cfg, resolved)
-    callback("start", {"epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch, "start_epoch": progress["epoch"],
-                       "images": len(train_idx), "device": str(device), "init": init_info})
+    callback(
+        "start",
+        {
+            "epochs": cfg.epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "start_epoch": progress["epoch"],
+            "images": len(train_idx),
+            "device": str(device),
+            "init": init_info,
+        },
+    )
     trained = wrap_ddp(model, dist_info, device, find_unused=cfg.freeze_encoder_epochs > 0)
     best_path = run.file("model_best.safetensors")
 
@@ -316,7 +378,9 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         model.train()
         _set_encoder_frozen(model, epoch < cfg.freeze_encoder_epochs, cfg.freeze_encoder_bn)
         # dataset indices of the whole epoch, copied to the device once (as in pretrain): no blocking copy per step
-        order = train_order_src[shard(epoch_order(len(train_idx), steps_per_epoch * cfg.batch_size, cfg.seed, epoch, None), dist_info)].to(device)
+        order = train_order_src[
+            shard(epoch_order(len(train_idx), steps_per_epoch * cfg.batch_size, cfg.seed, epoch, None), dist_info)
+        ].to(device)
         loss_sum, t0 = torch.zeros((), device=device), time.perf_counter()
         with seeded(cfg.seed * 7919 + epoch * 104729 + dist_info.rank, device):
             for step in range(steps_per_epoch):
@@ -336,20 +400,34 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
                     average.update(model, epoch * steps_per_epoch + step)
                 loss_sum += loss.detach()
         if not all_ranks_agree(bool(torch.isfinite(loss_sum)), dist_info, device):
-            raise MoslError(f"loss became NaN/inf in epoch {epoch + 1}; lower --lr ({run.path} keeps the last good epoch)")
+            raise MoslError(
+                f"loss became NaN/inf in epoch {epoch + 1}; lower --lr ({run.path} keeps the last good epoch)"
+            )
         sync_buffers(model, dist_info)
         loss_sum = mean_over_ranks(loss_sum, dist_info)
-        val = validation_dice(model, ds, val_idx, cfg.size, device, cfg.amp, cfg.channels_last) if val_idx else float("nan")
+        val = (
+            validation_dice(model, ds, val_idx, cfg.size, device, cfg.amp, cfg.channels_last)
+            if val_idx
+            else float("nan")
+        )
         improved = bool(val_idx) and val > progress["best_dice"]
         if improved:
             progress.update(best_dice=val, best_epoch=epoch + 1, since_best=0)
         else:
             progress["since_best"] += 1
         progress["epoch"] = epoch + 1
-        record = {"epoch": epoch + 1, "loss": float(loss_sum) / steps_per_epoch, "val_dice": val, "lr": lr,
-                  "seconds": time.perf_counter() - t0, "best_epoch": progress["best_epoch"]}
+        record = {
+            "epoch": epoch + 1,
+            "loss": float(loss_sum) / steps_per_epoch,
+            "val_dice": val,
+            "lr": lr,
+            "seconds": time.perf_counter() - t0,
+            "best_epoch": progress["best_epoch"],
+        }
         if average is not None and val_idx:
-            record["val_dice_ema"] = validation_dice(average.module, ds, val_idx, cfg.size, device, cfg.amp, cfg.channels_last)
+            record["val_dice_ema"] = validation_dice(
+                average.module, ds, val_idx, cfg.size, device, cfg.amp, cfg.channels_last
+            )
         if dist_info.is_main:
             if improved and cfg.select == "best":
                 _save_segmentation(best_path, model, cfg, arch_meta, init_info, ds)
@@ -359,10 +437,20 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         callback("epoch", record)
 
     epochs_run = int(progress["epoch"])
-    metrics = {"select": cfg.select, "best_epoch": progress["best_epoch"], "best_val_dice": progress["best_dice"],
-               "epochs_run": epochs_run, "stopped_early": epochs_run < cfg.epochs, "label_fraction": cfg.label_fraction,
-               "labelled_train": len(train_idx), "val": len(val_idx), "fold": cfg.fold, "init": init_info.get("init"),
-               "seconds": time.perf_counter() - t_start, "last_epoch": (read_jsonl(run.log) or [None])[-1]}
+    metrics = {
+        "select": cfg.select,
+        "best_epoch": progress["best_epoch"],
+        "best_val_dice": progress["best_dice"],
+        "epochs_run": epochs_run,
+        "stopped_early": epochs_run < cfg.epochs,
+        "label_fraction": cfg.label_fraction,
+        "labelled_train": len(train_idx),
+        "val": len(val_idx),
+        "fold": cfg.fold,
+        "init": init_info.get("init"),
+        "seconds": time.perf_counter() - t_start,
+        "last_epoch": (read_jsonl(run.log) or [None])[-1],
+    }
     if dist_info.is_main:
         final = _final_weights(cfg, model, average, best_path, device)
         meta = _segmentation_meta(cfg, arch_meta, init_info, ds)
@@ -374,11 +462,20 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         save_weights(run.file(WEIGHTS_FILE), final.state_dict(), meta)
         best_path.unlink(missing_ok=True)
         write_json(run.file(METRICS_FILE), metrics)
-    return FinetuneResult(run.path, int(progress["best_epoch"]), float(progress["best_dice"]), epochs_run, len(train_idx), init_info, model)
+    return FinetuneResult(
+        run.path,
+        int(progress["best_epoch"]),
+        float(progress["best_dice"]),
+        epochs_run,
+        len(train_idx),
+        init_info,
+        model,
+    )
 
 
-def _final_weights(cfg: FinetuneConfig, model: nn.Module, average: WeightAverage | None, best_path: Path,
-                   device: torch.device) -> nn.Module:
+def _final_weights(
+    cfg: FinetuneConfig, model: nn.Module, average: WeightAverage | None, best_path: Path, device: torch.device
+) -> nn.Module:
     """The weights ``model.safetensors`` keeps: the moving average, the last epoch's, or the best val epoch's."""
     if average is not None:
         return average.module
@@ -408,14 +505,29 @@ def _class_counts(ds: Dataset, idx: list[int]) -> dict[str, int]:
     return counts
 
 
-def _segmentation_meta(cfg: FinetuneConfig, arch: dict[str, str], init_info: dict[str, Any], ds: Dataset) -> dict[str, Any]:
-    return weights_metadata(kind="segmentation", arch=arch["arch"], encoder=arch["encoder"], in_channels=ds.channels,
-                            size=cfg.size, scope="encoder-decoder", method=init_info.get("method"),
-                            data={"path": str(ds.path), "fingerprint": ds.fingerprint()}, seed=cfg.seed,
-                            extra={"init": init_info.get("init"), "label_fraction": cfg.label_fraction,
-                                   "select": cfg.select, "fold": cfg.fold})
+def _segmentation_meta(
+    cfg: FinetuneConfig, arch: dict[str, str], init_info: dict[str, Any], ds: Dataset
+) -> dict[str, Any]:
+    return weights_metadata(
+        kind="segmentation",
+        arch=arch["arch"],
+        encoder=arch["encoder"],
+        in_channels=ds.channels,
+        size=cfg.size,
+        scope="encoder-decoder",
+        method=init_info.get("method"),
+        data={"path": str(ds.path), "fingerprint": ds.fingerprint()},
+        seed=cfg.seed,
+        extra={
+            "init": init_info.get("init"),
+            "label_fraction": cfg.label_fraction,
+            "select": cfg.select,
+            "fold": cfg.fold,
+        },
+    )
 
 
-def _save_segmentation(path: Path, model: nn.Module, cfg: FinetuneConfig, arch: dict[str, str],
-                       init_info: dict[str, Any], ds: Dataset) -> None:
+def _save_segmentation(
+    path: Path, model: nn.Module, cfg: FinetuneConfig, arch: dict[str, str], init_info: dict[str, Any], ds: Dataset
+) -> None:
     save_weights(path, model.state_dict(), _segmentation_meta(cfg, arch, init_info, ds))

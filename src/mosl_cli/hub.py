@@ -11,8 +11,8 @@ Offline (or ``HF_HUB_OFFLINE=1``) with an empty cache the result is one :class:`
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,10 @@ def check_weight_name(init: str, encoder: str) -> None:
     names = weight_names(encoder)
     if init not in names:
         have = ", ".join(names) if names else "none"
-        raise MoslError(f"--init {init}: smp publishes no such weights for --encoder {encoder} (it has: {have}); "
-                        "pick one of those, another encoder, or pass a weight file")
+        raise MoslError(
+            f"--init {init}: smp publishes no such weights for --encoder {encoder} (it has: {have}); "
+            "pick one of those, another encoder, or pass a weight file"
+        )
 
 
 @contextmanager
@@ -71,9 +73,13 @@ def fetch(encoder: str, name: str) -> Path:
         with _quiet_hub():
             return Path(hf_hub_download(repo, filename=WEIGHT_FILE, revision=revision))
     except Exception as exc:  # noqa: BLE001 - offline, DNS, HTTP and cache errors are the same user error
-        where = Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "snapshots" / revision / WEIGHT_FILE
-        raise MoslError(f"--init {name}: cannot download {repo} ({type(exc).__name__}: offline?); run once with "
-                        f"internet access, or place its {WEIGHT_FILE} at {where}") from None
+        where = (
+            Path(constants.HF_HUB_CACHE) / f"models--{repo.replace('/', '--')}" / "snapshots" / revision / WEIGHT_FILE
+        )
+        raise MoslError(
+            f"--init {name}: cannot download {repo} ({type(exc).__name__}: offline?); run once with "
+            f"internet access, or place its {WEIGHT_FILE} at {where}"
+        ) from None
 
 
 def load_published(model: nn.Module, encoder: str, name: str) -> dict[str, Any]:

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mosl_cli.config import WEIGHTS_FILE
-from mosl_cli.errors import MoslError
 from mosl_cli.device import autocast, memory_format
+from mosl_cli.errors import MoslError
 from mosl_cli.models import model_from_file, model_inputs
 from mosl_cli.postprocess import PostProcess, combine
 
@@ -35,7 +35,9 @@ def model_paths(spec: str | Path | Sequence[str | Path]) -> list[Path]:
         if path.is_dir():
             found = [path / WEIGHTS_FILE] if (path / WEIGHTS_FILE).is_file() else sorted(path.glob(f"*/{WEIGHTS_FILE}"))
             if not found:
-                raise MoslError(f"{path}: no {WEIGHTS_FILE} in this folder or its sub-folders; pass a weight file or a run folder")
+                raise MoslError(
+                    f"{path}: no {WEIGHTS_FILE} in this folder or its sub-folders; pass a weight file or a run folder"
+                )
             paths += found
         else:
             paths.append(path)
@@ -130,12 +132,14 @@ class Ensemble:
             x = torch.cat([model_inputs(t, int(meta["size"]), meta.get("normalisation")) for t in scans])
             prob = forward_probabilities(model, x, tta=tta)
             for j, t in enumerate(scans):
-                full = F.interpolate(prob[j:j + 1], size=tuple(t.shape[-2:]), mode="bilinear", align_corners=False)
+                full = F.interpolate(prob[j : j + 1], size=tuple(t.shape[-2:]), mode="bilinear", align_corners=False)
                 totals[j] = full if totals[j] is None else totals[j] + full
         return [t / len(self.models) for t in totals if t is not None]
 
     def describe(self) -> str:
-        return str(self.paths[0]) if len(self.paths) == 1 else f"{len(self.paths)} models ({self.paths[0].parent.parent})"
+        return (
+            str(self.paths[0]) if len(self.paths) == 1 else f"{len(self.paths)} models ({self.paths[0].parent.parent})"
+        )
 
 
 def load_ensemble(spec: str | Path | Sequence[str | Path], device: torch.device) -> Ensemble:
@@ -151,5 +155,8 @@ def load_ensemble(spec: str | Path | Sequence[str | Path], device: torch.device)
         metas.append(meta)
     channels = {int(m["in_channels"]) for m in metas}
     if len(channels) > 1:
-        raise MoslError(f"{paths[0].parent}: the models take different channel counts {sorted(channels)}; ensemble models of one kind")
+        raise MoslError(
+            f"{paths[0].parent}: the models take different channel counts {sorted(channels)}; "
+            "ensemble models of one kind"
+        )
     return Ensemble(paths, models, metas)

@@ -19,8 +19,17 @@ from PIL import Image
 from mosl_cli.fsutil import atomic_path
 
 COLUMNS: tuple[str, ...] = (
-    "input", "frame", "mask", "width", "height", "lesion_pixels", "spacing_row_mm", "spacing_col_mm",
-    "area_mm2", "max_diameter_px", "max_diameter_mm",
+    "input",
+    "frame",
+    "mask",
+    "width",
+    "height",
+    "lesion_pixels",
+    "spacing_row_mm",
+    "spacing_col_mm",
+    "area_mm2",
+    "max_diameter_px",
+    "max_diameter_mm",
 )
 
 
@@ -80,13 +89,18 @@ def write_measurements(path: str | Path, results: Sequence[Any]) -> Path:
                 mask = np.asarray(im) > 0
             spacing = getattr(r, "spacing_mm", None)
             row = {
-                "input": str(r.input), "frame": "" if getattr(r, "frame", None) is None else r.frame,
-                "mask": str(r.mask), "width": r.width, "height": r.height,
+                "input": str(r.input),
+                "frame": "" if getattr(r, "frame", None) is None else r.frame,
+                "mask": str(r.mask),
+                "width": r.width,
+                "height": r.height,
                 "spacing_row_mm": None if spacing is None else spacing[0],
-                "spacing_col_mm": None if spacing is None else spacing[1], **measure(mask, spacing),
+                "spacing_col_mm": None if spacing is None else spacing[1],
+                **measure(mask, spacing),
             }
-            writer.writerow(["" if row[c] is None else f"{row[c]:.4f}" if isinstance(row[c], float) else row[c]
-                             for c in COLUMNS])
+            writer.writerow(
+                ["" if row[c] is None else f"{row[c]:.4f}" if isinstance(row[c], float) else row[c] for c in COLUMNS]
+            )
     return path
 
 

@@ -176,7 +176,9 @@ def _nsd_of(dists: list[Distances | None], tolerance: float, pred: torch.Tensor,
     return torch.tensor(out, dtype=torch.float64, device=pred.device)
 
 
-def nsd(pred: torch.Tensor, target: torch.Tensor, tolerance: float, spacing: torch.Tensor | None = None) -> torch.Tensor:
+def nsd(
+    pred: torch.Tensor, target: torch.Tensor, tolerance: float, spacing: torch.Tensor | None = None
+) -> torch.Tensor:
     """Normalised surface Dice at ``tolerance`` (pixels, or mm with ``spacing``), float64 ``[B]``.
 
     The share of boundary pixels of both masks lying within ``tolerance`` of the other mask's boundary
@@ -191,7 +193,9 @@ def nsd(pred: torch.Tensor, target: torch.Tensor, tolerance: float, spacing: tor
 
 
 def case_metrics(
-    pred: torch.Tensor, target: torch.Tensor, spacing: torch.Tensor | None = None,
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    spacing: torch.Tensor | None = None,
     nsd_tolerance: float = NSD_TOLERANCE_MM,
 ) -> dict[str, torch.Tensor]:
     """All per-case figures of bool masks ``[B, 1, H, W]``: the metrics (float64 ``[B]``, distances may
@@ -207,7 +211,9 @@ def case_metrics(
         "recall": recall(tp, fp, fn),
         "hd95": _per_case(px, _hd95_of, pred.device),
         "assd": _per_case(px, _assd_of, pred.device),
-        "hd95_mm": nan, "assd_mm": nan, "nsd": nan,
+        "hd95_mm": nan,
+        "assd_mm": nan,
+        "nsd": nan,
         "gt_pixels": tp + fn,
         "pred_pixels": tp + fp,
     }
@@ -253,9 +259,7 @@ def _group(cases: Sequence[dict[str, Any]], metrics: Iterable[str]) -> dict[str,
     summary: dict[str, Any] = {"n": len(cases)}
     for name in metrics:
         summary[name] = _stats([c.get(name) for c in cases])
-    summary["hd95_undefined"] = sum(
-        1 for c in cases if c.get("hd95") is None or not math.isfinite(c["hd95"])
-    )
+    summary["hd95_undefined"] = sum(1 for c in cases if c.get("hd95") is None or not math.isfinite(c["hd95"]))
     return summary
 
 
@@ -280,7 +284,23 @@ def aggregate(values: list[dict[str, Any]], key: str = "class") -> dict[str, Any
 
 
 __all__ = [
-    "EMPTY_MASK_RULE", "METRICS", "DISTANCE_METRICS", "NSD_TOLERANCE_MM", "LESION_CLASSES", "LESION_GROUP",
-    "confusion", "dice", "iou", "precision", "recall", "boundary", "surface_distances", "hd95", "assd", "nsd",
-    "case_metrics", "stored_spacing", "aggregate",
+    "EMPTY_MASK_RULE",
+    "METRICS",
+    "DISTANCE_METRICS",
+    "NSD_TOLERANCE_MM",
+    "LESION_CLASSES",
+    "LESION_GROUP",
+    "confusion",
+    "dice",
+    "iou",
+    "precision",
+    "recall",
+    "boundary",
+    "surface_distances",
+    "hd95",
+    "assd",
+    "nsd",
+    "case_metrics",
+    "stored_spacing",
+    "aggregate",
 ]

@@ -11,7 +11,6 @@ size, normalisation, scope, method, data, seed, mosl version). Nothing is ever d
 from __future__ import annotations
 
 import json
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,9 @@ def build_model(arch: str, encoder: str, in_channels: int, classes: int = 1) -> 
             arch, encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=classes
         )
     except KeyError as exc:
-        raise MoslError(f"unknown architecture or encoder ({arch!r}, {encoder!r}): {exc}; see smp's model list") from exc
+        raise MoslError(
+            f"unknown architecture or encoder ({arch!r}, {encoder!r}): {exc}; see smp's model list"
+        ) from exc
     except ValueError as exc:
         raise MoslError(f"cannot build {arch!r} with encoder {encoder!r}: {exc}") from exc
 
@@ -52,16 +53,35 @@ def normalise(images: torch.Tensor, norm: dict[str, float] | None = None) -> tor
 
 
 def weights_metadata(
-    *, kind: str, arch: str, encoder: str, in_channels: int, size: int, scope: str,
-    classes: int = 1, method: str | None = None, data: Any = None, seed: int | None = None,
+    *,
+    kind: str,
+    arch: str,
+    encoder: str,
+    in_channels: int,
+    size: int,
+    scope: str,
+    classes: int = 1,
+    method: str | None = None,
+    data: Any = None,
+    seed: int | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The JSON document stored in a weight file's header (``kind``: pretrained | segmentation)."""
     meta: dict[str, Any] = {
-        "format": WEIGHTS_FORMAT, "version": WEIGHTS_VERSION, "kind": kind, "arch": arch,
-        "encoder": encoder, "in_channels": in_channels, "classes": classes, "size": size,
-        "normalisation": dict(NORMALISATION), "scope": scope, "method": method, "data": data,
-        "seed": seed, "mosl_version": __version__,
+        "format": WEIGHTS_FORMAT,
+        "version": WEIGHTS_VERSION,
+        "kind": kind,
+        "arch": arch,
+        "encoder": encoder,
+        "in_channels": in_channels,
+        "classes": classes,
+        "size": size,
+        "normalisation": dict(NORMALISATION),
+        "scope": scope,
+        "method": method,
+        "data": data,
+        "seed": seed,
+        "mosl_version": __version__,
     }
     meta.update(extra or {})
     return meta
@@ -92,7 +112,9 @@ def read_header(path: str | Path) -> dict[str, str]:
 
     path = Path(path)
     if not path.is_file():
-        raise MoslError(f"{path}: no such weight file; run `mosl finetune` (or `mosl pretrain`) first or pass another file")
+        raise MoslError(
+            f"{path}: no such weight file; run `mosl finetune` (or `mosl pretrain`) first or pass another file"
+        )
     try:
         with safe_open(str(path), framework="pt") as fh:
             return fh.metadata() or {}
@@ -119,9 +141,14 @@ def mosl_metadata(path: str | Path) -> dict[str, Any] | None:
     try:
         meta = json.loads(header[METADATA_KEY])
     except json.JSONDecodeError as exc:
-        raise MoslError(f"{path}: its mosl metadata is not valid JSON; the file is damaged, write it again with mosl") from exc
+        raise MoslError(
+            f"{path}: its mosl metadata is not valid JSON; the file is damaged, write it again with mosl"
+        ) from exc
     if not isinstance(meta, dict):
-        raise MoslError(f"{path}: its mosl metadata is a JSON {type(meta).__name__}, not an object; the file is damaged, write it again with mosl")
+        raise MoslError(
+            f"{path}: its mosl metadata is a JSON {type(meta).__name__}, not an object; "
+            "the file is damaged, write it again with mosl"
+        )
     if meta.get("format") != WEIGHTS_FORMAT:
         raise MoslError(f"{path}: not a mosl weight file; pass a file written by mosl")
     for key, kind in REQUIRED_METADATA.items():
@@ -152,7 +179,10 @@ def model_from_file(path: str | Path, device: torch.device | str = "cpu") -> tup
     """Rebuild a segmentation model from a mosl weight file (kind ``segmentation``), in eval mode."""
     state, meta = load_weights(path)
     if meta.get("kind") != "segmentation":
-        raise MoslError(f"{path}: a {meta.get('kind')} weight file, not a segmentation model; run `mosl finetune --init {path}` first")
+        raise MoslError(
+            f"{path}: a {meta.get('kind')} weight file, not a segmentation model; "
+            f"run `mosl finetune --init {path}` first"
+        )
     # Built on the meta device and filled by assignment: no random init that the file overwrites.
     with torch.device("meta"):
         model = build_model(meta["arch"], meta["encoder"], int(meta["in_channels"]), int(meta.get("classes", 1)))
@@ -160,7 +190,9 @@ def model_from_file(path: str | Path, device: torch.device | str = "cpu") -> tup
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise MoslError(f"{path}: weights do not fit {meta['arch']}/{meta['encoder']} ({first}); the file is damaged") from exc
+        raise MoslError(
+            f"{path}: weights do not fit {meta['arch']}/{meta['encoder']} ({first}); the file is damaged"
+        ) from exc
     return model.to(device).eval(), meta
 
 
@@ -172,8 +204,12 @@ _SEQUENTIAL_RESNET = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6
 _EXTERNAL_PREFIXES = (
     "module.encoder_q.",  # official MoCo v1/v2 .pth.tar
     "module.encoder.",  # official SimSiam .pth.tar
-    "model.backbone.", "backbone.",  # lightly / solo-learn Lightning .ckpt
-    "encoder_q.", "encoder.", "module.", "model.",
+    "model.backbone.",
+    "backbone.",  # lightly / solo-learn Lightning .ckpt
+    "encoder_q.",
+    "encoder.",
+    "module.",
+    "model.",
 )
 _HEAD_NAMES = ("fc.", "classifier.", "head.", "projector.", "predictor.", "prediction_head.", "projection_head.")
 
@@ -191,9 +227,13 @@ class LoadReport:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "source": self.source, "loaded": len(self.loaded), "missing": len(self.missing),
-            "unexpected": len(self.unexpected), "adapted": self.adapted,
-            "missing_names": self.missing[:20], "unexpected_names": self.unexpected[:20],
+            "source": self.source,
+            "loaded": len(self.loaded),
+            "missing": len(self.missing),
+            "unexpected": len(self.unexpected),
+            "adapted": self.adapted,
+            "missing_names": self.missing[:20],
+            "unexpected_names": self.unexpected[:20],
         }
 
 
@@ -220,7 +260,7 @@ def map_external_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
         key = name
         for prefix in _EXTERNAL_PREFIXES:
             if key.startswith(prefix):
-                key = key[len(prefix):]
+                key = key[len(prefix) :]
                 break
         if key.startswith(_HEAD_NAMES) or key.startswith("encoder_k."):
             continue
@@ -233,7 +273,12 @@ def map_external_names(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 def _adapt_channels(name: str, tensor: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
     """Fit a first conv's input channels (3 → 1 by summing, 1 → C by repeating), as smp does."""
-    if tensor.ndim != 4 or target.ndim != 4 or tensor.shape[0] != target.shape[0] or tensor.shape[2:] != target.shape[2:]:
+    if (
+        tensor.ndim != 4
+        or target.ndim != 4
+        or tensor.shape[0] != target.shape[0]
+        or tensor.shape[2:] != target.shape[2:]
+    ):
         return None
     have, want = tensor.shape[1], target.shape[1]
     if want == 1:
@@ -282,8 +327,6 @@ def load_into(model: nn.Module, path: str | Path) -> LoadReport:
     report.loaded = sorted(fitting)
     report.missing = sorted(set(target) - set(fitting))
     return report
-
-
 
 
 def model_inputs(images: torch.Tensor, size: int, norm: dict[str, float] | None = None) -> torch.Tensor:

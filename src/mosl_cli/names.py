@@ -26,6 +26,17 @@ METRICS_FORMAT = "mosl-metrics"  # ``format`` of an evaluation's metrics.json
 PER_CASE_FILE = "per_case.csv"  # one row per scored case
 
 __all__ = [
-    "DATA_FILE", "MANIFEST_FILE", "DATASET_FORMAT", "SPLITS", "WEIGHTS_FILE", "CONFIG_FILE", "LOG_FILE", "METRICS_FILE",
-    "CHECKPOINT_FILE", "WEIGHTS_FORMAT", "DATA_TAG_FILE", "METRICS_FORMAT", "PER_CASE_FILE",
+    "DATA_FILE",
+    "MANIFEST_FILE",
+    "DATASET_FORMAT",
+    "SPLITS",
+    "WEIGHTS_FILE",
+    "CONFIG_FILE",
+    "LOG_FILE",
+    "METRICS_FILE",
+    "CHECKPOINT_FILE",
+    "WEIGHTS_FORMAT",
+    "DATA_TAG_FILE",
+    "METRICS_FORMAT",
+    "PER_CASE_FILE",
 ]

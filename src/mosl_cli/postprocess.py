@@ -78,8 +78,9 @@ class PostProcess:
         return cls(largest=bool(data.get("largest", False)), min_area=float(data.get("min_area", 0.0)))
 
 
-def choose_postprocess(pred: torch.Tensor, target: torch.Tensor,
-                       lesion_tolerance: float = LESION_TOLERANCE) -> tuple[PostProcess, dict[str, float]]:
+def choose_postprocess(
+    pred: torch.Tensor, target: torch.Tensor, lesion_tolerance: float = LESION_TOLERANCE
+) -> tuple[PostProcess, dict[str, float]]:
     """The rule with the highest mean Dice of ``pred`` (bool ``[N, 1, H, W]``) against ``target`` over
     all cases, among the rules that cost the cases with a lesion (non-empty target) at most
     ``lesion_tolerance`` of their mean Dice: normal scans are made empty only where lesions keep their

@@ -92,8 +92,12 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
             files = [path]
         elif _GLOB_CHARS & set(item):
             matches = sorted(Path(m) for m in glob.glob(item, recursive=True))
-            files = [f for m in matches for f in (_images_in(m) if m.is_dir() else [m])
-                     if has_image_suffix(f) or f.suffix.lower() in _INPUT_SUFFIXES]
+            files = [
+                f
+                for m in matches
+                for f in (_images_in(m) if m.is_dir() else [m])
+                if has_image_suffix(f) or f.suffix.lower() in _INPUT_SUFFIXES
+            ]
             if not files:
                 raise MoslError(f"{item}: the pattern matches no PNG/JPEG/BMP/TIFF/GIF file")
         else:
@@ -140,7 +144,8 @@ def plan_outputs(files: Sequence[Path], out: str | None, overlay: bool) -> list[
             if key in owner:
                 raise MoslError(
                     f"{f} and {owner[key]} would both write {dest}; predict them into separate --out folders"
-                    if owner[key] != f else f"{dest}: the output would overwrite the input; pass another --out"
+                    if owner[key] != f
+                    else f"{dest}: the output would overwrite the input; pass another --out"
                 )
             owner[key] = f
     return plans
@@ -190,8 +195,9 @@ def _decoded(
             pending.append(pool.submit(_decode, nxt, channels, with_rgb, pin))
 
 
-def _save(mask: np.ndarray, mask_path: Path, rgb: np.ndarray | None, edge: np.ndarray | None,
-          overlay_path: Path | None) -> None:
+def _save(
+    mask: np.ndarray, mask_path: Path, rgb: np.ndarray | None, edge: np.ndarray | None, overlay_path: Path | None
+) -> None:
     """Write a mask (uint8 ``[H, W]`` 0/255) and optionally the overlay (RGB with ``edge`` coloured)."""
     write_image(mask_path, mask)
     if overlay_path is not None and rgb is not None and edge is not None:
@@ -202,8 +208,12 @@ def _save(mask: np.ndarray, mask_path: Path, rgb: np.ndarray | None, edge: np.nd
 
 @torch.inference_mode()
 def predict_masks(
-    ensemble: Ensemble, scans: Sequence[torch.Tensor], threshold: float, want_outline: bool = False,
-    tta: bool = False, postprocess: PostProcess | None = None,
+    ensemble: Ensemble,
+    scans: Sequence[torch.Tensor],
+    threshold: float,
+    want_outline: bool = False,
+    tta: bool = False,
+    postprocess: PostProcess | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray | None]]:
     """uint8 ``[H, W, C]`` scans of any sizes → per scan ``(mask uint8 [H, W] 0/255, outline bool [H, W] | None)``.
 
@@ -215,7 +225,7 @@ def predict_masks(
     device = ensemble.device
     on_device = [s.to(device, non_blocking=True).permute(2, 0, 1)[None] for s in scans]
     pending = []
-    for j, prob in enumerate(ensemble.scan_probabilities(on_device, tta=tta)):
+    for prob in ensemble.scan_probabilities(on_device, tta=tta):
         mask = prob[0] > threshold
         if postprocess is not None:
             mask = postprocess(mask[None])[0]
@@ -261,23 +271,37 @@ def run_predict(cfg: PredictConfig, on_image: Callable[[int, int], None] | None 
         scans = _decoded(files, channels, cfg.overlay, pin, pool, ahead=2 * cfg.batch_size)
         writes: list[Future[None]] = []
         for start in range(0, len(files), cfg.batch_size):
-            batch = [next(scans) for _ in files[start:start + cfg.batch_size]]
+            batch = [next(scans) for _ in files[start : start + cfg.batch_size]]
             masks = predict_masks(ensemble, [s for s, _ in batch], cfg.threshold, cfg.overlay, cfg.tta, rule)
             for j, ((_, rgb), (mask, edge)) in enumerate(zip(batch, masks)):
                 mask = mask // np.uint8(255) if cfg.mask_values == "0-1" else mask
                 mask_path, overlay_path = plans[start + j]
                 writes.append(pool.submit(_save, mask, mask_path, rgb, edge, overlay_path))
-                results.append(PredictedFile(
-                    files[start + j], mask_path, overlay_path, mask.shape[0], mask.shape[1], int(np.count_nonzero(mask)),
-                ))
+                results.append(
+                    PredictedFile(
+                        files[start + j],
+                        mask_path,
+                        overlay_path,
+                        mask.shape[0],
+                        mask.shape[1],
+                        int(np.count_nonzero(mask)),
+                    )
+                )
             if on_image is not None:
                 on_image(len(results), len(files))
         for w in writes:
             w.result()
         for clip in clips:
             results += cine.predict_clip(
-                ensemble, clip, channels=channels, threshold=cfg.threshold, batch_size=cfg.batch_size,
-                mask_values=cfg.mask_values, pool=pool, tta=cfg.tta, postprocess=rule,
+                ensemble,
+                clip,
+                channels=channels,
+                threshold=cfg.threshold,
+                batch_size=cfg.batch_size,
+                mask_values=cfg.mask_values,
+                pool=pool,
+                tta=cfg.tta,
+                postprocess=rule,
             )
             if on_image is not None:
                 on_image(len(results), len(results))
@@ -289,6 +313,13 @@ def run_predict(cfg: PredictConfig, on_image: Callable[[int, int], None] | None 
 
 
 __all__ = [
-    "PredictedFile", "run_predict", "predict_masks", "expand_inputs", "plan_outputs", "validate_scans", "outline",
-    "DEFAULT_PREDICT_DIR", "OVERLAY_COLOUR",
+    "PredictedFile",
+    "run_predict",
+    "predict_masks",
+    "expand_inputs",
+    "plan_outputs",
+    "validate_scans",
+    "outline",
+    "DEFAULT_PREDICT_DIR",
+    "OVERLAY_COLOUR",
 ]

@@ -2,8 +2,8 @@
 
 Steps: choose a reader per source (:mod:`mosl_cli.data.readers`) → list items → decode, resize and
 hash them in a process pool → group duplicates and reader groups, split by class
-(:mod:`mosl_cli.data.splits`; strata are the classes within each source and organ) → write ``data.safetensors`` + ``manifest.json`` atomically
-(:func:`mosl_cli.data.store.write_dataset`).
+(:mod:`mosl_cli.data.splits`; strata are the classes within each source and organ) → write
+``data.safetensors`` + ``manifest.json`` atomically (:func:`mosl_cli.data.store.write_dataset`).
 
 Each image becomes ``S×S`` by a plain square resize (bilinear with antialiasing; masks nearest);
 the original height and width are recorded. ``--channels 1`` stores luminance (ITU-R 601-2, Pillow's
@@ -34,8 +34,8 @@ from mosl_cli.config import PrepareConfig, to_dict
 from mosl_cli.data import hashing
 from mosl_cli.data.readers import READERS, check_format, choose
 from mosl_cli.data.readers.base import DECODE_ERRORS, Item, SkipSample
-from mosl_cli.data.store import check_target
 from mosl_cli.data.splits import SPLITS, assign_splits, check_fractions, group_samples
+from mosl_cli.data.store import check_target
 from mosl_cli.errors import MoslError, UsageError
 from mosl_cli.fsutil import remove_stale_temps
 
@@ -118,8 +118,14 @@ def _reason(exc: BaseException) -> str:
 
 
 def _resize(
-    image: Image.Image, mask: np.ndarray | None, suffix: str, cls: str | None, organ: str | None,
-    size: int, channels: int, meta: dict[str, Any] | None = None,
+    image: Image.Image,
+    mask: np.ndarray | None,
+    suffix: str,
+    cls: str | None,
+    organ: str | None,
+    size: int,
+    channels: int,
+    meta: dict[str, Any] | None = None,
 ) -> Decoded:
     """Square-resize one frame to ``size`` (bilinear, antialiased; mask nearest) and fingerprint it."""
     grey = image if image.mode == "L" else image.convert("L")
@@ -131,9 +137,17 @@ def _resize(
         m = Image.fromarray(mask.astype(np.uint8)).resize((size, size), Image.NEAREST)
         small = np.asarray(m, dtype=np.uint8)
     return Decoded(
-        suffix=suffix, cls=cls, organ=organ, image=np.ascontiguousarray(arr), mask=small,
-        mask_pixels=None if mask is None else int(mask.sum()), height=image.height, width=image.width,
-        phash=hashing.phash(grey), digest=hashing.digest(grey), meta=meta,
+        suffix=suffix,
+        cls=cls,
+        organ=organ,
+        image=np.ascontiguousarray(arr),
+        mask=small,
+        mask_pixels=None if mask is None else int(mask.sum()),
+        height=image.height,
+        width=image.width,
+        phash=hashing.phash(grey),
+        digest=hashing.digest(grey),
+        meta=meta,
     )
 
 
@@ -150,7 +164,9 @@ def _leave_signals_to_parent() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def _decode_all(items: list[Item], cfg: PrepareConfig, progress: Progress) -> Iterator[tuple[list[Decoded], str | None]]:
+def _decode_all(
+    items: list[Item], cfg: PrepareConfig, progress: Progress
+) -> Iterator[tuple[list[Decoded], str | None]]:
     """Decoded items in order, in a spawn process pool of ``cfg.workers`` (0: one per core).
 
     Spawned workers import the calling script again, so a script that calls :func:`run_prepare`
@@ -164,7 +180,9 @@ def _decode_all(items: list[Item], cfg: PrepareConfig, progress: Progress) -> It
         results = map(fn, items)
         pool = None
     else:
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_leave_signals_to_parent)
+        pool = ProcessPoolExecutor(
+            workers, mp_context=multiprocessing.get_context("spawn"), initializer=_leave_signals_to_parent
+        )
         results = pool.map(fn, items, chunksize=max(1, min(16, len(items) // (workers * 8))))
     try:
         for done, result in enumerate(results, 1):
@@ -194,7 +212,9 @@ def _check(cfg: PrepareConfig) -> tuple[float, float, float]:
     if cfg.workers < 0:
         raise UsageError(f"--workers {cfg.workers}: use 0 (one per core) or more")
     if not -1 <= cfg.dedup_distance <= 64:
-        raise UsageError(f"--dedup-distance {cfg.dedup_distance}: use 0 to 64 bits, or -1 to group identical images only")
+        raise UsageError(
+            f"--dedup-distance {cfg.dedup_distance}: use 0 to 64 bits, or -1 to group identical images only"
+        )
     fractions = check_fractions(tuple(cfg.splits))
     check_target(Path(cfg.out), cfg.overwrite)
     return fractions
@@ -246,11 +266,20 @@ def run_prepare(cfg: PrepareConfig, progress: Progress | None = None) -> Prepare
         for k, d in enumerate(frames):
             searchable.append(not item.frames_grouped or k == len(frames) // 2)
             sid = _unique(f"{src.name}/{item.key}{d.suffix}", ids)
-            samples.append({
-                "id": sid, "source": src.name, "organ": d.organ or item.organ, "class": d.cls or item.cls,
-                "paths": list(item.paths), "height": d.height, "width": d.width,
-                "has_mask": d.mask is not None, "mask_pixels": d.mask_pixels, **(d.meta or {}),
-            })
+            samples.append(
+                {
+                    "id": sid,
+                    "source": src.name,
+                    "organ": d.organ or item.organ,
+                    "class": d.cls or item.cls,
+                    "paths": list(item.paths),
+                    "height": d.height,
+                    "width": d.width,
+                    "has_mask": d.mask is not None,
+                    "mask_pixels": d.mask_pixels,
+                    **(d.meta or {}),
+                }
+            )
             decoded.append(d)
             reader_groups.append(None if group is None else f"{src.name}/{group}")
     if not samples:
@@ -270,21 +299,33 @@ def run_prepare(cfg: PrepareConfig, progress: Progress | None = None) -> Prepare
     report("group", 1, 1)
 
     dedup = {
-        "hash": "dct-phash-64", "max_distance": cfg.dedup_distance,
+        "hash": "dct-phash-64",
+        "max_distance": cfg.dedup_distance,
         "identical_hash_pairs": grouping.identical_hash_pairs,
         "identical_pixel_pairs": grouping.identical_pixel_pairs,
-        "near_pairs": grouping.near_pairs, "largest_group": grouping.largest,
+        "near_pairs": grouping.near_pairs,
+        "largest_group": grouping.largest,
     }
     manifest = {
-        "size": cfg.size, "channels": cfg.channels, "seed": cfg.seed, "splits": list(fractions),
+        "size": cfg.size,
+        "channels": cfg.channels,
+        "seed": cfg.seed,
+        "splits": list(fractions),
         "sources": _source_entries(sources, samples, skipped),
-        "groups_merged": grouping.merged, "dedup": dedup,
-        "config": to_dict(cfg), "skipped": skipped, "samples": samples,
+        "groups_merged": grouping.merged,
+        "dedup": dedup,
+        "config": to_dict(cfg),
+        "skipped": skipped,
+        "samples": samples,
     }
     out = _write(cfg, decoded, manifest, report)
     return PrepareSummary(
-        out=out, rows=summarize(manifest), groups_merged=grouping.merged, skipped=skipped,
-        total=len(samples), dedup=dedup,
+        out=out,
+        rows=summarize(manifest),
+        groups_merged=grouping.merged,
+        skipped=skipped,
+        total=len(samples),
+        dedup=dedup,
     )
 
 
@@ -308,10 +349,15 @@ def _source_entries(
         organs = [o for (n, o) in counts if n == src.name]
         organs += sorted({k["organ"] for k in skipped if k["source"] == src.name} - set(organs))
         for organ in organs:
-            out.append({
-                "name": src.name, "reader": src.reader.NAME, "root": str(src.root), "organ": organ,
-                "count": counts[(src.name, organ)],
-            })
+            out.append(
+                {
+                    "name": src.name,
+                    "reader": src.reader.NAME,
+                    "root": str(src.root),
+                    "organ": organ,
+                    "count": counts[(src.name, organ)],
+                }
+            )
     return out
 
 
@@ -361,8 +407,14 @@ def summarize(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _row(source: str, reader: str, organ: str) -> dict[str, Any]:
     return {
-        "source": source, "reader": reader, "organ": organ, "images": 0, "masks": 0, "classes": {},
-        "splits": {s: 0 for s in SPLITS}, "skipped": 0,
+        "source": source,
+        "reader": reader,
+        "organ": organ,
+        "images": 0,
+        "masks": 0,
+        "classes": {},
+        "splits": {s: 0 for s in SPLITS},
+        "skipped": 0,
     }
 
 

@@ -1,8 +1,9 @@
 """``mosl pretrain``: self-supervised pre-training of exactly the U-Net that ``finetune`` will use.
 
 The loop reads top to bottom: epoch order from ``(seed, epoch)`` → uint8 batch already on the device →
-two kornia views (of one scan, or with ``--positives group`` of two members of its group) → method forward (loss) → backward → step → momentum update → log. Labels and masks
-are never read. Under ``torchrun`` the same code runs data-parallel (see ``train.py``).
+two kornia views (of one scan, or with ``--positives group`` of two members of its group) → method
+forward (loss) → backward → step → momentum update → log. Labels and masks are never read. Under
+``torchrun`` the same code runs data-parallel (see ``train.py``).
 """
 
 from __future__ import annotations
@@ -28,10 +29,26 @@ from mosl_cli.methods.base import embedding_std
 from mosl_cli.methods.dense import DENSE_POINTS, check_dense_weight
 from mosl_cli.models import build_model, save_weights, weights_metadata
 from mosl_cli.train import (
-    METRICS_FILE, Callback, CheckpointClock, RunDir, all_ranks_agree, autocast, cosine_lr, init_distributed,
-    epoch_order, load_checkpoint, mean_over_ranks, no_callback, save_checkpoint, set_lr, shard, sync_buffers, wrap_ddp, write_config,
+    METRICS_FILE,
+    Callback,
+    CheckpointClock,
+    RunDir,
+    all_ranks_agree,
+    autocast,
+    check_resume,
+    cosine_lr,
+    epoch_order,
+    init_distributed,
+    load_checkpoint,
+    mean_over_ranks,
+    no_callback,
+    save_checkpoint,
+    set_lr,
+    shard,
+    sync_buffers,
+    wrap_ddp,
+    write_config,
 )
-from mosl_cli.train import check_resume
 
 LOG_EVERY = 10  # steps between host syncs for the progress bar (keeps the device queue full)
 
@@ -63,7 +80,9 @@ class PretrainResult:
 def load_pretrain_data(cfg: PretrainConfig) -> PretrainData:
     """Concatenate the images of every ``--data`` directory (test splits held out unless asked)."""
     if cfg.data_weights is not None and len(cfg.data_weights) != len(cfg.data):
-        raise MoslError(f"--data-weights has {len(cfg.data_weights)} values for {len(cfg.data)} --data folders; give one per folder")
+        raise MoslError(
+            f"--data-weights has {len(cfg.data_weights)} values for {len(cfg.data)} --data folders; give one per folder"
+        )
     chunks: list[torch.Tensor] = []
     groups: list[str] = []
     weights: list[torch.Tensor] = []
@@ -73,15 +92,25 @@ def load_pretrain_data(cfg: PretrainConfig) -> PretrainData:
         ds = load_dataset(path)
         keep = [j for j, r in enumerate(ds.records) if cfg.include_test or r["split"] != "test"]
         if not keep:
-            raise MoslError(f"{path}: no images outside the test split; pass --include-test or prepare with other --splits")
+            raise MoslError(
+                f"{path}: no images outside the test split; pass --include-test or prepare with other --splits"
+            )
         images = ds.images[keep]
         groups += [f"{i}/{ds.records[j].get('group', ds.records[j]['id'])}" for j in keep]
         channels = channels or ds.channels
         if ds.channels != channels:
-            raise MoslError(f"{path}: {ds.channels} channels but {cfg.data[0]} has {channels}; prepare both with the same --channels")
+            raise MoslError(
+                f"{path}: {ds.channels} channels but {cfg.data[0]} has {channels}; "
+                "prepare both with the same --channels"
+            )
         size = size or ds.size
         if ds.size != size:  # bring every source to the first one's stored size, once
-            images = F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True).round().clamp(0, 255).to(torch.uint8)
+            images = (
+                F.interpolate(images.float(), size=(size, size), mode="bilinear", antialias=True)
+                .round()
+                .clamp(0, 255)
+                .to(torch.uint8)
+            )
         chunks.append(images)
         w = cfg.data_weights[i] if cfg.data_weights else 1.0
         weights.append(torch.full((len(keep),), w / len(keep)))
@@ -95,9 +124,14 @@ def resolve_hparams(cfg: PretrainConfig, steps_per_epoch: int) -> dict[str, Any]
     does not have is a user error)."""
     method_cls = METHODS[cfg.method]
     given = {
-        "temperature": cfg.temperature, "proj_dim": cfg.proj_dim, "proj_hidden": cfg.proj_hidden,
-        "pred_hidden": cfg.pred_hidden, "momentum": cfg.momentum, "queue_size": cfg.queue_size,
-        "base_lr": cfg.lr, "weight_decay": cfg.weight_decay,
+        "temperature": cfg.temperature,
+        "proj_dim": cfg.proj_dim,
+        "proj_hidden": cfg.proj_hidden,
+        "pred_hidden": cfg.pred_hidden,
+        "momentum": cfg.momentum,
+        "queue_size": cfg.queue_size,
+        "base_lr": cfg.lr,
+        "weight_decay": cfg.weight_decay,
     }
     hp = method_cls.resolve(given)
     if "queue_size" in hp and cfg.queue_size is None:
@@ -123,15 +157,26 @@ def build_method(
     for group in groups:
         group["initial_lr"] = base_lr
     optimizer = torch.optim.SGD(
-        groups, lr=base_lr, momentum=hparams.get("sgd_momentum", 0.9), weight_decay=hparams["weight_decay"],
+        groups,
+        lr=base_lr,
+        momentum=hparams.get("sgd_momentum", 0.9),
+        weight_decay=hparams["weight_decay"],
         fused=fused_optimizer(device),
     )
     return method, optimizer
 
 
 def train_step(
-    trained: torch.nn.Module, method: SSLMethod, optimizer: torch.optim.Optimizer, view1: torch.Tensor, view2: torch.Tensor,
-    device: torch.device, *, amp: bool = True, channels_last: bool = True, points: Correspondence | None = None,
+    trained: torch.nn.Module,
+    method: SSLMethod,
+    optimizer: torch.optim.Optimizer,
+    view1: torch.Tensor,
+    view2: torch.Tensor,
+    device: torch.device,
+    *,
+    amp: bool = True,
+    channels_last: bool = True,
+    points: Correspondence | None = None,
 ) -> MethodOutput:
     """One optimiser step on two views, float32 ``[B, C, size, size]`` on ``device`` (and the points both
     show, for the pixel-level loss): forward (autocast on CUDA) → backward → SGD step →
@@ -166,7 +211,10 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
         raise MoslError("--epochs must be ≥ 1 and --batch-size ≥ 2")
     dist_info, device = init_distributed(cfg.device)
     if cfg.batch_size % dist_info.world_size:
-        raise MoslError(f"--batch-size {cfg.batch_size} is the global batch: make it a multiple of the {dist_info.world_size} processes")
+        raise MoslError(
+            f"--batch-size {cfg.batch_size} is the global batch: "
+            f"make it a multiple of the {dist_info.world_size} processes"
+        )
     run = RunDir(Path(cfg.out))
     resume = run.prepare(cfg.resume, cfg.overwrite, dist_info.is_main)
     check_resume(run, cfg, resume)
@@ -184,7 +232,9 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
 
     method, optimizer = build_method(cfg, int(channels), hparams, base_lr, device)
     model = method.backbone.model
-    views = SSLViews(cfg.size, int(channels), cfg.preset, tuple(cfg.crop_scale) if cfg.crop_scale else None, cfg.jitter).to(device)
+    views = SSLViews(
+        cfg.size, int(channels), cfg.preset, tuple(cfg.crop_scale) if cfg.crop_scale else None, cfg.jitter
+    ).to(device)
 
     start_epoch, resumed_from = 0, None
     if resume:
@@ -194,21 +244,40 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
             run.trim_log(start_epoch)
     trained = wrap_ddp(method, dist_info, device)
     resolved = {
-        "effective_lr": base_lr, "weight_decay": weight_decay, "hparams": method.hparams, "images": n_images,
-        "channels": int(channels), "steps_per_epoch": steps_per_epoch, "global_batch": batch,
-        "world_size": dist_info.world_size, "device": str(device), "data": data.sources,
-        "positives": cfg.positives, **({"positive_groups": partners.groups} if partners else {}),
+        "effective_lr": base_lr,
+        "weight_decay": weight_decay,
+        "hparams": method.hparams,
+        "images": n_images,
+        "channels": int(channels),
+        "steps_per_epoch": steps_per_epoch,
+        "global_batch": batch,
+        "world_size": dist_info.world_size,
+        "device": str(device),
+        "data": data.sources,
+        "positives": cfg.positives,
+        **({"positive_groups": partners.groups} if partners else {}),
     }
     if dist_info.is_main:
         write_config(run, "pretrain", cfg, resolved)
-    callback("start", {"epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch, "start_epoch": start_epoch,
-                       "images": n_images, "device": str(device), "lr": base_lr})
+    callback(
+        "start",
+        {
+            "epochs": cfg.epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "start_epoch": start_epoch,
+            "images": n_images,
+            "device": str(device),
+            "lr": base_lr,
+        },
+    )
 
     record: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
         method.train()
         # one host-to-device copy per epoch: a blocking copy per step would wait for the CUDA queue each time
-        order = shard(epoch_order(n_images, steps_per_epoch * batch, cfg.seed, epoch, data.weights), dist_info).to(device)
+        order = shard(epoch_order(n_images, steps_per_epoch * batch, cfg.seed, epoch, data.weights), dist_info).to(
+            device
+        )
         loss_sum = torch.zeros((), device=device)
         std_last, t0 = float("nan"), time.perf_counter()
         with seeded(cfg.seed * 7919 + epoch * 104729 + dist_info.rank, device):
@@ -220,22 +289,49 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
                 with torch.no_grad():
                     view1, view2 = views(images[idx], None if partners is None else images[partners(idx)])
                     points = views.correspondence(DENSE_POINTS, device) if method.dense is not None else None
-                out = train_step(trained, method, optimizer, view1, view2, device, amp=cfg.amp, channels_last=cfg.channels_last,
-                                 points=points)
+                out = train_step(
+                    trained,
+                    method,
+                    optimizer,
+                    view1,
+                    view2,
+                    device,
+                    amp=cfg.amp,
+                    channels_last=cfg.channels_last,
+                    points=points,
+                )
                 loss_sum += out.loss.detach().float()
                 if (step + 1) % LOG_EVERY == 0 or step + 1 == steps_per_epoch:
                     loss_now = float(out.loss.detach())
                     if not all_ranks_agree(bool(torch.isfinite(loss_sum)), dist_info, device):
-                        raise MoslError(f"loss became NaN/inf at epoch {epoch + 1} step {step + 1}; lower --lr or check the data ({run.path} keeps the last good epoch)")
+                        raise MoslError(
+                            f"loss became NaN/inf at epoch {epoch + 1} step {step + 1}; lower --lr or check the data "
+                            f"({run.path} keeps the last good epoch)"
+                        )
                     std_last = embedding_std(out.embedding.detach().float())
                     seen = (step + 1) * batch
-                    callback("step", {"epoch": epoch + 1, "step": step + 1, "loss": loss_now, "lr": lr,
-                                      "embedding_std": std_last, "images_per_s": seen / (time.perf_counter() - t0)})
+                    callback(
+                        "step",
+                        {
+                            "epoch": epoch + 1,
+                            "step": step + 1,
+                            "loss": loss_now,
+                            "lr": lr,
+                            "embedding_std": std_last,
+                            "images_per_s": seen / (time.perf_counter() - t0),
+                        },
+                    )
         sync_buffers(method, dist_info)
         loss_sum = mean_over_ranks(loss_sum, dist_info)
         seconds = time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "loss": float(loss_sum) / steps_per_epoch, "lr": lr,
-                  "embedding_std": std_last, "images_per_s": steps_per_epoch * batch / seconds, "seconds": seconds}
+        record = {
+            "epoch": epoch + 1,
+            "loss": float(loss_sum) / steps_per_epoch,
+            "lr": lr,
+            "embedding_std": std_last,
+            "images_per_s": steps_per_epoch * batch / seconds,
+            "seconds": seconds,
+        }
         if dist_info.is_main:
             append_jsonl(run.log, record)
             if clock.due(final=epoch + 1 == cfg.epochs):
@@ -245,11 +341,25 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
 
     if not record and resumed_from is not None:  # the run had already finished
         record = (read_jsonl(run.log) or [{}])[-1]
-    result = PretrainResult(run.path, cfg.epochs, float(record.get("loss", float("nan"))),
-                            float(record.get("embedding_std", float("nan"))), float(record.get("images_per_s", 0.0)), resumed_from, model)
+    result = PretrainResult(
+        run.path,
+        cfg.epochs,
+        float(record.get("loss", float("nan"))),
+        float(record.get("embedding_std", float("nan"))),
+        float(record.get("images_per_s", 0.0)),
+        resumed_from,
+        model,
+    )
     if dist_info.is_main:
-        write_json(run.file(METRICS_FILE), {"final_loss": result.final_loss, "embedding_std": result.embedding_std,
-                                            "images_per_s": result.images_per_s, "epochs": cfg.epochs})
+        write_json(
+            run.file(METRICS_FILE),
+            {
+                "final_loss": result.final_loss,
+                "embedding_std": result.embedding_std,
+                "images_per_s": result.images_per_s,
+                "epochs": cfg.epochs,
+            },
+        )
     return result
 
 
@@ -258,7 +368,16 @@ def _save_pretrained(path: Path, method: torch.nn.Module, cfg: PretrainConfig, s
     model = method.backbone.model
     keep = ("encoder.",) if cfg.scope == "encoder" else ("encoder.", "decoder.")
     state = {k: v for k, v in model.state_dict().items() if k.startswith(keep)}
-    meta = weights_metadata(kind="pretrained", arch=cfg.arch, encoder=cfg.encoder, in_channels=int(model.encoder._in_channels),
-                            size=cfg.size, scope=cfg.scope, method=cfg.method, data=sources, seed=cfg.seed,
-                            extra={"epochs": cfg.epochs, "preset": cfg.preset, "jitter": cfg.jitter, "dense_weight": cfg.dense_weight})
+    meta = weights_metadata(
+        kind="pretrained",
+        arch=cfg.arch,
+        encoder=cfg.encoder,
+        in_channels=int(model.encoder._in_channels),
+        size=cfg.size,
+        scope=cfg.scope,
+        method=cfg.method,
+        data=sources,
+        seed=cfg.seed,
+        extra={"epochs": cfg.epochs, "preset": cfg.preset, "jitter": cfg.jitter, "dense_weight": cfg.dense_weight},
+    )
     save_weights(path, state, meta)

@@ -11,7 +11,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-from rich.console import Console, RenderableType
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
@@ -30,8 +30,14 @@ class TwoLineProgress(Progress):
 def make_bar(console: Console) -> TwoLineProgress:
     """The terminal bar: title, bar (takes the width left), steps, elapsed, remaining; numbers below."""
     return TwoLineProgress(
-        TextColumn("[bold]{task.description}"), BarColumn(bar_width=None), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=console, transient=False, expand=True,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(bar_width=None),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+        expand=True,
     )
 
 
@@ -74,7 +80,9 @@ class PlainLines:
         if event == "start":
             self.epochs, self.steps = info["epochs"], info["steps_per_epoch"]
             resume = f", resuming after epoch {info['start_epoch']}" if info["start_epoch"] else ""
-            self._print(f"{info['images']} images on {info['device']}, {self.epochs} epochs of {self.steps} steps{resume}")
+            self._print(
+                f"{info['images']} images on {info['device']}, {self.epochs} epochs of {self.steps} steps{resume}"
+            )
         elif event == "step" and self.log_every > 0:
             block = ((info["epoch"] - 1) * self.steps + info["step"]) // self.log_every
             if block > self.last_block and info["step"] < self.steps:  # the epoch line covers the last step

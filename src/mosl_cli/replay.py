@@ -15,7 +15,12 @@ from typing import Any
 from mosl_cli.errors import MoslError
 
 NOT_REPLAYED = frozenset({"out", "resume", "overwrite", "channels_last"})
-NEGATED = {"amp": "no_amp", "augment": "no_augment", "empty_masks": "no_empty_masks", "postprocess": "no_postprocess"}  # config field → the CLI flag that switches it off
+NEGATED = {
+    "amp": "no_amp",
+    "augment": "no_augment",
+    "empty_masks": "no_empty_masks",
+    "postprocess": "no_postprocess",
+}  # config field → the CLI flag that switches it off
 
 
 def read_run_config(path: str | Path, command: str) -> dict[str, Any]:
@@ -28,7 +33,9 @@ def read_run_config(path: str | Path, command: str) -> dict[str, Any]:
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
         raise MoslError(f"{path}: no run settings in it; pass the config.json a mosl {command} run wrote")
     if doc.get("command") != command:
-        raise MoslError(f"{path}: written by `mosl {doc.get('command')}`, not `mosl {command}`; pass a {command} run's config.json")
+        raise MoslError(
+            f"{path}: written by `mosl {doc.get('command')}`, not `mosl {command}`; pass a {command} run's config.json"
+        )
     return doc
 
 

@@ -31,7 +31,6 @@ from mosl_cli.errors import MoslError, UsageError
 from mosl_cli.fsutil import atomic_path, read_jsonl, remove_stale_temps, write_json, write_text
 from mosl_cli.names import CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, METRICS_FILE, WEIGHTS_FILE  # also imported from here
 
-
 # A progress callback receives an event name ("start", "step", "epoch", "message") and its fields.
 Callback = Callable[[str, dict[str, Any]], None]
 
@@ -54,7 +53,8 @@ def cosine_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float, fi
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every param group's lr to ``lr × group['lr_scale']``; groups flagged ``fix_lr`` keep ``lr`` unscaled by the schedule's base."""
+    """Set every param group's lr to ``lr × group['lr_scale']``; groups flagged ``fix_lr`` keep ``lr``
+    unscaled by the schedule's base."""
     for group in optimizer.param_groups:
         if group.get("fix_lr"):
             group["lr"] = group["initial_lr"]
@@ -182,7 +182,10 @@ class RunDir:
         """
         has_run = self.checkpoint.exists() or (self.path / CONFIG_FILE).exists()
         if has_run and not (resume or overwrite):
-            raise MoslError(f"{self.path} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out")
+            raise MoslError(
+                f"{self.path} already holds a run; "
+                "pass --resume to continue it, --overwrite to replace it, or another --out"
+            )
         if has_run and overwrite and not resume and is_main:
             for name in (CHECKPOINT_FILE, CONFIG_FILE, LOG_FILE, METRICS_FILE, WEIGHTS_FILE):
                 (self.path / name).unlink(missing_ok=True)
@@ -203,16 +206,25 @@ def versions() -> dict[str, str]:
     import segmentation_models_pytorch as smp
 
     return {
-        "mosl": __version__, "torch": torch.__version__, "smp": smp.__version__,
-        "kornia": kornia.__version__, "python": platform.python_version(),
+        "mosl": __version__,
+        "torch": torch.__version__,
+        "smp": smp.__version__,
+        "kornia": kornia.__version__,
+        "python": platform.python_version(),
     }
 
 
 def write_config(run: RunDir, command: str, cfg: Any, resolved: dict[str, Any]) -> None:
     """``config.json``: the whole settings dataclass, what defaults resolved to, versions."""
-    write_json(run.file(CONFIG_FILE), {
-        "command": command, "config": to_dict(cfg), "resolved": resolved, "versions": versions(),
-    })
+    write_json(
+        run.file(CONFIG_FILE),
+        {
+            "command": command,
+            "config": to_dict(cfg),
+            "resolved": resolved,
+            "versions": versions(),
+        },
+    )
 
 
 # Settings that may differ on --resume: where the run is, how it is checkpointed, where it computes.
@@ -236,13 +248,18 @@ def check_resume(run: RunDir, cfg: Any, resuming: bool) -> None:
         if not isinstance(saved, dict):
             raise TypeError
     except (OSError, ValueError, KeyError, TypeError):
-        raise MoslError(f"{path}: missing or unreadable, so --resume cannot check the run's options; pass --overwrite to start again") from None
+        raise MoslError(
+            f"{path}: missing or unreadable, so --resume cannot check the run's options; "
+            "pass --overwrite to start again"
+        ) from None
     now = to_dict(cfg)
     changed = [k for k in now if k in saved and k not in RESUME_FREE and now[k] != saved[k]]
     if changed:
         parts = ", ".join(f"{_option(k)} {_show(k, saved[k])} → {_show(k, now[k])}" for k in changed)
-        raise MoslError(f"{run.path}: --resume with changed options ({parts}); resume with the run's options, "
-                        "or pass --overwrite or another --out to start a new run")
+        raise MoslError(
+            f"{run.path}: --resume with changed options ({parts}); resume with the run's options, "
+            "or pass --overwrite or another --out to start a new run"
+        )
 
 
 def _option(field_name: str) -> str:
@@ -313,7 +330,10 @@ def check_checkpoint_every(every: float) -> None:
 
 
 def save_checkpoint(
-    run: RunDir, module: nn.Module, optimizer: torch.optim.Optimizer, progress: dict[str, Any],
+    run: RunDir,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    progress: dict[str, Any],
     extra: dict[str, nn.Module] | None = None,
 ) -> None:
     """Write model + optimizer + RNG state and ``progress`` (epoch, step, best …) atomically.
@@ -334,7 +354,10 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    run: RunDir, module: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
+    run: RunDir,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    device: torch.device,
     extra: dict[str, nn.Module] | None = None,
 ) -> dict[str, Any]:
     """Restore what :func:`save_checkpoint` wrote (``extra`` modules too); return its ``progress``."""
@@ -348,11 +371,14 @@ def load_checkpoint(
     except (SafetensorError, OSError) as exc:
         raise MoslError(f"{run.checkpoint}: unreadable checkpoint ({exc}); pass --overwrite to start again") from exc
     for name, target in {"model": module, **(extra or {})}.items():
-        state = {k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(f"{name}.")}
+        state = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(f"{name}.")}
         try:
             target.load_state_dict(state, strict=True)
         except RuntimeError as exc:
-            raise MoslError(f"{run.checkpoint}: does not fit these settings ({str(exc).splitlines()[0]}); resume with the same options") from exc
+            raise MoslError(
+                f"{run.checkpoint}: does not fit these settings ({str(exc).splitlines()[0]}); "
+                "resume with the same options"
+            ) from exc
     opt_tensors = {k: v for k, v in tensors.items() if k.startswith("optim.")}
     optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, json.loads(meta["optimizer"])))
     torch.set_rng_state(tensors["rng.cpu"].cpu())

@@ -40,8 +40,11 @@ def rows(root: Path) -> list[list[str]]:
                     normal.append(ref["normal_dice"])
                     minutes.append(ref["seconds"] / 60)
                 continue
-            ev_test, ev_val, ft = (_read(run / "eval_test" / "metrics.json"), _read(run / "eval_val" / "metrics.json"),
-                                   _read(run / "metrics.json"))
+            ev_test, ev_val, ft = (
+                _read(run / "eval_test" / "metrics.json"),
+                _read(run / "eval_val" / "metrics.json"),
+                _read(run / "metrics.json"),
+            )
             if not (ev_test and ev_val and ft):
                 continue
             seeds.append(run.name[1:])
@@ -50,7 +53,9 @@ def rows(root: Path) -> list[list[str]]:
             normal.append(ev_test["per_class"]["normal"]["dice"]["mean"])
             minutes.append(ft["seconds"] / 60)
         if seeds:
-            table.append([arm.name, ",".join(seeds), _fmt(val), _fmt(test), _fmt(normal), f"{statistics.mean(minutes):.0f}"])
+            table.append(
+                [arm.name, ",".join(seeds), _fmt(val), _fmt(test), _fmt(normal), f"{statistics.mean(minutes):.0f}"]
+            )
     return table
 
 

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 
 GRID = Path(__file__).resolve().parent / "paper_grid.sh"
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("flock") is None, reason="needs bash and flock")
+pytestmark = pytest.mark.skipif(
+    shutil.which("bash") is None or shutil.which("flock") is None, reason="needs bash and flock"
+)
 
-FAKE_MOSL = r'''
+FAKE_MOSL = r"""
 import json, os, sys, time
 from pathlib import Path
 args = sys.argv[1:]
@@ -33,11 +35,16 @@ if command in ("pretrain", "finetune"):
     (out / "config.json").write_text("{}")
     (out / "model.safetensors").write_text("")
 (out / "metrics.json" if command != "report" else out / "report.md").write_text("{}")
-'''
+"""
 
 SETTINGS = {
-    "METHODS": "simclr moco", "DATA_GROUPS": "breast multiorgan natural", "SCOPES": "encoder", "SIZES": "32",
-    "FRACTIONS": "0.5 1.0", "SEEDS": "0 1", "PASS_WAIT": "0.2",
+    "METHODS": "simclr moco",
+    "DATA_GROUPS": "breast multiorgan natural",
+    "SCOPES": "encoder",
+    "SIZES": "32",
+    "FRACTIONS": "0.5 1.0",
+    "SEEDS": "0 1",
+    "PASS_WAIT": "0.2",
 }
 # 2 methods × 2 groups (natural holds no other folder than multiorgan here, so it is skipped)
 PRETRAINS, INITS = 4, 5  # + the supervised baseline
@@ -54,8 +61,14 @@ def _dataset(path: Path, organ: str) -> Path:
 def grid_env(tmp_path: Path) -> tuple[dict[str, str], list[str]]:
     fake = tmp_path / "fake_mosl.py"
     fake.write_text(FAKE_MOSL)
-    env = {**os.environ, **SETTINGS, "MOSL": f"{sys.executable} {fake}", "PYTHON": sys.executable,
-           "WORKDIR": str(tmp_path / "grid"), "GRID_CALLS": str(tmp_path / "calls.txt")}
+    env = {
+        **os.environ,
+        **SETTINGS,
+        "MOSL": f"{sys.executable} {fake}",
+        "PYTHON": sys.executable,
+        "WORKDIR": str(tmp_path / "grid"),
+        "GRID_CALLS": str(tmp_path / "calls.txt"),
+    }
     datasets = [str(_dataset(tmp_path / "busi", "breast")), str(_dataset(tmp_path / "hc18", "fetal head"))]
     return env, datasets
 
@@ -65,14 +78,16 @@ def _calls(env: dict[str, str]) -> list[tuple[str, str, str]]:
 
 
 def _run(env: dict[str, str], datasets: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(["bash", str(GRID), *datasets], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        ["bash", str(GRID), *datasets], env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
 
 
 def test_dry_run_prints_the_whole_grid(grid_env: tuple[dict[str, str], list[str]]) -> None:
     env, datasets = grid_env
-    out = subprocess.run(["bash", str(GRID), *datasets], env={**env, "MOSL": "echo"}, text=True,
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["bash", str(GRID), *datasets], env={**env, "MOSL": "echo"}, text=True, capture_output=True, check=True
+    ).stdout
     lines = out.splitlines()
     assert sum(line.startswith("pretrain ") for line in lines) == PRETRAINS
     assert sum(line.startswith("finetune ") for line in lines) == FINETUNES

@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 
 CURVE = Path(__file__).resolve().parent / "pretraining_curve.sh"
-pytestmark = pytest.mark.skipif(shutil.which("bash") is None or shutil.which("pgrep") is None, reason="needs bash and pgrep")
+pytestmark = pytest.mark.skipif(
+    shutil.which("bash") is None or shutil.which("pgrep") is None, reason="needs bash and pgrep"
+)
 
-FAKE_MOSL = r'''
+FAKE_MOSL = r"""
 import json, os, sys, time
 from pathlib import Path
 args = sys.argv[1:]
@@ -50,7 +52,7 @@ else:  # evaluate
     arm, seed = run.parent.name, int(run.name.split("_s")[1])
     dice = 0.5 if arm == "supervised" else 0.5 + int(arm.split("_e")[1]) / 1000 + seed / 10000
     (out / "metrics.json").write_text(json.dumps({"lesion": {"dice": {"mean": dice}}}))
-'''
+"""
 
 
 @pytest.fixture()
@@ -58,9 +60,18 @@ def curve_env(tmp_path: Path) -> dict[str, str]:
     fake = tmp_path / "fake_mosl.py"
     fake.write_text(FAKE_MOSL)
     (tmp_path / "work").mkdir()
-    return {**os.environ, "MOSL": f"{sys.executable} {fake}", "CURVE_CALLS": str(tmp_path / "calls.txt"),
-            "EPOCHS_LIST": "2 6", "SEEDS": "0 1", "EXTRA_SEEDS": "2", "PARALLEL": "3", "POLL": "0.2", "SECONDS_PER_EPOCH": "0.1",
-            "MPLBACKEND": "Agg"}
+    return {
+        **os.environ,
+        "MOSL": f"{sys.executable} {fake}",
+        "CURVE_CALLS": str(tmp_path / "calls.txt"),
+        "EPOCHS_LIST": "2 6",
+        "SEEDS": "0 1",
+        "EXTRA_SEEDS": "2",
+        "PARALLEL": "3",
+        "POLL": "0.2",
+        "SECONDS_PER_EPOCH": "0.1",
+        "MPLBACKEND": "Agg",
+    }
 
 
 def _calls(env: dict[str, str]) -> list[list[str]]:

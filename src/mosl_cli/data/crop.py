@@ -58,7 +58,8 @@ def texture(grey: np.ndarray, r: int = 2) -> np.ndarray:
 
 
 def _main_blobs(cells: np.ndarray) -> np.ndarray | None:
-    """Bool map of the largest 4-connected blob of ``cells`` and of every blob above or below it at least :data:`MERGE` its size."""
+    """Bool map of the largest 4-connected blob of ``cells`` and of every blob above or below it
+    at least :data:`MERGE` its size."""
     seen = np.zeros_like(cells)
     blobs: list[list[tuple[int, int]]] = []
     h, w = cells.shape
@@ -99,8 +100,10 @@ def _trim(tex: np.ndarray, box: Box) -> Box:
     x0, y0, x1, y1 = box
     while x1 - x0 > 1 and y1 - y0 > 1:
         sides = {
-            "top": tex[y0, x0:x1].mean(), "bottom": tex[y1 - 1, x0:x1].mean(),
-            "left": tex[y0:y1, x0].mean(), "right": tex[y0:y1, x1 - 1].mean(),
+            "top": tex[y0, x0:x1].mean(),
+            "bottom": tex[y1 - 1, x0:x1].mean(),
+            "left": tex[y0:y1, x0].mean(),
+            "right": tex[y0:y1, x1 - 1].mean(),
         }
         side = min(sides, key=sides.__getitem__)
         if sides[side] >= EDGE:
@@ -140,8 +143,12 @@ def find_box(grey: np.ndarray) -> Box | None:
     if blob is None:
         return None
     ys, xs = np.nonzero(blob)
-    box = (max(0, (xs.min() - 1) * c), max(0, (ys.min() - 1) * c),
-           min(w, (xs.max() + 2) * c), min(h, (ys.max() + 2) * c))
+    box = (
+        max(0, (xs.min() - 1) * c),
+        max(0, (ys.min() - 1) * c),
+        min(w, (xs.max() + 2) * c),
+        min(h, (ys.max() + 2) * c),
+    )
     return _grow(grey, tex, _trim(tex, box))
 
 

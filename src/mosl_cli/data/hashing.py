@@ -61,7 +61,7 @@ def near_pairs(hashes: np.ndarray, max_distance: int, budget: int = 1 << 23) -> 
     block = max(1, budget // max(n, 1))
     out: list[np.ndarray] = []
     for start in range(0, n, block):
-        rows = hashes[start:start + block]
+        rows = hashes[start : start + block]
         cols = hashes[start:]
         dist = np.bitwise_count(rows[:, None] ^ cols[None, :])
         i, j = np.nonzero(dist <= max_distance)

@@ -19,7 +19,9 @@ POSITIVES = ("views", "group")
 def check_positives(positives: str, dense_weight: float) -> None:
     """One-line :class:`MoslError` for an unknown ``--positives`` or one the pixel loss cannot use."""
     if positives not in POSITIVES:
-        raise MoslError(f"--positives {positives!r}: use views (two views of one scan) or group (two scans of one group)")
+        raise MoslError(
+            f"--positives {positives!r}: use views (two views of one scan) or group (two scans of one group)"
+        )
     if positives == "group" and dense_weight > 0:
         raise MoslError("--positives group pairs different images, which share no pixels: use --dense-weight 0 with it")
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mosl_cli.data.hashing import near_pairs
-from mosl_cli.errors import MoslError, UsageError
+from mosl_cli.errors import UsageError
 from mosl_cli.names import SPLITS  # re-exported: prepare imports it from here
 
 
@@ -83,7 +83,10 @@ class Grouping:
 
 
 def group_samples(
-    hashes: list[int], digests: list[str], reader_groups: list[str | None], max_distance: int,
+    hashes: list[int],
+    digests: list[str],
+    reader_groups: list[str | None],
+    max_distance: int,
     searchable: list[bool] | None = None,
 ) -> Grouping:
     """Group samples by reader-given group, identical pixels and perceptual-hash distance.
@@ -153,9 +156,7 @@ def _stable_hash(text: str) -> int:
     return zlib.crc32(text.encode("utf-8"))
 
 
-def assign_splits(
-    classes: list[str], groups: list[int], fractions: tuple[float, float, float], seed: int
-) -> list[str]:
+def assign_splits(classes: list[str], groups: list[int], fractions: tuple[float, float, float], seed: int) -> list[str]:
     """A split name per sample: stratified by class, whole groups only, deterministic from ``seed``.
 
     A group holding several classes counts as its most common one (ties: alphabetical). Per class,
@@ -202,9 +203,13 @@ def _best_split(size: int, counts: list[int], targets: list[float]) -> int:
 def check_fractions(fractions: tuple[float, ...]) -> tuple[float, float, float]:
     """Validate train/val/test fractions: three non-negative numbers summing to 1, train > 0."""
     if len(fractions) != 3 or any(not np.isfinite(f) or f < 0 for f in fractions):
-        raise UsageError(f"--splits {','.join(map(str, fractions))}: give three non-negative fractions, e.g. 0.7,0.1,0.2")
+        raise UsageError(
+            f"--splits {','.join(map(str, fractions))}: give three non-negative fractions, e.g. 0.7,0.1,0.2"
+        )
     if abs(sum(fractions) - 1.0) > 1e-3:
-        raise UsageError(f"--splits {','.join(map(str, fractions))}: the fractions sum to {sum(fractions):g}; make them sum to 1")
+        raise UsageError(
+            f"--splits {','.join(map(str, fractions))}: the fractions sum to {sum(fractions):g}; make them sum to 1"
+        )
     if fractions[0] <= 0:
         raise UsageError("--splits: the train fraction must be above 0, e.g. 0.7,0.1,0.2")
     return (float(fractions[0]), float(fractions[1]), float(fractions[2]))

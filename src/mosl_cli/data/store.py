@@ -67,7 +67,8 @@ class Dataset:
         if split != "all" and split not in SPLITS:
             raise UsageError(f"unknown split {split!r}: use one of train, val, test, all")
         return [
-            i for i, r in enumerate(self.records)
+            i
+            for i, r in enumerate(self.records)
             if (split == "all" or r["split"] == split) and (r["has_mask"] or not labelled)
         ]
 
@@ -79,9 +80,7 @@ class Dataset:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def write_dataset(
-    out: str | Path, images: torch.Tensor, masks: torch.Tensor | None, manifest: dict[str, Any]
-) -> Path:
+def write_dataset(out: str | Path, images: torch.Tensor, masks: torch.Tensor | None, manifest: dict[str, Any]) -> Path:
     """Write ``data.safetensors`` and ``manifest.json`` into ``out`` as one unit; return ``out``.
 
     ``images``: uint8 ``[N, C, S, S]``; ``masks``: uint8 ``[N, 1, S, S]`` or ``None``. Both files are
@@ -107,7 +106,9 @@ def write_dataset(
         tmp = make_temp_dir(out)
     try:
         with _naming(out / DATA_FILE), atomic_path(tmp / DATA_FILE) as part:
-            save_file(tensors, str(part), metadata={"format": FORMAT_TAG, "version": str(FORMAT_VERSION), "digest": digest})
+            save_file(
+                tensors, str(part), metadata={"format": FORMAT_TAG, "version": str(FORMAT_VERSION), "digest": digest}
+            )
         with _naming(out / MANIFEST_FILE):
             write_json(tmp / MANIFEST_FILE, manifest)
         with _naming(out):
@@ -172,6 +173,7 @@ def _is_temp(name: str) -> bool:
 
 def check_manifest(manifest: Any, mfile: Path) -> dict[str, Any]:
     """Check the keys every step reads; :class:`MoslError` names the first one missing or wrong."""
+
     def bad(what: str) -> MoslError:
         return MoslError(f"{mfile}: {what}; prepare the dataset again")
 
@@ -226,8 +228,10 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     manifest = check_manifest(manifest, mfile)
     header = _data_header(path / DATA_FILE)
     if header.get("digest") != manifest.get("digest"):
-        raise MoslError(f"{path}: {DATA_FILE} and {MANIFEST_FILE} come from different runs of prepare "
-                        "(content digests differ); prepare the dataset again")
+        raise MoslError(
+            f"{path}: {DATA_FILE} and {MANIFEST_FILE} come from different runs of prepare "
+            "(content digests differ); prepare the dataset again"
+        )
     return manifest
 
 
@@ -259,9 +263,16 @@ def load_dataset(path: str | Path) -> Dataset:
         raise MoslError(f"{path / DATA_FILE}: unreadable ({_one_line(exc)}); prepare the dataset again") from exc
     images, masks = tensors.get("images"), tensors.get("masks")
     n = len(manifest["samples"])
-    if images is None or images.dtype != torch.uint8 or images.ndim != 4 or images.shape[:2] != (n, manifest["channels"]):
+    if (
+        images is None
+        or images.dtype != torch.uint8
+        or images.ndim != 4
+        or images.shape[:2] != (n, manifest["channels"])
+    ):
         shape = None if images is None else tuple(images.shape)
-        raise MoslError(f"{path / DATA_FILE}: images {shape} do not fit the manifest's {n} samples; prepare the dataset again")
+        raise MoslError(
+            f"{path / DATA_FILE}: images {shape} do not fit the manifest's {n} samples; prepare the dataset again"
+        )
     if any(r["has_mask"] for r in manifest["samples"]) and (masks is None or masks.shape[0] != n):
         raise MoslError(f"{path / DATA_FILE}: no masks for the manifest's labelled samples; prepare the dataset again")
     return Dataset(path=path, images=images, masks=masks, manifest=manifest)

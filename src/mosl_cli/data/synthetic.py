@@ -28,9 +28,9 @@ than wide, heterogeneous and hypoechoic, often with posterior shadowing and an e
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 import numpy as np
 
@@ -246,7 +246,7 @@ def _blur_columns(a: np.ndarray, sigma: float) -> np.ndarray:
     padded = np.pad(a, ((0, 0), (radius, radius)), mode="edge")
     out = np.zeros_like(a)
     for k, w in enumerate(kernel):
-        out += w * padded[:, k:k + a.shape[1]]
+        out += w * padded[:, k : k + a.shape[1]]
     return out
 
 
@@ -371,13 +371,15 @@ def _radius_table(
     return np.maximum(r, 0.3).astype(np.float32)
 
 
-def _smooth_blob(rng: np.random.Generator, cx: float, cz: float, a: float, b: float, angle: float,
-                 wobble: float = 0.06) -> _Blob:
+def _smooth_blob(
+    rng: np.random.Generator, cx: float, cz: float, a: float, b: float, angle: float, wobble: float = 0.06
+) -> _Blob:
     return _Blob(cx, cz, a, b, angle, _radius_table(rng, wobble))
 
 
-def _tube(x: np.ndarray, z: np.ndarray, x0: float, z0: float, angle: float, length: float,
-          bend: float, r0: float, r1: float) -> np.ndarray:
+def _tube(
+    x: np.ndarray, z: np.ndarray, x0: float, z0: float, angle: float, length: float, bend: float, r0: float, r1: float
+) -> np.ndarray:
     """Normalised distance to a bent, tapering tube with rounded ends (a vessel), float32: < 1 inside.
 
     It starts at (x0, z0) heading ``angle``, bends by ``bend`` (offset per unit length squared) and its
@@ -432,9 +434,17 @@ def _breast(s: _Scene, label: str) -> list[_Blob]:
     _chest_wall(s, muscle_end)
     for _ in range(int(rng.integers(0, 3)) if rng.random() < 0.3 else 0):  # ducts: lesion look-alikes
         r0 = rng.uniform(0.008, 0.02) * zoom
-        duct = _tube(s.x, s.z, rng.uniform(0.1, 0.9), float(rng.uniform(np.mean(fat_end), np.mean(gland_end))),
-                     rng.uniform(-0.4, 0.4) + rng.choice([0.0, math.pi]), rng.uniform(0.1, 0.3), rng.uniform(-3, 3),
-                     r0, r0 * rng.uniform(0.5, 1))
+        duct = _tube(
+            s.x,
+            s.z,
+            rng.uniform(0.1, 0.9),
+            float(rng.uniform(np.mean(fat_end), np.mean(gland_end))),
+            rng.uniform(-0.4, 0.4) + rng.choice([0.0, math.pi]),
+            rng.uniform(0.1, 0.3),
+            rng.uniform(-3, 3),
+            r0,
+            r0 * rng.uniform(0.5, 1),
+        )
         s.paint(_step(1 - duct, 0.3), fat_level - rng.uniform(3, 12))
 
     if label == "normal":
@@ -456,8 +466,14 @@ def _chest_wall(s: _Scene, muscle_end: np.ndarray) -> None:
     choice = rng.random()
     depth = muscle_end + rng.uniform(0.02, 0.06)
     if choice < 0.2:  # rib in cross-section: a bright curved surface that stops the beam
-        rib = _smooth_blob(rng, rng.uniform(0.1, 0.9), float(np.mean(depth)) + 0.06, rng.uniform(0.08, 0.15),
-                           rng.uniform(0.05, 0.08), rng.uniform(-0.15, 0.15))
+        rib = _smooth_blob(
+            rng,
+            rng.uniform(0.1, 0.9),
+            float(np.mean(depth)) + 0.06,
+            rng.uniform(0.08, 0.15),
+            rng.uniform(0.05, 0.08),
+            rng.uniform(-0.15, 0.15),
+        )
         q = rib.q(s.x, s.z)
         facing = np.square(np.clip((rib.cz - s.z) / np.float32(rib.b), 0, 1))
         surface = _ridge(q - 1, 0.2) * facing
@@ -476,8 +492,9 @@ def _lesion_shape(rng: np.random.Generator, malignant: bool, zoom: float, lo: fl
     if malignant:
         ratio = rng.uniform(1.0, 1.45) if rng.random() < 0.55 else rng.uniform(0.6, 1.0)
         angle = rng.uniform(-0.6, 0.6)
-        radius = _radius_table(rng, smooth=rng.uniform(0.08, 0.22), micro=rng.uniform(0.015, 0.045),
-                               spicules=int(rng.integers(0, 9)))
+        radius = _radius_table(
+            rng, smooth=rng.uniform(0.08, 0.22), micro=rng.uniform(0.015, 0.045), spicules=int(rng.integers(0, 9))
+        )
     else:
         ratio = rng.uniform(0.45, 0.85)
         angle = rng.uniform(-0.3, 0.3)
@@ -589,7 +606,7 @@ def _liver(s: _Scene, label: str) -> list[_Blob]:
     s.echo += 9 * _ridge(d - wall, 0.006)  # Glisson's capsule
     # hepatic veins (no wall) converge towards the cava; portal branches have bright walls
     hub_x, hub_z = rng.uniform(0.2, 0.8), rng.uniform(0.55, 1.0)
-    for k in range(int(rng.integers(2, 8))):
+    for _k in range(int(rng.integers(2, 8))):
         portal = rng.random() < 0.5
         x0, z0 = (rng.uniform(0.1, 0.9), rng.uniform(0.3, 0.9)) if portal else (hub_x, hub_z)
         angle = rng.uniform(-math.pi, 0) if rng.random() < 0.7 else rng.uniform(0, math.pi)
@@ -603,15 +620,29 @@ def _liver(s: _Scene, label: str) -> list[_Blob]:
         blob = _smooth_blob(rng, rng.uniform(0.1, 0.9), rng.uniform(0.3, 0.9), r, r * rng.uniform(0.6, 1), 0.0)
         s.paint(_step(1 - blob.q(s.x, s.z), 0.15) * liver, -32)
     if rng.random() < 0.3:  # gallbladder: anechoic pear with posterior enhancement
-        gb = _smooth_blob(rng, rng.uniform(0.3, 0.7), rng.uniform(0.35, 0.6), rng.uniform(0.1, 0.18),
-                          rng.uniform(0.04, 0.07), rng.uniform(-0.6, 0.6), 0.1)
+        gb = _smooth_blob(
+            rng,
+            rng.uniform(0.3, 0.7),
+            rng.uniform(0.35, 0.6),
+            rng.uniform(0.1, 0.18),
+            rng.uniform(0.04, 0.07),
+            rng.uniform(-0.6, 0.6),
+            0.1,
+        )
         inside = _step(1 - gb.q(s.x, s.z), 0.05)
         s.paint(inside, -48)
         s.echo += 6 * _ridge(gb.q(s.x, s.z) - 1.05, 0.06)
         s.shadow(inside, -rng.uniform(4, 9))
     if rng.random() < 0.35:  # kidney: hypoechoic cortex, bright central sinus
-        k = _smooth_blob(rng, rng.uniform(0.3, 0.7), rng.uniform(0.65, 0.85), rng.uniform(0.14, 0.22),
-                         rng.uniform(0.07, 0.1), rng.uniform(-0.4, 0.4), 0.04)
+        k = _smooth_blob(
+            rng,
+            rng.uniform(0.3, 0.7),
+            rng.uniform(0.65, 0.85),
+            rng.uniform(0.14, 0.22),
+            rng.uniform(0.07, 0.1),
+            rng.uniform(-0.4, 0.4),
+            0.04,
+        )
         q = k.q(s.x, s.z)
         s.paint(_step(1 - q, 0.04), -12 + 2 * tex)
         s.paint(_step(0.55 - q, 0.08), 4 + 3 * tex)
@@ -643,13 +674,25 @@ def _heart(s: _Scene, label: str) -> list[_Blob]:
             return 0.5 + across * c + along * length * sn, apex_z + along * length * c - across * sn
 
         chambers = [  # (along, across, half-length, half-width) of LV, RV, LA, RA (screen: LV right)
-            (0.38, 0.085, 0.27, 0.075), (0.42, -0.09, 0.22, 0.06), (0.8, 0.085, 0.12, 0.07), (0.8, -0.085, 0.11, 0.065),
+            (0.38, 0.085, 0.27, 0.075),
+            (0.42, -0.09, 0.22, 0.06),
+            (0.8, 0.085, 0.12, 0.07),
+            (0.8, -0.085, 0.11, 0.065),
         ]
         blobs = []
         for along, across, half_len, half_wid in chambers:
             cx, cz = at(along, across * rng.uniform(0.9, 1.1))
-            blobs.append(_smooth_blob(rng, cx, cz, half_wid * rng.uniform(0.85, 1.15),
-                                      half_len * length * rng.uniform(0.9, 1.1), -axis, 0.08))
+            blobs.append(
+                _smooth_blob(
+                    rng,
+                    cx,
+                    cz,
+                    half_wid * rng.uniform(0.85, 1.15),
+                    half_len * length * rng.uniform(0.9, 1.1),
+                    -axis,
+                    0.08,
+                )
+            )
         hx, hz = at(0.5, 0.0)
         hull = _smooth_blob(rng, hx, hz, rng.uniform(0.18, 0.21), 0.55 * length, -axis, 0.06)
         q_hull = hull.q(s.x, s.z)
@@ -660,8 +703,9 @@ def _heart(s: _Scene, label: str) -> list[_Blob]:
         for along, across in ((0.63, 0.085), (0.64, -0.085)):  # mitral and tricuspid leaflets
             for tip in (-1, 1):
                 hx, hz = at(along, across + tip * 0.06)
-                q = _tube(s.x, s.z, hx, hz, math.pi / 2 - axis - tip * rng.uniform(0.6, 1.2), 0.05 * length, 0.0,
-                          0.005, 0.003)
+                q = _tube(
+                    s.x, s.z, hx, hz, math.pi / 2 - axis - tip * rng.uniform(0.6, 1.2), 0.05 * length, 0.0, 0.005, 0.003
+                )
                 s.paint(_step(1 - q, 0.2), rng.uniform(0, 6))
     else:  # short axis: round LV in a thick ring, RV crescent wrapped round its upper left
         cx, cz, r = rng.uniform(0.45, 0.6), rng.uniform(0.48, 0.6), rng.uniform(0.09, 0.13)
@@ -688,8 +732,9 @@ def _lung(s: _Scene, label: str) -> list[_Blob]:
     pleura = _body_wall(s, rng.uniform(0.12, 0.3)) + 0.01
     p_depth = float(np.mean(pleura))
     for ux in rng.choice([0.1, 0.18, 0.82, 0.9], size=int(rng.integers(0, 3)), replace=False):
-        rib = _Blob(float(ux), p_depth - 0.02, rng.uniform(0.07, 0.12), rng.uniform(0.03, 0.05), 0.0,
-                    _radius_table(rng, 0.03))
+        rib = _Blob(
+            float(ux), p_depth - 0.02, rng.uniform(0.07, 0.12), rng.uniform(0.03, 0.05), 0.0, _radius_table(rng, 0.03)
+        )
         q = rib.q(u, d)
         facing = np.square(np.clip((rib.cz - d) / np.float32(rib.b), 0, 1))
         s.paint(_ridge(q - 1, 0.2) * facing, rng.uniform(6, 10))
@@ -706,8 +751,15 @@ def _lung(s: _Scene, label: str) -> list[_Blob]:
             ub, w = rng.uniform(0.15, 0.85), rng.uniform(0.008, 0.03)
             s.echo += rng.uniform(16, 26) * _ridge(u - ub, w) * below * (1 - 0.4 * d)
     else:  # consolidation: tissue-like lung with air bronchograms, sometimes an effusion
-        blob = _smooth_blob(rng, rng.uniform(0.3, 0.7), p_depth + rng.uniform(0.1, 0.25), rng.uniform(0.15, 0.3),
-                            rng.uniform(0.1, 0.2), rng.uniform(-0.3, 0.3), 0.2)
+        blob = _smooth_blob(
+            rng,
+            rng.uniform(0.3, 0.7),
+            p_depth + rng.uniform(0.1, 0.25),
+            rng.uniform(0.15, 0.3),
+            rng.uniform(0.1, 0.2),
+            rng.uniform(-0.3, 0.3),
+            0.2,
+        )
         region = _step(1 - blob.q(u, d), 0.1) * below
         s.paint(region, -8 + 3 * s.field(0.03, 0.02))
         s.echo += 14 * _ridge(s.field(0.04, 0.02), 0.07) * region
@@ -728,8 +780,15 @@ def _fetal_head(s: _Scene, label: str) -> list[_Blob]:
     tex, brain_tex = s.field(0.03, 0.02, 2)
     s.paint(_step(d - wall, 0.005), -6 + 2 * tex)
     a = rng.uniform(0.13, 0.24)
-    head = _smooth_blob(rng, rng.uniform(0.36, 0.64), rng.uniform(max(0.3, float(np.max(uterus)) + a + 0.03), 0.62),
-                        a, a * rng.uniform(0.75, 0.88), rng.uniform(-math.pi / 2, math.pi / 2), 0.02)
+    head = _smooth_blob(
+        rng,
+        rng.uniform(0.36, 0.64),
+        rng.uniform(max(0.3, float(np.max(uterus)) + a + 0.03), 0.62),
+        a,
+        a * rng.uniform(0.75, 0.88),
+        rng.uniform(-math.pi / 2, math.pi / 2),
+        0.02,
+    )
     fluid = _step(d - uterus, 0.008)
     s.paint(fluid, -47 + 4 * _step(tex - 1.5, 0.3))
     if rng.random() < 0.4:  # placenta along the anterior wall
@@ -738,8 +797,15 @@ def _fetal_head(s: _Scene, label: str) -> list[_Blob]:
     s.paint(_step(d - back - s.curve(0.3, 0.04), 0.01), -7 + 2 * tex)  # posterior uterine wall
     if rng.random() < 0.5:  # part of the fetal body beside the head
         side = rng.choice([-1.0, 1.0])
-        body = _smooth_blob(rng, head.cx + side * rng.uniform(1.3, 1.8) * a, head.cz + rng.uniform(-0.1, 0.15),
-                            rng.uniform(0.12, 0.2), rng.uniform(0.09, 0.13), rng.uniform(-1, 1), 0.08)
+        body = _smooth_blob(
+            rng,
+            head.cx + side * rng.uniform(1.3, 1.8) * a,
+            head.cz + rng.uniform(-0.1, 0.15),
+            rng.uniform(0.12, 0.2),
+            rng.uniform(0.09, 0.13),
+            rng.uniform(-1, 1),
+            0.08,
+        )
         qb = body.q(s.x, s.z)
         s.paint(_step(1 - qb, 0.05), -9 + 2 * tex)
         s.paint(_ridge(qb - 1, 0.05), 4.0)
@@ -753,8 +819,9 @@ def _fetal_head(s: _Scene, label: str) -> list[_Blob]:
     s.paint(ring, rng.uniform(10, 14) + 8 * facing)
     s.shadow(_step(1 - q, 0.1), rng.uniform(6, 14))
     c, sn = math.cos(head.angle), math.sin(head.angle)
-    midline = _tube(s.x, s.z, head.cx - 0.85 * head.a * c, head.cz - 0.85 * head.a * sn, head.angle,
-                    1.7 * head.a, 0.0, 0.005, 0.005)
+    midline = _tube(
+        s.x, s.z, head.cx - 0.85 * head.a * c, head.cz - 0.85 * head.a * sn, head.angle, 1.7 * head.a, 0.0, 0.005, 0.005
+    )
     s.paint(_step(1 - midline, 0.3) * brain, rng.uniform(-4, 2))
     csp_x, csp_z = head.cx - 0.35 * head.a * c, head.cz - 0.35 * head.a * sn
     csp = _Blob(csp_x, csp_z, 0.1 * head.a, 0.045 * head.a, head.angle, np.ones(8, np.float32))
@@ -789,9 +856,15 @@ def _thyroid(s: _Scene, label: str) -> list[_Blob]:
     trachea = _Blob(centre, trachea_z, rng.uniform(0.07, 0.09) * zoom, 0.08 * zoom, 0.0, _radius_table(rng, 0.02))
     level = rng.uniform(0, 4)
     for side in (-1, 1):
-        lobe = _smooth_blob(rng, centre + side * rng.uniform(0.17, 0.22) * zoom, trachea_z - 0.01 * zoom,
-                            rng.uniform(0.1, 0.14) * zoom, rng.uniform(0.09, 0.13) * zoom,
-                            side * rng.uniform(0.1, 0.4), 0.05)
+        lobe = _smooth_blob(
+            rng,
+            centre + side * rng.uniform(0.17, 0.22) * zoom,
+            trachea_z - 0.01 * zoom,
+            rng.uniform(0.1, 0.14) * zoom,
+            rng.uniform(0.09, 0.13) * zoom,
+            side * rng.uniform(0.1, 0.4),
+            0.05,
+        )
         q = lobe.q(s.x, s.z)
         s.paint(_step(1 - q, 0.05), level + 2 * tex)
         s.echo += 5 * _ridge(q - 1.03, 0.04)
@@ -801,8 +874,15 @@ def _thyroid(s: _Scene, label: str) -> list[_Blob]:
         s.paint(_step(1 - qc, 0.06), -48)
         s.echo += 9 * _ridge(qc - 1.08, 0.08)
         s.shadow(_step(1 - qc, 0.06), -rng.uniform(2, 5))
-        jug = _smooth_blob(rng, carotid.cx + side * r * 0.8, carotid.cz - r * 1.3, r * rng.uniform(0.8, 1.4),
-                           r * rng.uniform(0.3, 0.7), side * 0.3, 0.1)
+        jug = _smooth_blob(
+            rng,
+            carotid.cx + side * r * 0.8,
+            carotid.cz - r * 1.3,
+            r * rng.uniform(0.8, 1.4),
+            r * rng.uniform(0.3, 0.7),
+            side * 0.3,
+            0.1,
+        )
         s.paint(_step(1 - jug.q(s.x, s.z), 0.08), -46)
         if rng.random() < 0.25:  # a nodule
             nx, nz = lobe.cx + rng.uniform(-0.3, 0.3) * lobe.a, lobe.cz + rng.uniform(-0.3, 0.3) * lobe.b
@@ -944,17 +1024,48 @@ def _scan_convert(beam: np.ndarray, probe: _Probe, n: int, outside: float) -> np
 # overlays: calipers, orientation marker, annotation text, depth scale
 
 _GLYPHS = {  # 3 x 5 bitmap font, rows top to bottom
-    "A": "010101111101101", "B": "110101110101110", "E": "111100110100111", "F": "111100110100100",
-    "G": "011100101101011", "H": "101101111101101", "I": "111010010010111", "L": "100100100100111",
-    "R": "110101110101101", "S": "011100010001110", "T": "111010010010010", "D": "110101101101110",
-    "N": "101111111111101", "M": "101111111101101", "O": "010101101101010", "C": "011100100100011",
+    "A": "010101111101101",
+    "B": "110101110101110",
+    "E": "111100110100111",
+    "F": "111100110100100",
+    "G": "011100101101011",
+    "H": "101101111101101",
+    "I": "111010010010111",
+    "L": "100100100100111",
+    "R": "110101110101101",
+    "S": "011100010001110",
+    "T": "111010010010010",
+    "D": "110101101101110",
+    "N": "101111111111101",
+    "M": "101111111101101",
+    "O": "010101101101010",
+    "C": "011100100100011",
     "K": "101101110101101",
-    "0": "111101101101111", "1": "010110010010111", "2": "110001010100111", "3": "110001010001110",
-    "4": "101101111001001", "5": "111100110001110", "6": "011100110101010", "7": "111001010010010",
-    "8": "010101010101010", "9": "010101011001110", ":": "000010000010000", " ": "000000000000000",
+    "0": "111101101101111",
+    "1": "010110010010111",
+    "2": "110001010100111",
+    "3": "110001010001110",
+    "4": "101101111001001",
+    "5": "111100110001110",
+    "6": "011100110101010",
+    "7": "111001010010010",
+    "8": "010101010101010",
+    "9": "010101011001110",
+    ":": "000010000010000",
+    " ": "000000000000000",
 }
-_WORDS = ("LEFT BREAST", "RIGHT BREAST", "LT BREAST", "RT BREAST", "RT 10:00", "LT 2:00", "RADIAL",
-          "ANTI RAD", "LT 3 CM FN", "RT 12:00")
+_WORDS = (
+    "LEFT BREAST",
+    "RIGHT BREAST",
+    "LT BREAST",
+    "RT BREAST",
+    "RT 10:00",
+    "LT 2:00",
+    "RADIAL",
+    "ANTI RAD",
+    "LT 3 CM FN",
+    "RT 12:00",
+)
 
 
 def _draw_text(image: np.ndarray, text: str, row: int, col: int, scale: int, value: int) -> None:
@@ -965,14 +1076,14 @@ def _draw_text(image: np.ndarray, text: str, row: int, col: int, scale: int, val
         r, c = row, col + i * 4 * scale
         h, w = min(glyph.shape[0], image.shape[0] - r), min(glyph.shape[1], image.shape[1] - c)
         if h > 0 and w > 0 and r >= 0 and c >= 0:
-            image[r:r + h, c:c + w][glyph[:h, :w]] = value
+            image[r : r + h, c : c + w][glyph[:h, :w]] = value
 
 
 def _draw_cross(image: np.ndarray, row: int, col: int, arm: int, value: int) -> None:
     """A caliper "+" centred on (row, col)."""
     size = image.shape[0]
-    image[max(row - arm, 0):min(row + arm + 1, size), min(max(col, 0), size - 1)] = value
-    image[min(max(row, 0), size - 1), max(col - arm, 0):min(col + arm + 1, size)] = value
+    image[max(row - arm, 0) : min(row + arm + 1, size), min(max(col, 0), size - 1)] = value
+    image[min(max(row, 0), size - 1), max(col - arm, 0) : min(col + arm + 1, size)] = value
 
 
 def _breast_overlays(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray) -> None:
@@ -990,17 +1101,17 @@ def _breast_overlays(rng: np.random.Generator, image: np.ndarray, mask: np.ndarr
             _draw_cross(image, int(r), int(c), arm, value)
     if rng.random() < 0.5:
         m = 2 * scale + 1
-        image[scale:scale + m, scale:scale + m] = 200
-        image[scale + 1:scale + m - 1, scale + 1:scale + m - 1] = 40
+        image[scale : scale + m, scale : scale + m] = 200
+        image[scale + 1 : scale + m - 1, scale + 1 : scale + m - 1] = 40
     if rng.random() < 0.3:
         text = str(rng.choice(_WORDS))
         _draw_text(image, text, size - 9 * scale, int(rng.uniform(0.05, 0.4) * size), scale, 235)
     if rng.random() < 0.15:  # black padding from cropping, kept off the lesion
         width = int(rng.uniform(0.05, 0.2) * size)
-        if rng.random() < 0.5 and not mask[:, size - width:].any():
-            image[:, size - width:] = 0
-        elif not mask[size - width:].any():
-            image[size - width:] = 0
+        if rng.random() < 0.5 and not mask[:, size - width :].any():
+            image[:, size - width :] = 0
+        elif not mask[size - width :].any():
+            image[size - width :] = 0
 
 
 def _fan_overlays(rng: np.random.Generator, image: np.ndarray) -> None:
@@ -1011,7 +1122,7 @@ def _fan_overlays(rng: np.random.Generator, image: np.ndarray) -> None:
         step = max(int(size * rng.uniform(0.08, 0.14)), 2 * scale + 1)
         col = size - 2 * scale - 1
         for row in range(step, size - scale, step):
-            image[row:row + scale, col:col + scale] = 210
+            image[row : row + scale, col : col + scale] = 210
     if rng.random() < 0.5:
         m = 2 * scale + 1
-        image[scale:scale + m, scale:scale + m] = 190
+        image[scale : scale + m, scale : scale + m] = 190

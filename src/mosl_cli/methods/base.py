@@ -57,8 +57,7 @@ class SSLMethod(nn.Module):
         if unknown:
             options = ", ".join("--" + k.replace("_", "-") for k in unknown)
             raise MoslError(
-                f"{options} does not apply to --method {cls.name}; its settings are "
-                f"{', '.join(sorted(cls.defaults))}"
+                f"{options} does not apply to --method {cls.name}; its settings are {', '.join(sorted(cls.defaults))}"
             )
         resolved = dict(cls.defaults)
         resolved.update({k: v for k, v in hparams.items() if v is not None and k in cls.defaults})

@@ -61,8 +61,9 @@ class PixelContrast(nn.Module):
     """Per-pixel projector (Linear-BN-ReLU-Linear on each sampled point's ``C`` channels) and the
     point-level InfoNCE between two views' decoder maps ``[B, C, H, W]`` at a :class:`Correspondence`."""
 
-    def __init__(self, channels: int, hidden: int = DENSE_HIDDEN, dim: int = DENSE_DIM,
-                 temperature: float = DENSE_TEMPERATURE) -> None:
+    def __init__(
+        self, channels: int, hidden: int = DENSE_HIDDEN, dim: int = DENSE_DIM, temperature: float = DENSE_TEMPERATURE
+    ) -> None:
         super().__init__()
         self.projector = build_head([Block(channels, hidden, True, True), Block(hidden, dim, False, False)])
         self.temperature = temperature

@@ -18,7 +18,8 @@ Runs that share a setting (model, size, label fraction, method, pre-training dat
 in other options (``mosl finetune``'s, or the pre-training's such as ``--epochs``) are told apart by a
 **variant**: the values of the options that differ, e.g. ``pretrain epochs=30`` or
 ``encoder_lr_scale=0.1``; with several, only where an arm departs from the most common values, and
-``reference`` for the arm that departs in none (see :func:`assign_variants`). Each variant is its own row, line and Δ Dice.
+``reference`` for the arm that departs in none (see :func:`assign_variants`). Each variant is its own
+row, line and Δ Dice.
 
 Written into ``--out``: ``runs.csv`` (one row per finetune run), ``summary.csv`` and ``report.md``
 (mean ± std over seeds per setting, Δ Dice against the supervised baseline at the same model, size and
@@ -42,20 +43,57 @@ from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import write_text
 from mosl_cli.names import CONFIG_FILE, DATA_TAG_FILE, METRICS_FILE
 from mosl_cli.report.figures import (
-    BASELINE_STYLES, MASKS_FILE, MATPLOTLIB_MISSING, PLOT_FILE, _figures, choose_grid_models, pick_cases,
-    plot_dice_vs_fraction, plot_mask_grid, predict_masks,
+    BASELINE_STYLES,
+    MASKS_FILE,
+    MATPLOTLIB_MISSING,
+    PLOT_FILE,
+    _figures,
+    choose_grid_models,
+    pick_cases,
+    plot_dice_vs_fraction,
+    plot_mask_grid,
+    predict_masks,
 )
 from mosl_cli.report.runs import (
-    BASELINE, EVAL_FORMAT, LESION_CLASSES, RUN_COLUMNS, FoundRuns, class_names, data_name, find_runs, match_evaluations,
-    pretrain_config, pretraining_of, run_row,
+    BASELINE,
+    EVAL_FORMAT,
+    LESION_CLASSES,
+    RUN_COLUMNS,
+    FoundRuns,
+    class_names,
+    data_name,
+    find_runs,
+    match_evaluations,
+    pretrain_config,
+    pretraining_of,
+    run_row,
 )
 from mosl_cli.report.tables import (
-    MARKDOWN_FILE, NONE, RUNS_CSV, SUMMARY_CSV, ReportResult, baseline_for, display_table, markdown, mean_std, model_label,
-    setting_order, summarize, write_csv,
+    MARKDOWN_FILE,
+    NONE,
+    RUNS_CSV,
+    SUMMARY_CSV,
+    ReportResult,
+    baseline_for,
+    display_table,
+    markdown,
+    mean_std,
+    model_label,
+    setting_order,
+    summarize,
+    write_csv,
 )
 from mosl_cli.report.variants import (
-    FINETUNE_IGNORED, PRETRAIN_IGNORED, PRETRAIN_PREFIX, REFERENCE, SERIES_KEYS, SETTING_KEYS, assign_variants, options_of,
-    pretrain_options, variant_text,
+    FINETUNE_IGNORED,
+    PRETRAIN_IGNORED,
+    PRETRAIN_PREFIX,
+    REFERENCE,
+    SERIES_KEYS,
+    SETTING_KEYS,
+    assign_variants,
+    options_of,
+    pretrain_options,
+    variant_text,
 )
 
 # --------------------------------------------------------------------------- entry point
@@ -74,12 +112,19 @@ def run_report(cfg: ReportConfig) -> ReportResult:
     found = find_runs(cfg.runs)
     if not found.finetunes:
         detail = f" ({len(found.problems)} broken: {found.problems[0]})" if found.problems else ""
-        raise MoslError(f"no finetune run found under {', '.join(cfg.runs)}{detail}; pass the folders written by `mosl finetune` or paper_grid.sh")
+        raise MoslError(
+            f"no finetune run found under {', '.join(cfg.runs)}{detail}; "
+            "pass the folders written by `mosl finetune` or paper_grid.sh"
+        )
     chosen, match_problems = match_evaluations(found)
     cache: dict[str, dict[str, str]] = {}
     options_cache: dict[str, dict[str, str]] = {}
-    rows = [run_row(run, cfg_doc, metrics, chosen.get(run), pretraining_of(cfg_doc, cache), options_of(cfg_doc, options_cache))
-            for run, (cfg_doc, metrics) in found.finetunes.items()]
+    rows = [
+        run_row(
+            run, cfg_doc, metrics, chosen.get(run), pretraining_of(cfg_doc, cache), options_of(cfg_doc, options_cache)
+        )
+        for run, (cfg_doc, metrics) in found.finetunes.items()
+    ]
     assign_variants(rows)
     rows.sort(key=lambda r: (*setting_order(r), r["seed"], r["run"]))
     classes = class_names(rows)
@@ -90,8 +135,21 @@ def run_report(cfg: ReportConfig) -> ReportResult:
     out.mkdir(parents=True, exist_ok=True)
     per_class = [f"{m}_{c}" for c in classes for m in ("dice", "iou")]
     write_csv(out / RUNS_CSV, [*RUN_COLUMNS, *per_class], rows)
-    summary_columns = [*SETTING_KEYS, "variant", "n", "seeds", "dice_group", "dice_mean", "dice_std", "delta_dice", "iou_mean", "iou_std",
-                       "val_dice_mean", "val_dice_std", *(f"dice_{c}_{s}" for c in classes for s in ("mean", "std"))]
+    summary_columns = [
+        *SETTING_KEYS,
+        "variant",
+        "n",
+        "seeds",
+        "dice_group",
+        "dice_mean",
+        "dice_std",
+        "delta_dice",
+        "iou_mean",
+        "iou_std",
+        "val_dice_mean",
+        "val_dice_std",
+        *(f"dice_{c}_{s}" for c in classes for s in ("mean", "std")),
+    ]
     write_csv(out / SUMMARY_CSV, summary_columns, groups)
     figures = _figures(result, cfg)
     write_text(out / MARKDOWN_FILE, markdown(result, cfg.runs, figures))
@@ -100,12 +158,53 @@ def run_report(cfg: ReportConfig) -> ReportResult:
 
 
 __all__ = [
-    "ReportResult", "FoundRuns", "run_report", "find_runs", "match_evaluations", "pretraining_of", "data_name",
-    "run_row", "options_of", "assign_variants", "baseline_for", "summarize", "display_table", "mean_std", "plot_dice_vs_fraction", "plot_mask_grid",
-    "choose_grid_models", "pick_cases", "RUN_COLUMNS", "DATA_TAG_FILE", "BASELINE",
+    "ReportResult",
+    "FoundRuns",
+    "run_report",
+    "find_runs",
+    "match_evaluations",
+    "pretraining_of",
+    "data_name",
+    "run_row",
+    "options_of",
+    "assign_variants",
+    "baseline_for",
+    "summarize",
+    "display_table",
+    "mean_std",
+    "plot_dice_vs_fraction",
+    "plot_mask_grid",
+    "choose_grid_models",
+    "pick_cases",
+    "RUN_COLUMNS",
+    "DATA_TAG_FILE",
+    "BASELINE",
     # also importable from here, as from the single module this package replaced
-    "BASELINE_STYLES", "CONFIG_FILE", "EVAL_FORMAT", "FINETUNE_IGNORED", "LESION_CLASSES", "MARKDOWN_FILE", "MASKS_FILE",
-    "MATPLOTLIB_MISSING", "METRICS_FILE", "NONE", "PLOT_FILE", "PRETRAIN_IGNORED", "PRETRAIN_PREFIX", "REFERENCE", "RUNS_CSV",
-    "SERIES_KEYS", "SETTING_KEYS", "SUMMARY_CSV", "class_names", "markdown", "model_label", "predict_masks", "pretrain_config",
-    "pretrain_options", "setting_order", "variant_text", "write_csv",
+    "BASELINE_STYLES",
+    "CONFIG_FILE",
+    "EVAL_FORMAT",
+    "FINETUNE_IGNORED",
+    "LESION_CLASSES",
+    "MARKDOWN_FILE",
+    "MASKS_FILE",
+    "MATPLOTLIB_MISSING",
+    "METRICS_FILE",
+    "NONE",
+    "PLOT_FILE",
+    "PRETRAIN_IGNORED",
+    "PRETRAIN_PREFIX",
+    "REFERENCE",
+    "RUNS_CSV",
+    "SERIES_KEYS",
+    "SETTING_KEYS",
+    "SUMMARY_CSV",
+    "class_names",
+    "markdown",
+    "model_label",
+    "predict_masks",
+    "pretrain_config",
+    "pretrain_options",
+    "setting_order",
+    "variant_text",
+    "write_csv",
 ]

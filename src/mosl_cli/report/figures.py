@@ -47,7 +47,7 @@ def panel_series(keys: Sequence[SeriesKey], max_series: int = MAX_SERIES) -> lis
     room = max(1, max_series - len(baselines))
     n = math.ceil(len(others) / room)
     size = math.ceil(len(others) / n)
-    return [baselines + others[i:i + size] for i in range(0, len(others), size)]
+    return [baselines + others[i : i + size] for i in range(0, len(others), size)]
 
 
 def plot_dice_vs_fraction(groups: Sequence[dict[str, Any]], path: Path, max_series: int = MAX_SERIES) -> None:
@@ -67,7 +67,9 @@ def plot_dice_vs_fraction(groups: Sequence[dict[str, Any]], path: Path, max_seri
     keys = sorted({key_of(g) for g in plotted}, key=lambda k: (*_series_order(*k[:3]), k[3]))
     sections = list(dict.fromkeys(model_label(g) for g in groups))
     in_section = {s: {key_of(g) for g in plotted if model_label(g) == s} for s in sections}
-    panels = [(s, chunk) for s in sections for chunk in panel_series([k for k in keys if k in in_section[s]], max_series)]
+    panels = [
+        (s, chunk) for s in sections for chunk in panel_series([k for k in keys if k in in_section[s]], max_series)
+    ]
     split = len(panels) > len(sections)
     baselines = [k for k in keys if k[0] == BASELINE]  # several when their finetune options differ (e.g. --epochs)
     baseline_style = {k: BASELINE_STYLES[i % len(BASELINE_STYLES)] for i, k in enumerate(baselines)}
@@ -89,7 +91,7 @@ def plot_dice_vs_fraction(groups: Sequence[dict[str, Any]], path: Path, max_seri
         fig = Figure(figsize=(6.0 * ncols, (3.6 + 0.2 * legend_lines) * nrows), layout="constrained")
         grid = fig.subplots(nrows, ncols, squeeze=False, sharey=True)
         axes = [ax for row in grid for ax in row]
-        for ax in axes[len(panels):]:
+        for ax in axes[len(panels) :]:
             ax.set_visible(False)
     else:
         legend_lines = sum(labels[k].count("\n") + 1 for k in keys)
@@ -110,9 +112,14 @@ def plot_dice_vs_fraction(groups: Sequence[dict[str, Any]], path: Path, max_seri
             fractions.update(g["label_fraction"] for g in points)
             shift = 1.0 + 0.02 * (i - (len(series) - 1) / 2)  # side by side, so the error bars stay readable
             panel_handles[key] = handles[key] = ax.errorbar(
-                [g["label_fraction"] * shift for g in points], [g["dice_mean"] for g in points],
-                yerr=[g["dice_std"] or 0.0 for g in points], marker="o", capsize=3, color=colours[key],
-                linestyle=baseline_style[key][1] if key in baseline_style else "-")
+                [g["label_fraction"] * shift for g in points],
+                [g["dice_mean"] for g in points],
+                yerr=[g["dice_std"] or 0.0 for g in points],
+                marker="o",
+                capsize=3,
+                color=colours[key],
+                linestyle=baseline_style[key][1] if key in baseline_style else "-",
+            )
         ax.set_xscale("log")
         ticks = sorted(fractions)
         ax.set_xticks(ticks, labels=[_fraction(f) for f in ticks])
@@ -125,11 +132,18 @@ def plot_dice_vs_fraction(groups: Sequence[dict[str, Any]], path: Path, max_seri
         ax.set_title(f"{section} ({seen[section]}/{parts[section]})" if parts[section] > 1 else section)
         ax.grid(alpha=0.3)
         if split:
-            ax.legend(list(panel_handles.values()), [labels[k] for k in panel_handles], loc="upper center",
-                      bbox_to_anchor=(0.5, -0.16), fontsize="small")
+            ax.legend(
+                list(panel_handles.values()),
+                [labels[k] for k in panel_handles],
+                loc="upper center",
+                bbox_to_anchor=(0.5, -0.16),
+                fontsize="small",
+            )
     if not split:
         shown = [k for k in keys if k in handles]
-        fig.legend([handles[k] for k in shown], [labels[k] for k in shown], loc="outside lower center", fontsize="small")
+        fig.legend(
+            [handles[k] for k in shown], [labels[k] for k in shown], loc="outside lower center", fontsize="small"
+        )
     _save_png(fig, path)
 
 
@@ -169,7 +183,8 @@ def pick_cases(ds: Any, split: str, per_class: int) -> list[int]:
 
 
 def predict_masks(weights: Path, ds: Any, cases: list[int], threshold: float, tta: bool) -> tuple[Any, Any]:
-    """Bool masks ``[K, 1, S, S]`` of one model for ``cases`` (at the dataset's size) and their Dice, float64 ``[K]``."""
+    """Bool masks ``[K, 1, S, S]`` of one model for ``cases`` (at the dataset's size) and their Dice,
+    float64 ``[K]``."""
     import torch
 
     from mosl_cli.device import resolve_device
@@ -228,8 +243,17 @@ def plot_mask_grid(models: Sequence[dict[str, Any]], per_class: int, path: Path)
             ax.set_xticks([])
             ax.set_yticks([])
             if score is not None:
-                ax.text(0.04, 0.96, f"{score:.2f}", transform=ax.transAxes, ha="left", va="top", fontsize=8,
-                        color="yellow", bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "linewidth": 0})
+                ax.text(
+                    0.04,
+                    0.96,
+                    f"{score:.2f}",
+                    transform=ax.transAxes,
+                    ha="left",
+                    va="top",
+                    fontsize=8,
+                    color="yellow",
+                    bbox={"facecolor": "black", "alpha": 0.5, "pad": 1, "linewidth": 0},
+                )
         axes[r][0].set_ylabel(f"{ds.records[i].get('class')}\n{ds.records[i]['id']}", fontsize=7)
     for c, title in enumerate(["scan", "ground truth", *(t for t, _, _ in columns)]):
         axes[0][c].set_title(title, fontsize=7)

@@ -16,9 +16,31 @@ from mosl_cli.names import METRICS_FORMAT as EVAL_FORMAT
 BASELINE = "supervised"
 LESION_CLASSES = ("benign", "malignant")  # metrics.LESION_CLASSES: the paper's lesion score pools these
 RUN_COLUMNS: tuple[str, ...] = (
-    "run", "method", "data", "scope", "variant", "init", "arch", "encoder", "size", "label_fraction", "seed",
-    "labelled", "epochs_run", "best_epoch", "val_dice", "eval", "split", "tta", "n_test",
-    "dice_group", "dice", "iou", "hd95", "dice_all", "iou_all",
+    "run",
+    "method",
+    "data",
+    "scope",
+    "variant",
+    "init",
+    "arch",
+    "encoder",
+    "size",
+    "label_fraction",
+    "seed",
+    "labelled",
+    "epochs_run",
+    "best_epoch",
+    "val_dice",
+    "eval",
+    "split",
+    "tta",
+    "n_test",
+    "dice_group",
+    "dice",
+    "iou",
+    "hd95",
+    "dice_all",
+    "iou_all",
 )
 
 
@@ -59,7 +81,10 @@ def find_runs(paths: Sequence[str | Path]) -> FoundRuns:
     metrics_dirs: set[Path] = set()
     for root in map(Path, paths):
         if not root.exists():
-            raise MoslError(f"{root}: no such folder; pass finetune run folders or a folder holding them (e.g. a paper_grid.sh workdir)")
+            raise MoslError(
+                f"{root}: no such folder; "
+                "pass finetune run folders or a folder holding them (e.g. a paper_grid.sh workdir)"
+            )
         for cfg_path in sorted(root.rglob(CONFIG_FILE)):
             folder = cfg_path.parent.resolve()
             if folder in config_dirs:
@@ -78,7 +103,10 @@ def find_runs(paths: Sequence[str | Path]) -> FoundRuns:
             try:
                 metrics = _read_json(cfg_path.parent / METRICS_FILE)
             except ValueError as exc:
-                problems.append(f"{cfg_path.parent}: {exc}; run left out (an unfinished run continues with `mosl finetune --resume`)")
+                problems.append(
+                    f"{cfg_path.parent}: {exc}; "
+                    "run left out (an unfinished run continues with `mosl finetune --resume`)"
+                )
                 continue
             finetunes[folder] = (cfg, metrics)
         for metrics_path in sorted(root.rglob(METRICS_FILE)):
@@ -94,7 +122,10 @@ def find_runs(paths: Sequence[str | Path]) -> FoundRuns:
             if doc.get("format") != EVAL_FORMAT:
                 continue
             if not isinstance(doc.get("model"), str) or not isinstance(doc.get("summary"), dict):
-                problems.append(f"{metrics_path.parent}: metrics.json lacks `model` or `summary`; evaluation left out (run `mosl evaluate` again)")
+                problems.append(
+                    f"{metrics_path.parent}: metrics.json lacks `model` or `summary`; "
+                    "evaluation left out (run `mosl evaluate` again)"
+                )
                 continue
             evals[folder] = doc
     return FoundRuns(finetunes, evals, problems)
@@ -113,7 +144,9 @@ def match_evaluations(found: FoundRuns) -> tuple[dict[Path, tuple[Path, dict[str
         if run not in found.finetunes:
             run = next((p for p in folder.parents if p in found.finetunes), run)
         if run not in found.finetunes:
-            problems.append(f"{folder}: evaluates {doc['model']}, which belongs to no finetune run found; evaluation left out")
+            problems.append(
+                f"{folder}: evaluates {doc['model']}, which belongs to no finetune run found; evaluation left out"
+            )
             continue
         candidates.setdefault(run, []).append((folder, doc))
     chosen = {
@@ -122,9 +155,14 @@ def match_evaluations(found: FoundRuns) -> tuple[dict[Path, tuple[Path, dict[str
     }
     for run in found.finetunes:
         if run not in chosen:
-            problems.append(f"{run}: no evaluation found; run `mosl evaluate --model {run / WEIGHTS_FILE} --out {run / 'eval'}`")
+            problems.append(
+                f"{run}: no evaluation found; run `mosl evaluate --model {run / WEIGHTS_FILE} --out {run / 'eval'}`"
+            )
         elif chosen[run][1].get("split") != "test":
-            problems.append(f"{run}: evaluated on the {chosen[run][1].get('split')} split only, not test; its test columns come from that split")
+            problems.append(
+                f"{run}: evaluated on the {chosen[run][1].get('split')} split only, not test; "
+                "its test columns come from that split"
+            )
     return chosen, problems
 
 
@@ -132,7 +170,8 @@ def match_evaluations(found: FoundRuns) -> tuple[dict[Path, tuple[Path, dict[str
 
 
 def data_name(run_dir: Path | None, data_paths: Iterable[Any]) -> str:
-    """The pre-training data's name: ``data_tag.txt`` in the pre-train run folder, else the folder names joined by ``+``."""
+    """The pre-training data's name: ``data_tag.txt`` in the pre-train run folder, else the folder names
+    joined by ``+``."""
     if run_dir is not None:
         tag = run_dir / DATA_TAG_FILE
         if tag.is_file():
@@ -172,11 +211,17 @@ def pretraining_of(cfg_doc: dict[str, Any], cache: dict[str, dict[str, str]] | N
     if cache is not None and init in cache:
         return cache[init]
     weights = Path(init)
-    info = {"init": init, "method": str(resolved_init.get("method") or "external"),
-            "data": "unknown", "scope": str(resolved_init.get("scope") or "unknown")}
+    info = {
+        "init": init,
+        "method": str(resolved_init.get("method") or "external"),
+        "data": "unknown",
+        "scope": str(resolved_init.get("scope") or "unknown"),
+    }
     c = pretrain_config(weights)
     if c is not None:
-        info.update(method=str(c.get("method")), scope=str(c.get("scope")), data=data_name(weights.parent, c.get("data") or ()))
+        info.update(
+            method=str(c.get("method")), scope=str(c.get("scope")), data=data_name(weights.parent, c.get("data") or ())
+        )
     elif weights.is_file():
         from mosl_cli.models import read_metadata  # imports torch; only reached for bare weight files
 
@@ -186,8 +231,11 @@ def pretraining_of(cfg_doc: dict[str, Any], cache: dict[str, dict[str, str]] | N
             info["data"] = weights.name
         else:
             data = meta.get("data") or ()
-            info.update(method=str(meta.get("method") or info["method"]), scope=str(meta.get("scope") or info["scope"]),
-                        data=data_name(weights.parent, data if isinstance(data, list) else [data]))
+            info.update(
+                method=str(meta.get("method") or info["method"]),
+                scope=str(meta.get("scope") or info["scope"]),
+                data=data_name(weights.parent, data if isinstance(data, list) else [data]),
+            )
     if cache is not None:
         cache[init] = info
     return info
@@ -208,8 +256,14 @@ def _mean_of(group: dict[str, Any] | None, metric: str) -> float | None:
     return _number(group[metric].get("mean"))
 
 
-def run_row(run: Path, cfg_doc: dict[str, Any], metrics: dict[str, Any], evaluation: tuple[Path, dict[str, Any]] | None,
-            pretraining: dict[str, str], options: dict[str, str] | None = None) -> dict[str, Any]:
+def run_row(
+    run: Path,
+    cfg_doc: dict[str, Any],
+    metrics: dict[str, Any],
+    evaluation: tuple[Path, dict[str, Any]] | None,
+    pretraining: dict[str, str],
+    options: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """One runs.csv row: the setting, training figures and test figures of a finetune run.
 
     ``options`` (see :func:`options_of`) are kept for :func:`assign_variants`, which sets ``variant``.
@@ -219,25 +273,49 @@ def run_row(run: Path, cfg_doc: dict[str, Any], metrics: dict[str, Any], evaluat
     """
     c, resolved = cfg_doc["config"], cfg_doc.get("resolved") or {}
     row: dict[str, Any] = {
-        "run": str(run), **{k: pretraining[k] for k in ("method", "data", "scope", "init")},
-        "variant": "", "options": dict(options or {}),
-        "arch": str(resolved.get("arch") or c.get("arch")), "encoder": str(resolved.get("encoder") or c.get("encoder")),
-        "size": int(c.get("size", 0)), "label_fraction": float(c.get("label_fraction", 1.0)), "seed": int(c.get("seed", 0)),
-        "labelled": metrics.get("labelled_train"), "epochs_run": metrics.get("epochs_run"),
-        "best_epoch": metrics.get("best_epoch"), "val_dice": _number(metrics.get("best_val_dice")),
-        "eval": "", "split": "", "tta": "", "n_test": None, "dice_group": "", "dice": None, "iou": None, "hd95": None,
-        "dice_all": None, "iou_all": None, "data_path": str(c.get("data", "")), "threshold": 0.5,
+        "run": str(run),
+        **{k: pretraining[k] for k in ("method", "data", "scope", "init")},
+        "variant": "",
+        "options": dict(options or {}),
+        "arch": str(resolved.get("arch") or c.get("arch")),
+        "encoder": str(resolved.get("encoder") or c.get("encoder")),
+        "size": int(c.get("size", 0)),
+        "label_fraction": float(c.get("label_fraction", 1.0)),
+        "seed": int(c.get("seed", 0)),
+        "labelled": metrics.get("labelled_train"),
+        "epochs_run": metrics.get("epochs_run"),
+        "best_epoch": metrics.get("best_epoch"),
+        "val_dice": _number(metrics.get("best_val_dice")),
+        "eval": "",
+        "split": "",
+        "tta": "",
+        "n_test": None,
+        "dice_group": "",
+        "dice": None,
+        "iou": None,
+        "hd95": None,
+        "dice_all": None,
+        "iou_all": None,
+        "data_path": str(c.get("data", "")),
+        "threshold": 0.5,
     }
     if evaluation is None:
         return row
     folder, doc = evaluation
     headline = doc.get("lesion") if isinstance(doc.get("lesion"), dict) else doc["summary"]
     row.update(
-        eval=str(folder), split=str(doc.get("split", "")), tta=bool(doc.get("tta")), n_test=headline.get("n"),
+        eval=str(folder),
+        split=str(doc.get("split", "")),
+        tta=bool(doc.get("tta")),
+        n_test=headline.get("n"),
         dice_group="lesion" if headline is doc.get("lesion") else "all",
-        dice=_mean_of(headline, "dice"), iou=_mean_of(headline, "iou"), hd95=_mean_of(headline, "hd95"),
-        dice_all=_mean_of(doc["summary"], "dice"), iou_all=_mean_of(doc["summary"], "iou"),
-        data_path=str(doc.get("data") or row["data_path"]), threshold=float(doc.get("threshold", 0.5)),
+        dice=_mean_of(headline, "dice"),
+        iou=_mean_of(headline, "iou"),
+        hd95=_mean_of(headline, "hd95"),
+        dice_all=_mean_of(doc["summary"], "dice"),
+        iou_all=_mean_of(doc["summary"], "iou"),
+        data_path=str(doc.get("data") or row["data_path"]),
+        threshold=float(doc.get("threshold", 0.5)),
     )
     for name, group in (doc.get("per_class") or {}).items():
         row[f"dice_{name}"] = _mean_of(group, "dice")

@@ -55,9 +55,16 @@ def _series_order(method: str, data: str, scope: str) -> tuple[bool, str, str, s
 
 
 def setting_order(g: dict[str, Any]) -> tuple[Any, ...]:
-    """Sections by model and size, then label fraction, then the baseline before the pre-trained series, then variant."""
-    return (g["arch"], g["encoder"], g["size"], g["label_fraction"], *_series_order(g["method"], g["data"], g["scope"]),
-            g.get("variant", ""))
+    """Sections by model and size, then label fraction, then the baseline before the pre-trained series,
+    then variant."""
+    return (
+        g["arch"],
+        g["encoder"],
+        g["size"],
+        g["label_fraction"],
+        *_series_order(g["method"], g["data"], g["scope"]),
+        g.get("variant", ""),
+    )
 
 
 def baseline_for(g: dict[str, Any], baselines: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -95,8 +102,11 @@ def summarize(rows: Sequence[dict[str, Any]], classes: Sequence[str]) -> list[di
             baselines.setdefault(tuple(g[k] for k in ("arch", "encoder", "size", "label_fraction")), []).append(g)
     for g in groups:
         base = baseline_for(g, baselines.get(tuple(g[k] for k in ("arch", "encoder", "size", "label_fraction")), []))
-        g["delta_dice"] = (None if g["method"] == BASELINE or base is None or g["dice_mean"] is None or base["dice_mean"] is None
-                           else g["dice_mean"] - base["dice_mean"])
+        g["delta_dice"] = (
+            None
+            if g["method"] == BASELINE or base is None or g["dice_mean"] is None or base["dice_mean"] is None
+            else g["dice_mean"] - base["dice_mean"]
+        )
     return sorted(groups, key=setting_order)
 
 
@@ -118,8 +128,19 @@ def display_table(groups: Sequence[dict[str, Any]], classes: Sequence[str]) -> t
     """Column names and display strings of the summary (the Markdown and the on-screen table); a
     ``variant`` column after ``scope`` only where some setting has variants."""
     variants = any(g.get("variant") for g in groups)
-    columns = ["model", "labels", "method", "data", "scope", *(["variant"] if variants else []), "n", "Dice", "Δ Dice", "IoU",
-               *(f"Dice {c}" for c in classes)]
+    columns = [
+        "model",
+        "labels",
+        "method",
+        "data",
+        "scope",
+        *(["variant"] if variants else []),
+        "n",
+        "Dice",
+        "Δ Dice",
+        "IoU",
+        *(f"Dice {c}" for c in classes),
+    ]
     table = []
     for g in groups:
         baseline = g["method"] == BASELINE
@@ -127,12 +148,21 @@ def display_table(groups: Sequence[dict[str, Any]], classes: Sequence[str]) -> t
             delta = "baseline"
         else:
             delta = NONE if g["delta_dice"] is None else f"{round(g['delta_dice'], 3) + 0.0:+.3f}"  # no "-0.000"
-        table.append([
-            model_label(g), _fraction(g["label_fraction"]), g["method"], NONE if baseline else g["data"],
-            NONE if baseline else g["scope"], *([g.get("variant") or NONE] if variants else []), str(g["n"]),
-            _pm(g["dice_mean"], g["dice_std"]), delta, _pm(g["iou_mean"], g["iou_std"]),
-            *(_pm(g.get(f"dice_{c}_mean"), g.get(f"dice_{c}_std")) for c in classes),
-        ])
+        table.append(
+            [
+                model_label(g),
+                _fraction(g["label_fraction"]),
+                g["method"],
+                NONE if baseline else g["data"],
+                NONE if baseline else g["scope"],
+                *([g.get("variant") or NONE] if variants else []),
+                str(g["n"]),
+                _pm(g["dice_mean"], g["dice_std"]),
+                delta,
+                _pm(g["iou_mean"], g["iou_std"]),
+                *(_pm(g.get(f"dice_{c}_mean"), g.get(f"dice_{c}_std")) for c in classes),
+            ]
+        )
     return columns, table
 
 
@@ -164,8 +194,11 @@ def markdown(result: ReportResult, roots: Sequence[str], figures: Sequence[str])
     """report.md: one table per model and input size, then the figures and the problems."""
     evaluated = sum(1 for r in result.runs if r["dice"] is not None)
     lines = [
-        "# mosl report", "",
-        f"{len(result.runs)} finetune runs ({evaluated} with test figures) under: {', '.join(f'`{r}`' for r in roots)}.", "",
+        "# mosl report",
+        "",
+        f"{len(result.runs)} finetune runs ({evaluated} with test figures) under: "
+        f"{', '.join(f'`{r}`' for r in roots)}.",
+        "",
         "Values are means ± sample standard deviations over the n seeds of each run's mean over the test cases; "
         "one seed shows its value alone. **data** and **scope** are the pre-training's (`mosl pretrain --data`, "
         "`--scope`). **Dice** and **IoU** pool the benign and malignant cases (the lesion score; "
@@ -174,17 +207,26 @@ def markdown(result: ReportResult, roots: Sequence[str], figures: Sequence[str])
         "size and label fraction. Every run is listed in `runs.csv`; these rows are in `summary.csv`.",
     ]
     if "variant" in result.columns:
-        lines[-1] += (" **variant** names the options whose values differ between runs of one setting (`pretrain …`: "
-                      "the pre-training's); where several differ, an arm lists only those where it departs from the "
-                      "value most arms share, and the arm that departs in none is `reference`. Δ Dice is taken against "
-                      "the baseline with the same finetune options where the baselines differ.")
+        lines[-1] += (
+            " **variant** names the options whose values differ between runs of one setting (`pretrain …`: "
+            "the pre-training's); where several differ, an arm lists only those where it departs from the "
+            "value most arms share, and the arm that departs in none is `reference`. Δ Dice is taken against "
+            "the baseline with the same finetune options where the baselines differ."
+        )
     columns = result.columns[1:]
     section = None
     for row in result.table:
         if row[0] != section:
             section = row[0]
-            lines += ["", f"## {section}", "", _md_row(columns),
-                      _md_row(["---:" if c in ("labels", "n") or c.startswith(("Dice", "Δ", "IoU")) else "---" for c in columns])]
+            lines += [
+                "",
+                f"## {section}",
+                "",
+                _md_row(columns),
+                _md_row(
+                    ["---:" if c in ("labels", "n") or c.startswith(("Dice", "Δ", "IoU")) else "---" for c in columns]
+                ),
+            ]
         lines.append(_md_row(row[1:]))
     if figures:
         lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in figures]

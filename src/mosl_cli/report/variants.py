@@ -16,8 +16,12 @@ REFERENCE = "reference"  # the variant name of the arm that keeps every varying 
 SERIES_KEYS: tuple[str, ...] = tuple(k for k in SETTING_KEYS if k != "label_fraction")  # one plot line per series
 PRETRAIN_PREFIX = "pretrain "  # variant options of the pre-training read "pretrain epochs=30"
 # Options that never make a variant: the setting itself, seeds, files and speed-only switches.
-PRETRAIN_IGNORED = frozenset({"method", "data", "scope", "device", "amp", "channels_last", "out", "resume", "overwrite"})
-FINETUNE_IGNORED = frozenset({*SETTING_KEYS, "seed", "data", "init", "device", "amp", "channels_last", "out", "resume", "overwrite"})
+PRETRAIN_IGNORED = frozenset(
+    {"method", "data", "scope", "device", "amp", "channels_last", "out", "resume", "overwrite"}
+)
+FINETUNE_IGNORED = frozenset(
+    {*SETTING_KEYS, "seed", "data", "init", "device", "amp", "channels_last", "out", "resume", "overwrite"}
+)
 
 
 def _option_text(value: Any) -> str:

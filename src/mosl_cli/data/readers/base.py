@@ -72,8 +72,15 @@ class Frame:
 
 # Errors that mean "this file is bad", as opposed to a bug in mosl: they turn into a skipped entry.
 DECODE_ERRORS: tuple[type[BaseException], ...] = (
-    SkipSample, OSError, ValueError, SyntaxError, EOFError, struct.error, zlib.error,
-    Image.DecompressionBombError, IndexError,
+    SkipSample,
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    struct.error,
+    zlib.error,
+    Image.DecompressionBombError,
+    IndexError,
 )
 
 
@@ -86,9 +93,9 @@ def sorted_files(folder: Path, exts: frozenset[str] = IMAGE_EXTS, recursive: boo
     """Files of ``folder`` with one of ``exts`` (case-insensitive), in natural order; hidden ones skipped."""
     it = folder.rglob("*") if recursive else folder.iterdir()
     files = [
-        p for p in it
-        if p.suffix.lower() in exts and not any(s.startswith(".") for s in p.relative_to(folder).parts)
-        and p.is_file()
+        p
+        for p in it
+        if p.suffix.lower() in exts and not any(s.startswith(".") for s in p.relative_to(folder).parts) and p.is_file()
     ]
     return sorted(files, key=lambda p: natural_key(str(p.relative_to(folder))))
 
@@ -104,6 +111,7 @@ def subdirs(folder: Path) -> list[Path]:
 
 def any_file(folder: Path, exts: frozenset[str], max_depth: int = 3) -> bool:
     """Whether ``folder`` holds a file with one of ``exts`` within ``max_depth`` levels (stops at the first)."""
+
     def walk(d: Path, depth: int) -> Iterator[Path]:
         try:
             entries = list(d.iterdir())
@@ -196,9 +204,7 @@ def merge_masks(paths: list[str], size: tuple[int, int]) -> np.ndarray:
     for p in paths:
         m = open_mask(p)
         if m.shape != out.shape:
-            raise SkipSample(
-                f"mask {Path(p).name} is {m.shape[1]}x{m.shape[0]} but the image is {size[0]}x{size[1]}"
-            )
+            raise SkipSample(f"mask {Path(p).name} is {m.shape[1]}x{m.shape[0]} but the image is {size[0]}x{size[1]}")
         out |= m
     return out
 

@@ -29,10 +29,7 @@ def resolve(root: Path) -> Path:
 def detect(root: Path) -> bool:
     """A BUSI layout: class folders holding ``*_mask.png`` files."""
     base = resolve(root)
-    return any(
-        (base / c).is_dir() and any(p.name.endswith("_mask.png") for p in (base / c).iterdir())
-        for c in CLASSES
-    )
+    return any((base / c).is_dir() and any(p.name.endswith("_mask.png") for p in (base / c).iterdir()) for c in CLASSES)
 
 
 def items(root: Path, cfg: PrepareConfig) -> list[Item]:
@@ -55,8 +52,14 @@ def items(root: Path, cfg: PrepareConfig) -> list[Item]:
         for p in files:
             if _MASK.match(p.stem):
                 continue
-            out.append(Item(
-                key=f"{cls}/{p.stem}", paths=(str(p), *masks.get(p.stem, [])), cls=cls, organ=ORGAN,
-                load=load_image_with_masks, args=("labelled",) if cls == "normal" else (),
-            ))
+            out.append(
+                Item(
+                    key=f"{cls}/{p.stem}",
+                    paths=(str(p), *masks.get(p.stem, [])),
+                    cls=cls,
+                    organ=ORGAN,
+                    load=load_image_with_masks,
+                    args=("labelled",) if cls == "normal" else (),
+                )
+            )
     return out

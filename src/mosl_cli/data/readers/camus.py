@@ -22,7 +22,9 @@ from mosl_cli.data.readers.volumes import as_2d, read_volume
 NAME = "camus"
 ORGAN = "heart"
 _PATIENT = re.compile(r"^patient\d+$")
-_IMAGE = re.compile(r"^(?P<patient>patient\d+)_(?P<view>[24]CH)_(?P<phase>ED|ES)(?P<gt>_gt)?(?P<ext>\.nii\.gz|\.nii|\.mhd)$")
+_IMAGE = re.compile(
+    r"^(?P<patient>patient\d+)_(?P<view>[24]CH)_(?P<phase>ED|ES)(?P<gt>_gt)?(?P<ext>\.nii\.gz|\.nii|\.mhd)$"
+)
 
 
 def _patients(root: Path) -> list[Path]:
@@ -73,9 +75,15 @@ def items(root: Path, cfg: PrepareConfig) -> list[Item]:
         labels = {(m["view"], m["phase"]): f for m, f in files if m["gt"]}
         for (view, phase), f in sorted(images.items()):
             gt = labels.get((view, phase))
-            out.append(Item(
-                key=f"{patient.name}/{patient.name}_{view}_{phase}",
-                paths=(str(f),) if gt is None else (str(f), str(gt)),
-                cls=NO_CLASS, organ=ORGAN, load=load, args=(cfg.camus_label,), group=patient.name,
-            ))
+            out.append(
+                Item(
+                    key=f"{patient.name}/{patient.name}_{view}_{phase}",
+                    paths=(str(f),) if gt is None else (str(f), str(gt)),
+                    cls=NO_CLASS,
+                    organ=ORGAN,
+                    load=load,
+                    args=(cfg.camus_label,),
+                    group=patient.name,
+                )
+            )
     return out

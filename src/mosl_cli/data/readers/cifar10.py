@@ -40,6 +40,7 @@ def _pickle_dir(root: Path) -> Path | None:
 
 def _class_root(root: Path) -> bool:
     """Whether ``root`` holds CIFAR-10 class folders (possibly under split folders)."""
+
     def classes(d: Path) -> set[str]:
         return {p.name for p in subdirs(d)}
 
@@ -108,5 +109,6 @@ def items(root: Path, cfg: PrepareConfig) -> list[Item]:
     names = _names(base)
     return [
         Item(key=b, paths=(str(base / b),), cls="unknown", organ=ORGAN, load=load_batch, args=(names,))
-        for b in BATCHES if (base / b).is_file()
+        for b in BATCHES
+        if (base / b).is_file()
     ]

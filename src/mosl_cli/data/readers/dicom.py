@@ -24,21 +24,50 @@ from mosl_cli import dicom
 from mosl_cli.config import PrepareConfig
 from mosl_cli.data.readers import folder
 from mosl_cli.data.readers.base import (
-    IMAGE_EXTS, VIDEO_EXTS, Frame, Item, SkipSample, evenly_spaced, merge_masks, natural_key, subdirs,
+    IMAGE_EXTS,
+    VIDEO_EXTS,
+    Frame,
+    Item,
+    SkipSample,
+    evenly_spaced,
+    merge_masks,
+    natural_key,
+    subdirs,
 )
 
 NAME = "dicom"
-_NOT_DICOM = IMAGE_EXTS | VIDEO_EXTS | frozenset({
-    ".txt", ".csv", ".json", ".xml", ".xlsx", ".xls", ".md", ".pdf", ".zip", ".gz", ".nii", ".mhd", ".raw", ".py",
-})
+_NOT_DICOM = (
+    IMAGE_EXTS
+    | VIDEO_EXTS
+    | frozenset(
+        {
+            ".txt",
+            ".csv",
+            ".json",
+            ".xml",
+            ".xlsx",
+            ".xls",
+            ".md",
+            ".pdf",
+            ".zip",
+            ".gz",
+            ".nii",
+            ".mhd",
+            ".raw",
+            ".py",
+        }
+    )
+)
 _SNIFF_LIMIT = 64  # suffix-less files whose magic detect() reads before giving up
 
 
 def _candidates(folder_: Path, recursive: bool = True) -> list[Path]:
     it = folder_.rglob("*") if recursive else folder_.iterdir()
     return [
-        p for p in it
-        if p.suffix.lower() not in _NOT_DICOM and p.is_file()
+        p
+        for p in it
+        if p.suffix.lower() not in _NOT_DICOM
+        and p.is_file()
         and not any(s.startswith(".") for s in p.relative_to(folder_).parts)
     ]
 
@@ -47,7 +76,8 @@ def dicom_files(images: Path, exclude: Path | None = None, sniff: bool = True) -
     """DICOM files below ``images`` (recursively, natural order) outside ``exclude``: by suffix, and by
     magic when ``sniff``."""
     files = [
-        p for p in _candidates(images)
+        p
+        for p in _candidates(images)
         if (exclude is None or exclude not in p.parents)
         and (p.suffix.lower() in dicom.DICOM_EXTS or (sniff and dicom.looks_like_dicom(p)))
     ]
@@ -89,8 +119,14 @@ def make_item(path: Path, key: str, cls: str, organ: str, masks: tuple[str, ...]
         body = str(header.get("BodyPartExamined", "") or "").strip().lower()
         organ = body or organ
     return Item(
-        key=key, paths=(str(path), *masks), cls=cls, organ=organ, load=load_dicom,
-        args=(cfg.frames_per_video, cfg.region_crop), group=group, frames_grouped=frames > 1,
+        key=key,
+        paths=(str(path), *masks),
+        cls=cls,
+        organ=organ,
+        load=load_dicom,
+        args=(cfg.frames_per_video, cfg.region_crop),
+        group=group,
+        frames_grouped=frames > 1,
     )
 
 
@@ -124,7 +160,7 @@ def load_dicom(item: Item) -> list[Frame]:
         spacing = dicom.spacing_mm(ds, region)
         box = region.box if crop and region is not None else None
         frames = []
-        for i in (evenly_spaced(total, k) if total > 1 else [0]):
+        for i in evenly_spaced(total, k) if total > 1 else [0]:
             image = dicom.frame_image(ds, i)
             meta: dict = {"frame_size": [image.height, image.width]}
             mask = _mask_for(list(item.paths[1:]), image.size, box) if len(item.paths) > 1 else None

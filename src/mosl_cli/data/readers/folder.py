@@ -28,7 +28,13 @@ from pathlib import Path
 
 from mosl_cli.config import PrepareConfig
 from mosl_cli.data.readers.base import (
-    IMAGE_EXTS, NO_CLASS, Item, load_image_with_masks, natural_key, sorted_files, subdirs,
+    IMAGE_EXTS,
+    NO_CLASS,
+    Item,
+    load_image_with_masks,
+    natural_key,
+    sorted_files,
+    subdirs,
 )
 
 NAME = "folder"
@@ -36,9 +42,7 @@ SPLIT_DIRS = frozenset({"train", "training", "val", "valid", "validation", "test
 MASK_DIRS = ("masks", "mask", "labels", "label", "gt", "ground_truth", "groundtruth", "annotations", "segmentations")
 IMAGE_DIRS = ("images", "image", "imgs", "img", "original", "originals", "scans")
 MASK_SUFFIXES = ("", "_mask", "_gt", "_seg", "_label")
-CIFAR10_CLASSES = frozenset(
-    {"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"}
-)
+CIFAR10_CLASSES = frozenset({"airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"})
 _WNID = re.compile(r"^n\d{8}$")
 
 
@@ -124,8 +128,7 @@ def list_folder(
     """
     images, masks = layout(root)
     by_rel, by_stem = _mask_index(masks) if masks is not None else ({}, {})
-    files = [p for p in sorted_files(images, IMAGE_EXTS, recursive=True)
-             if masks is None or masks not in p.parents]
+    files = [p for p in sorted_files(images, IMAGE_EXTS, recursive=True) if masks is None or masks not in p.parents]
     dicoms: set[Path] = set()
     if dicom_cfg is not None:
         from mosl_cli.data.readers import dicom as dicom_reader
@@ -139,12 +142,19 @@ def list_folder(
     for p, rel, cls in zip(files, rels, classes):
         mask = _find_mask(rel, by_rel, by_stem) if masks is not None else None
         if p in dicoms:
-            out.append(dicom_reader.make_item(p, rel.as_posix(), cls, organ, () if mask is None else (mask,), dicom_cfg))
+            out.append(
+                dicom_reader.make_item(p, rel.as_posix(), cls, organ, () if mask is None else (mask,), dicom_cfg)
+            )
             continue
-        out.append(Item(
-            key=rel.as_posix(), paths=(str(p),) if mask is None else (str(p), mask),
-            cls=cls, organ=organ, load=load_image_with_masks,
-        ))
+        out.append(
+            Item(
+                key=rel.as_posix(),
+                paths=(str(p),) if mask is None else (str(p), mask),
+                cls=cls,
+                organ=organ,
+                load=load_image_with_masks,
+            )
+        )
     return out
 
 

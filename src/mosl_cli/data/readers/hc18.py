@@ -83,8 +83,14 @@ def items(root: Path, cfg: PrepareConfig) -> list[Item]:
             if not m:
                 continue
             paths = (str(p), notes[p.stem]) if p.stem in notes else (str(p),)
-            out.append(Item(
-                key=f"{folder.name}/{p.stem}", paths=paths, cls=NO_CLASS, organ=ORGAN, load=load,
-                group=f"{folder.name}/{m['subject']}",
-            ))
+            out.append(
+                Item(
+                    key=f"{folder.name}/{p.stem}",
+                    paths=paths,
+                    cls=NO_CLASS,
+                    organ=ORGAN,
+                    load=load,
+                    group=f"{folder.name}/{m['subject']}",
+                )
+            )
     return out

@@ -89,10 +89,15 @@ def _csv_items(root: Path) -> list[Item]:
             for row in csv.DictReader(fh):
                 file, label = row.get("filename"), row.get("label")
                 if file and label:
-                    out.append(Item(
-                        key=Path(file).stem, paths=(str(root / "images" / file),), cls=label, organ=ORGAN,
-                        load=load_image_with_masks,
-                    ))
+                    out.append(
+                        Item(
+                            key=Path(file).stem,
+                            paths=(str(root / "images" / file),),
+                            cls=label,
+                            organ=ORGAN,
+                            load=load_image_with_masks,
+                        )
+                    )
     return out
 
 

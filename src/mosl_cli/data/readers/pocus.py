@@ -18,8 +18,16 @@ from PIL import Image, ImageSequence
 
 from mosl_cli.config import PrepareConfig
 from mosl_cli.data.readers.base import (
-    IMAGE_EXTS, VIDEO_EXTS, Frame, Item, SkipSample, as_image, evenly_spaced, load_image_with_masks,
-    sorted_files, subdirs,
+    IMAGE_EXTS,
+    VIDEO_EXTS,
+    Frame,
+    Item,
+    SkipSample,
+    as_image,
+    evenly_spaced,
+    load_image_with_masks,
+    sorted_files,
+    subdirs,
 )
 
 NAME = "pocus"
@@ -106,8 +114,16 @@ def items(root: Path, cfg: PrepareConfig) -> list[Item]:
         for p in sorted_files(base / VIDEOS, VIDEO_EXTS, recursive=True):
             key = p.relative_to(base).with_suffix("").as_posix()
             patient = _PATIENT.match(p.name)
-            out.append(Item(
-                key=key, paths=(str(p),), cls=label(p), organ=ORGAN, load=load_video,
-                args=(cfg.frames_per_video,), frames_grouped=True, group=patient[1] if patient else None,
-            ))
+            out.append(
+                Item(
+                    key=key,
+                    paths=(str(p),),
+                    cls=label(p),
+                    organ=ORGAN,
+                    load=load_video,
+                    args=(cfg.frames_per_video,),
+                    frames_grouped=True,
+                    group=patient[1] if patient else None,
+                )
+            )
     return out

@@ -33,10 +33,16 @@ import numpy as np
 from mosl_cli.config import PrepareConfig
 from mosl_cli.data import crop
 from mosl_cli.data.readers import dicom, folder
-from mosl_cli.data.readers.pocus import load_video
 from mosl_cli.data.readers.base import (
-    IMAGE_EXTS, VIDEO_EXTS, Frame, Item, load_image_with_masks, natural_key, subdirs,
+    IMAGE_EXTS,
+    VIDEO_EXTS,
+    Frame,
+    Item,
+    load_image_with_masks,
+    natural_key,
+    subdirs,
 )
+from mosl_cli.data.readers.pocus import load_video
 from mosl_cli.errors import MoslError
 
 MOVIE_EXTS = VIDEO_EXTS - IMAGE_EXTS
@@ -55,7 +61,7 @@ def _walk(root: Path) -> list[Path]:
 
 def detect(root: Path) -> bool:
     """Any image or video file at any depth (stops at the first)."""
-    for d, dirs, files in os.walk(root):
+    for _d, dirs, files in os.walk(root):
         dirs[:] = [x for x in dirs if not x.startswith(".")]
         if any(Path(f).suffix.lower() in MEDIA_EXTS and not f.startswith(".") for f in files):
             return True
@@ -67,7 +73,9 @@ def group_regex(pattern: str) -> re.Pattern[str]:
     try:
         return re.compile(pattern)
     except re.error as exc:
-        raise MoslError(f"--group-pattern {pattern!r}: not a regular expression ({exc}); e.g. 'patient_(\\d+)'") from None
+        raise MoslError(
+            f"--group-pattern {pattern!r}: not a regular expression ({exc}); e.g. 'patient_(\\d+)'"
+        ) from None
 
 
 def group_key(rel: Path, regex: re.Pattern[str]) -> str | None:
@@ -91,9 +99,12 @@ def branch(root: Path) -> Path:
 
 def _labelled_roots(root: Path) -> list[Path]:
     """Folders with a mask folder (``root`` also when its masks sit beside it), deepest first."""
-    found = [Path(d) for d, dirs, _ in os.walk(root)
-             if not any(p.startswith(".") for p in Path(d).relative_to(root).parts)
-             and folder._named_child(Path(d), folder.MASK_DIRS) is not None]
+    found = [
+        Path(d)
+        for d, dirs, _ in os.walk(root)
+        if not any(p.startswith(".") for p in Path(d).relative_to(root).parts)
+        and folder._named_child(Path(d), folder.MASK_DIRS) is not None
+    ]
     if root not in found and folder.layout(root)[1] is not None:
         found.append(root)
     return sorted(found, key=lambda p: -len(p.parts))
@@ -145,12 +156,17 @@ def items(root: Path, cfg: PrepareConfig) -> list[Item]:
         if str(p) in taken or any(m in p.parents for m in mask_dirs):
             continue
         video = p.suffix.lower() in MOVIE_EXTS
-        out.append(Item(
-            key=(p.relative_to(base) if base in p.parents else p.relative_to(root)).as_posix(),
-            paths=(str(p),), cls=folder.class_of(p.relative_to(top)) if top in p.parents else folder.NO_CLASS,
-            organ="", load=load, args=("video" if video else "image", cfg.crop, cfg.frames_per_video),
-            frames_grouped=video,
-        ))
+        out.append(
+            Item(
+                key=(p.relative_to(base) if base in p.parents else p.relative_to(root)).as_posix(),
+                paths=(str(p),),
+                cls=folder.class_of(p.relative_to(top)) if top in p.parents else folder.NO_CLASS,
+                organ="",
+                load=load,
+                args=("video" if video else "image", cfg.crop, cfg.frames_per_video),
+                frames_grouped=video,
+            )
+        )
     out += _dicom_items(root, base, taken, mask_dirs, cfg)
     everything = sorted(labelled, key=lambda it: natural_key(it.key)) + out
     organ = cfg.organ or folder.organ_of({it.cls for it in everything})
@@ -167,7 +183,19 @@ def items(root: Path, cfg: PrepareConfig) -> list[Item]:
 
 def _dicom_items(root: Path, base: Path, taken: set[str], mask_dirs: list[Path], cfg: PrepareConfig) -> list[Item]:
     """The unlabelled DICOM files (by suffix) of the tree that no labelled part took."""
-    found = [p for p in dicom.dicom_files(root, None, sniff=False)
-             if str(p) not in taken and not any(m in p.parents for m in mask_dirs)]
-    return [dicom.make_item(p, (p.relative_to(base) if base in p.parents else p.relative_to(root)).as_posix(),
-                            folder.NO_CLASS, "", (), cfg) for p in found]
+    found = [
+        p
+        for p in dicom.dicom_files(root, None, sniff=False)
+        if str(p) not in taken and not any(m in p.parents for m in mask_dirs)
+    ]
+    return [
+        dicom.make_item(
+            p,
+            (p.relative_to(base) if base in p.parents else p.relative_to(root)).as_posix(),
+            folder.NO_CLASS,
+            "",
+            (),
+            cfg,
+        )
+        for p in found
+    ]

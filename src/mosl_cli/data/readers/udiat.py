@@ -14,8 +14,8 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 from mosl_cli.config import PrepareConfig
-from mosl_cli.errors import MoslError
 from mosl_cli.data.readers.base import IMAGE_EXTS, NO_CLASS, Item, load_image_with_masks, sorted_files, subdirs
+from mosl_cli.errors import MoslError
 
 NAME = "udiat"
 ORGAN = "breast"
@@ -107,16 +107,16 @@ def read_classes(path: Path) -> dict[str, str]:
     try:
         rows = read_xlsx(path)
     except (zipfile.BadZipFile, KeyError, ValueError, IndexError, ElementTree.ParseError) as exc:
-        raise MoslError(f"{path}: unreadable spreadsheet ({exc}); fix or remove it (classes then become 'none')") from exc
+        raise MoslError(
+            f"{path}: unreadable spreadsheet ({exc}); fix or remove it (classes then become 'none')"
+        ) from exc
     for h, header in enumerate(rows):
         low = {col: text.lower() for col, text in header.items()}
         tcol = next((c for c, t in low.items() if t == "type"), None)
         if tcol is None:
             continue
         icol = next((c for c, t in sorted(low.items()) if "image" in t or "name" in t), "A")
-        return {
-            _norm(r[icol]): r[tcol].lower() for r in rows[h + 1:] if r.get(icol) and r.get(tcol)
-        }
+        return {_norm(r[icol]): r[tcol].lower() for r in rows[h + 1 :] if r.get(icol) and r.get(tcol)}
     return {}
 
 
@@ -131,8 +131,13 @@ def items(root: Path, cfg: PrepareConfig) -> list[Item]:
     out: list[Item] = []
     for p in sorted_files(orig, IMAGE_EXTS):
         mask = masks.get(p.stem)
-        out.append(Item(
-            key=p.stem, paths=(str(p),) if mask is None else (str(p), mask),
-            cls=classes.get(_norm(p.name), NO_CLASS), organ=ORGAN, load=load_image_with_masks,
-        ))
+        out.append(
+            Item(
+                key=p.stem,
+                paths=(str(p),) if mask is None else (str(p), mask),
+                cls=classes.get(_norm(p.name), NO_CLASS),
+                organ=ORGAN,
+                load=load_image_with_masks,
+            )
+        )
     return out

@@ -18,13 +18,28 @@ from mosl_cli.data.readers.base import SkipSample
 
 # NIfTI-1 datatype codes (nifti1.h) -> numpy dtypes
 _NIFTI_DTYPES = {
-    2: np.uint8, 4: np.int16, 8: np.int32, 16: np.float32, 64: np.float64,
-    256: np.int8, 512: np.uint16, 768: np.uint32, 1024: np.int64, 1280: np.uint64,
+    2: np.uint8,
+    4: np.int16,
+    8: np.int32,
+    16: np.float32,
+    64: np.float64,
+    256: np.int8,
+    512: np.uint16,
+    768: np.uint32,
+    1024: np.int64,
+    1280: np.uint64,
 }
 _MET_DTYPES = {
-    "MET_UCHAR": np.uint8, "MET_CHAR": np.int8, "MET_USHORT": np.uint16, "MET_SHORT": np.int16,
-    "MET_UINT": np.uint32, "MET_INT": np.int32, "MET_ULONG": np.uint64, "MET_LONG": np.int64,
-    "MET_FLOAT": np.float32, "MET_DOUBLE": np.float64,
+    "MET_UCHAR": np.uint8,
+    "MET_CHAR": np.int8,
+    "MET_USHORT": np.uint16,
+    "MET_SHORT": np.int16,
+    "MET_UINT": np.uint32,
+    "MET_INT": np.int32,
+    "MET_ULONG": np.uint64,
+    "MET_LONG": np.int64,
+    "MET_FLOAT": np.float32,
+    "MET_DOUBLE": np.float64,
 }
 NIFTI_HEADER = 348
 
@@ -35,7 +50,7 @@ def read_nifti(path: str | Path) -> np.ndarray:
     ``scl_slope`` / ``scl_inter`` are applied when the slope is set (the result is then float64).
     """
     path = Path(path)
-    with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as fh:
+    with gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb") as fh:
         blob = fh.read()
     if len(blob) < NIFTI_HEADER:
         raise SkipSample(f"not a NIfTI-1 file ({len(blob)} bytes, shorter than its header)")
@@ -53,7 +68,7 @@ def read_nifti(path: str | Path) -> np.ndarray:
     ndim = dim[0]
     if not 1 <= ndim <= 7:
         raise SkipSample(f"bad NIfTI dimension count {ndim}")
-    shape = tuple(int(d) for d in dim[1:ndim + 1])
+    shape = tuple(int(d) for d in dim[1 : ndim + 1])
     dtype = np.dtype(_NIFTI_DTYPES[datatype]).newbyteorder(endian)
     count = int(np.prod(shape))
     if offset + count * dtype.itemsize > len(blob):
