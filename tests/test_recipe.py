@@ -195,9 +195,11 @@ def test_several_model_files_are_one_ensemble(tmp_path: Path) -> None:
 
 
 def test_finetune_stores_the_rule_chosen_on_val_and_the_selected_weights(data: Path, tmp_path: Path) -> None:
-    result = run_finetune(_cfg(data, tmp_path / "run"))
+    result = run_finetune(_cfg(data, tmp_path / "run", select="ema"))
     meta = read_metadata(tmp_path / "run" / "model.safetensors")
     assert meta["select"] == "ema" and set(meta["postprocess"]) == {"largest", "min_area"}
+    ema = model_from_file(tmp_path / "run" / "model.safetensors")[0].state_dict()
+    assert any(not torch.equal(ema[k], v) for k, v in result.model.state_dict().items())  # the average, not the last
     import json
 
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

@@ -691,7 +691,7 @@ def finetune(
         str,
         typer.Option(
             "--select",
-            help="Weights kept as model.safetensors: ema (moving average), last, or best (highest val Dice).",
+            help="Weights kept as model.safetensors: last (epoch), ema (moving average), or best (highest val Dice).",
         ),
     ] = C.FinetuneConfig.select,
     ema_decay: Annotated[
@@ -717,9 +717,13 @@ def finetune(
             ),
         ),
     ] = C.FinetuneConfig.augment_strength,
-    no_empty_masks: Annotated[
-        bool, typer.Option("--no-empty-masks", help="Leave scans with an empty mask (normal scans) out of training.")
-    ] = False,
+    empty_masks: Annotated[
+        bool,
+        typer.Option(
+            "--empty-masks/--no-empty-masks",
+            help="Train on scans whose mask is empty (normal scans) too; off by default (it cost lesion Dice).",
+        ),
+    ] = C.FinetuneConfig.empty_masks,
     no_postprocess: Annotated[
         bool, typer.Option("--no-postprocess", help="Do not choose and store a post-processing rule on val.")
     ] = False,
@@ -764,7 +768,7 @@ def finetune(
         steps_per_epoch=steps_per_epoch,
         augment=not no_augment,
         augment_strength=augment_strength,
-        empty_masks=not no_empty_masks,
+        empty_masks=empty_masks,
         postprocess=not no_postprocess,
         folds=folds,
         seed=seed,

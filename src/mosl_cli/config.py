@@ -95,8 +95,8 @@ class FinetuneConfig:
 
     The default recipe (``finetune.py``; ``benchmarks/finetune_recipe.py`` compares it with a plain
     loop): resnet18 U-Net at 128 px, 100 epochs of AdamW with warm-up and cosine decay to 0,
-    nnU-Net-like augmentation, normal scans kept in training, the exponential moving average of the
-    weights kept, a post-processing rule chosen on val.
+    nnU-Net-like augmentation, the scans with a lesion (``empty_masks`` adds the normal ones), the last
+    epoch's weights kept, a post-processing rule chosen on val.
     """
 
     data: str = DEFAULT_DATASET
@@ -113,13 +113,13 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     freeze_encoder_epochs: int = 0
     freeze_encoder_bn: bool = False  # keep the initial weights' BN statistics in the encoder (eval-mode BN)
-    select: str = "ema"  # which weights become model.safetensors: ema, last, or best (val Dice)
+    select: str = "last"  # which weights become model.safetensors: last, ema (moving average), or best (val Dice)
     ema_decay: float = 0.998
     patience: int = 0  # with select=best: stop after this many epochs without a better val Dice (0: never)
     steps_per_epoch: int | None = None  # default: one pass over the labelled images, at least 10 steps
     augment: bool = True
     augment_strength: str = "strong"  # augment.SEG_AUGMENTS
-    empty_masks: bool = True  # train on labelled scans whose mask is empty (BUSI's normal scans)
+    empty_masks: bool = False  # train on labelled scans whose mask is empty too (BUSI's normal scans)
     postprocess: bool = True  # choose a post-processing rule on val (postprocess.py) and store it
     folds: int = 1  # > 1: cross-validation over train+val, one model per fold in out/fold_<k>
     fold: int | None = None  # the fold this run trains (set by the folds driver)

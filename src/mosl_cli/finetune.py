@@ -1,10 +1,12 @@
 """``mosl finetune``: train a segmentation U-Net on a fraction of the labels, from pre-trained weights
 (mosl's own or another project's) or from scratch (``--init none``, the supervised baseline).
 
-The recipe (``benchmarks/finetune_recipe.py`` compares it with a plain tutorial loop): the train split,
-normal scans with their empty masks included; AdamW with linear warm-up and cosine decay to 0; soft
-Dice + BCE; nnU-Net-like joint augmentation by kornia on the device; the exponential moving average
-of the weights is what ``model.safetensors`` holds (``--select last`` / ``best`` for the others). The
+The recipe (``benchmarks/finetune_recipe.py`` compares it with a plain tutorial loop; measurements in
+studies/finetune-recipe/README.md): the scans of the train split that show a lesion (``--empty-masks``
+adds the normal scans with their empty masks); AdamW with linear warm-up and cosine decay to 0; soft
+Dice + BCE; nnU-Net-like joint augmentation by kornia on the device; the last epoch's weights are
+what ``model.safetensors`` holds (``--select ema`` / ``best``: the weights' moving average, or the
+epoch with the best val Dice). The
 val split is watched every epoch and, at the end, picks the post-processing rule the weight file
 carries (``postprocess.py``). ``--folds K`` trains K models on train+val folds (``run_folds``).
 """
@@ -57,7 +59,7 @@ from mosl_cli.train import (
 )
 
 MIN_STEPS_PER_EPOCH = 10
-SELECTIONS: tuple[str, ...] = ("ema", "last", "best")
+SELECTIONS: tuple[str, ...] = ("last", "ema", "best")
 FOLD_SPLITS: tuple[str, ...] = ("train", "val")  # the pool that --folds divides
 
 

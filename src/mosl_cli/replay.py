@@ -18,7 +18,6 @@ NOT_REPLAYED = frozenset({"out", "resume", "overwrite", "channels_last"})
 NEGATED = {
     "amp": "no_amp",
     "augment": "no_augment",
-    "empty_masks": "no_empty_masks",
     "postprocess": "no_postprocess",
 }  # config field → the CLI flag that switches it off
 

@@ -1,0 +1,40 @@
+"""The last epoch's weights of a finished ``mosl finetune --select ema`` run, as ``--select last`` would
+have saved them: the same training trajectory (the moving average does not feed back into training),
+the live model from ``checkpoint.safetensors``, its post-processing rule chosen on val as ``finetune``
+chooses it. Lets one run answer both "ema" and "last".
+
+    python studies/finetune-recipe/last_from_checkpoint.py RUN_DIR OUT.safetensors
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from mosl_cli.config import FinetuneConfig
+from mosl_cli.data.store import load_dataset
+from mosl_cli.finetune import final_validation, split_indices
+from mosl_cli.models import model_from_file, save_weights
+
+
+def main() -> None:
+    run, out = Path(sys.argv[1]), Path(sys.argv[2])
+    doc = json.loads((run / "config.json").read_text())
+    cfg = FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc["config"].items()})
+    model, meta = model_from_file(run / "model.safetensors")
+    tensors = load_file(str(run / "checkpoint.safetensors"))
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    ds = load_dataset(cfg.data)
+    _, val = split_indices(ds, cfg)
+    chosen = final_validation(model, meta, ds, val, torch.device("cpu"))
+    meta = {**meta, "select": "last", "postprocess": chosen["postprocess"]}
+    save_weights(out, model.state_dict(), meta)
+    print(json.dumps({k: v for k, v in chosen.items() if k != "postprocess_candidates"}))
+
+
+if __name__ == "__main__":
+    main()
