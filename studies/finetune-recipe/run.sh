@@ -14,7 +14,7 @@ SIZE=${SIZE:-128}
 SEEDS=${SEEDS:-"0 1 2"}
 PARALLEL=${PARALLEL:-1}
 MOSL=${MOSL:-mosl}
-ARMS=${ARMS:-"reference default mild_augment no_normal_scans resnet34 fraction_0.1 fraction_0.25"}
+ARMS=${ARMS:-"reference default mild_augment normal_scans select_ema resnet34 fraction_0.1 fraction_0.25"}
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$WORK"
 
@@ -22,8 +22,8 @@ options() {  # the finetune options of an arm (added to the defaults)
   case $1 in
     default) echo "" ;;
     mild_augment) echo "--augment-strength mild" ;;
-    no_normal_scans) echo "--no-empty-masks" ;;
-    select_last) echo "--select last" ;;
+    normal_scans) echo "--empty-masks" ;;
+    select_ema) echo "--select ema" ;;
     resnet34) echo "--encoder resnet34" ;;
     unetplusplus) echo "--arch unetplusplus" ;;
     fraction_0.1) echo "--label-fraction 0.1" ;;
