@@ -97,3 +97,31 @@ def test_default_folders_chain_end_to_end(tmp_path: Path, monkeypatch: pytest.Mo
 
     config = json.loads((tmp_path / "mosl_finetune" / "config.json").read_text())
     assert config["resolved"]["init"]["init"].endswith("mosl_pretrain/model.safetensors")
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["finetune", "--size", "0"], "--size"),
+        (["pretrain", "--method", "byol"], "'simclr', 'moco', 'simsiam'"),
+        (["finetune", "--no-such-option"], "--no-such-option"),
+        (["prepare"], "sources"),
+    ],
+)
+def test_parser_usage_errors_are_one_line_from_the_console_script(args: list[str], fragment: str) -> None:
+    """What the option parser rejects ends, through the real entry point, in one stderr line and exit 2."""
+    proc = subprocess.run([sys.executable, "-m", "mosl_cli", *args], capture_output=True, text=True, timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], proc.stderr
+
+
+def test_version_and_help_exit_0() -> None:
+    version = subprocess.run(
+        [sys.executable, "-m", "mosl_cli", "--version"], capture_output=True, text=True, timeout=120
+    )
+    assert version.returncode == 0 and version.stdout.startswith("mosl ")
+    helped = subprocess.run(
+        [sys.executable, "-m", "mosl_cli", "finetune", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert helped.returncode == 0 and "--label-fraction" in helped.stdout

@@ -301,10 +301,18 @@ def _describe_init(init: dict[str, Any]) -> str:
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=lambda v: _print_version(v), help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     _STATE["debug"] = debug
-    if version:
+
+
+def _print_version(value: bool) -> None:
+    if value:
         from mosl_cli import __version__
 
         out_console.print(f"mosl {__version__}")
@@ -1040,9 +1048,29 @@ def export(
     out_console.print(f"{result.format}: {result.out}{check}")
 
 
+def _parser_usage_error() -> type[Exception]:
+    """The option parser's usage-error class (typer vendors click; its BadParameter derives from it)."""
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app(prog_name="mosl")
+    """Console-script entry point. A usage error the option parser finds (a value out of range, an
+    unknown choice or option) is one line on stderr and exit code 2, like mosl's own usage errors."""
+    import sys
+
+    try:
+        code = app(prog_name="mosl", standalone_mode=False)
+    except _parser_usage_error() as exc:
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError" and ctx is not None:  # `mosl` or `mosl STEP` alone
+            out_console.print(ctx.get_help(), highlight=False, markup=False)
+            sys.exit(2)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        console.print(f"[bold red]error:[/] {exc.format_message()}{hint}", highlight=False, soft_wrap=True)  # type: ignore[attr-defined]
+        sys.exit(2)
+    except typer.Abort:  # Ctrl-C at a prompt
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
