@@ -416,18 +416,18 @@ def prepare(
         else _int_option(frames_per_video, "--frames-per-video", "a number or all")
     )
     cfg = C.PrepareConfig(
-        tuple(sources),
-        str(out),
-        format,
-        size,
-        channels,
-        seed,
-        split_tuple,  # type: ignore[arg-type]
-        fpv,
-        camus_label,
-        synthetic_count,
-        dedup_distance,
-        workers,
+        sources=tuple(sources),
+        out=str(out),
+        format=format,
+        size=size,
+        channels=channels,
+        seed=seed,
+        splits=split_tuple,  # type: ignore[arg-type]
+        frames_per_video=fpv,
+        camus_label=camus_label,
+        synthetic_count=synthetic_count,
+        dedup_distance=dedup_distance,
+        workers=workers,
         region_crop=not no_region_crop,
         overwrite=overwrite,
         organ=organ,

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from mosl_cli.config import FinetuneConfig
+from mosl_cli.config import FinetuneConfig, from_dict
 from mosl_cli.data.store import load_dataset
 from mosl_cli.finetune import final_validation, split_indices
 from mosl_cli.models import model_from_file, save_weights
@@ -24,7 +24,7 @@ from mosl_cli.models import model_from_file, save_weights
 def main() -> None:
     run, out = Path(sys.argv[1]), Path(sys.argv[2])
     doc = json.loads((run / "config.json").read_text())
-    cfg = FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in doc["config"].items()})
+    cfg = from_dict(FinetuneConfig, doc["config"])
     model, meta = model_from_file(run / "model.safetensors")
     tensors = load_file(str(run / "checkpoint.safetensors"))
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
