@@ -16,7 +16,7 @@ from mosl_cli.errors import MoslError
 from mosl_cli.finetune import label_subset, run_finetune
 from mosl_cli.fsutil import read_jsonl
 from mosl_cli.models import build_model, load_into, read_metadata, save_weights, weights_metadata
-from tiny import blob_dataset
+from tiny import blob_dataset, tiny_finetune_config
 
 
 @pytest.fixture(scope="module")
@@ -25,19 +25,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(data: Path, out: Path, **kw: object) -> FinetuneConfig:
-    base = dict(
-        data=str(data),
-        init="none",
-        encoder="resnet18",
-        size=32,
-        epochs=2,
-        batch_size=8,
-        steps_per_epoch=3,
-        device="cpu",
-        out=str(out),
-    )
-    base.update(kw)
-    return FinetuneConfig(**base)  # type: ignore[arg-type]
+    return tiny_finetune_config(data, out, **kw)
 
 
 def test_label_fractions_are_nested_and_stratified(data: Path) -> None:

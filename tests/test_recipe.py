@@ -18,7 +18,7 @@ from mosl_cli.inference import load_ensemble, model_paths, model_probabilities
 from mosl_cli.models import build_model, model_from_file, read_metadata, save_weights, weights_metadata
 from mosl_cli.postprocess import PostProcess, choose_postprocess, combine, largest_component
 from mosl_cli.train import WeightAverage
-from tiny import blob_dataset
+from tiny import blob_dataset, tiny_finetune_config
 
 
 @pytest.fixture(scope="module")
@@ -27,19 +27,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(data: Path, out: Path, **kw: object) -> FinetuneConfig:
-    base = dict(
-        data=str(data),
-        init="none",
-        encoder="resnet18",
-        size=32,
-        epochs=2,
-        batch_size=8,
-        steps_per_epoch=3,
-        device="cpu",
-        out=str(out),
-    )
-    base.update(kw)
-    return FinetuneConfig(**base)  # type: ignore[arg-type]
+    return tiny_finetune_config(data, out, **kw)
 
 
 def _masks() -> torch.Tensor:

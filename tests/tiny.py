@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from mosl_cli.config import FinetuneConfig
 from mosl_cli.data.store import write_dataset
 
 
@@ -52,3 +53,20 @@ def blob_dataset(out: Path, n: int = 24, size: int = 48, seed: int = 0) -> Path:
         "groups_merged": 0,
     }
     return write_dataset(out, torch.stack(images), torch.stack(masks), manifest)
+
+
+def tiny_finetune_config(data: Path, out: Path, **kw: object) -> FinetuneConfig:
+    """Fine-tuning settings small enough for a test (resnet18, 32 px, 2 epochs of 3 steps, CPU)."""
+    base: dict[str, object] = dict(
+        data=str(data),
+        init="none",
+        encoder="resnet18",
+        size=32,
+        epochs=2,
+        batch_size=8,
+        steps_per_epoch=3,
+        device="cpu",
+        out=str(out),
+    )
+    base.update(kw)
+    return FinetuneConfig(**base)  # type: ignore[arg-type]
