@@ -732,6 +732,16 @@ def finetune(
             help="Train on scans whose mask is empty (normal scans) too; off by default (it cost lesion Dice).",
         ),
     ] = C.FinetuneConfig.empty_masks,
+    lesion_head: Annotated[
+        bool,
+        typer.Option(
+            "--lesion-head/--no-lesion-head",
+            help=(
+                "Add an image-level lesion-present output, trained on every scan (normal ones too); "
+                "masks of scans it calls lesion-free are emptied at a threshold chosen on val."
+            ),
+        ),
+    ] = C.FinetuneConfig.lesion_head,
     no_postprocess: Annotated[
         bool, typer.Option("--no-postprocess", help="Do not choose and store a post-processing rule on val.")
     ] = False,
@@ -777,6 +787,7 @@ def finetune(
         augment=not no_augment,
         augment_strength=augment_strength,
         empty_masks=empty_masks,
+        lesion_head=lesion_head,
         postprocess=not no_postprocess,
         folds=folds,
         seed=seed,

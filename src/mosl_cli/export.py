@@ -28,7 +28,7 @@ from torch import nn
 
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import atomic_path, write_json, write_text
-from mosl_cli.models import model_from_file
+from mosl_cli.models import model_from_file, split_outputs
 
 FORMATS: tuple[str, ...] = ("onnx", "torchscript", "smp")
 TOLERANCE = 1e-3  # max |logit difference| between the exported model and PyTorch (float32, CPU)
@@ -62,16 +62,23 @@ class ExportResult:
 
 
 class NormalisedModel(nn.Module):
-    """Raw 0-255 pixels in, logits out: ``model((x/255 - mean)/std)`` as one graph."""
+    """Raw 0-255 pixels in, logits out: ``model((x/255 - mean)/std)`` as one graph. A model with the
+    lesion-present head and a ``gate`` gives logits of -1e4 (an empty mask) to the images whose
+    lesion-present probability is below the gate, as ``mosl predict`` does."""
 
-    def __init__(self, model: nn.Module, mean: float, std: float) -> None:
+    def __init__(self, model: nn.Module, mean: float, std: float, gate: float | None = None) -> None:
         super().__init__()
         self.model = model
         self.register_buffer("scale", torch.tensor(1.0 / (255.0 * std)))
         self.register_buffer("shift", torch.tensor(mean / std))
+        self.register_buffer("gate", torch.tensor(-1.0 if gate is None else float(gate)))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model(image * self.scale - self.shift)
+        logits, present = split_outputs(self.model(image * self.scale - self.shift))
+        if present is None:
+            return logits
+        keep = (torch.sigmoid(present) >= self.gate)[:, :, None, None]
+        return torch.where(keep, logits, torch.full_like(logits, -1e4))
 
 
 def describe(meta: dict[str, Any]) -> dict[str, Any]:
@@ -311,7 +318,7 @@ def run_export(
         files = export_smp(model, meta, target, model_path, metrics)
         return ExportResult(target, fmt, None, TOLERANCE, files)
     norm = meta["normalisation"]
-    wrapped = NormalisedModel(model, float(norm["mean"]), float(norm["std"])).eval()
+    wrapped = NormalisedModel(model, float(norm["mean"]), float(norm["std"]), meta.get("lesion_gate")).eval()
     diff = (export_onnx if fmt == "onnx" else export_torchscript)(wrapped, meta, target)
     return ExportResult(target, fmt, diff, TOLERANCE, [target])
 

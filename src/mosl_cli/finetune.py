@@ -31,10 +31,18 @@ from mosl_cli.data.store import Dataset, load_dataset
 from mosl_cli.device import fused_optimizer, memory_format
 from mosl_cli.errors import MoslError, UsageError
 from mosl_cli.fsutil import append_jsonl, read_jsonl, write_json
-from mosl_cli.inference import forward_probabilities, model_probabilities
+from mosl_cli.inference import apply_gate, forward_probabilities, model_outputs
 from mosl_cli.metrics import confusion, dice
-from mosl_cli.models import build_model, load_into, model_inputs, read_metadata, save_weights, weights_metadata
-from mosl_cli.postprocess import choose_postprocess
+from mosl_cli.models import (
+    build_model,
+    load_into,
+    model_inputs,
+    read_metadata,
+    save_weights,
+    split_outputs,
+    weights_metadata,
+)
+from mosl_cli.postprocess import choose_gate, choose_postprocess
 from mosl_cli.train import (
     METRICS_FILE,
     Callback,
@@ -149,7 +157,8 @@ def split_indices(ds: Dataset, cfg: FinetuneConfig) -> tuple[list[int], list[int
         parts = fold_indices(ds, cfg.folds, cfg.seed)
         val = parts[cfg.fold]
         pool = sorted(i for k, part in enumerate(parts) if k != cfg.fold for i in part)
-    return label_subset(ds, cfg.label_fraction, cfg.seed, pool, cfg.empty_masks), val
+    empty = cfg.empty_masks or cfg.lesion_head  # the lesion-present head learns from the normal scans too
+    return label_subset(ds, cfg.label_fraction, cfg.seed, pool, empty), val
 
 
 def resolve_init(cfg: FinetuneConfig) -> str:
@@ -169,10 +178,11 @@ def resolve_init(cfg: FinetuneConfig) -> str:
 
 def build_finetune_model(cfg: FinetuneConfig, init: str, channels: int) -> tuple[nn.Module, dict[str, Any]]:
     """The U-Net to fine-tune and a description of its initialisation (what was loaded)."""
+    head = cfg.lesion_head
     if init == "none":
-        return build_model(cfg.arch, cfg.encoder, channels), {"init": "none"}
+        return build_model(cfg.arch, cfg.encoder, channels, lesion_head=head), {"init": "none"}
     if hub.is_weight_name(init):
-        model = build_model(cfg.arch, cfg.encoder, channels)
+        model = build_model(cfg.arch, cfg.encoder, channels, lesion_head=head)
         return model, {**hub.load_published(model, cfg.encoder, init), "arch": cfg.arch, "encoder": cfg.encoder}
     path = Path(init)  # resolve_init checked that it exists
     arch, encoder, meta = cfg.arch, cfg.encoder, None
@@ -188,7 +198,7 @@ def build_finetune_model(cfg: FinetuneConfig, init: str, channels: int) -> tuple
                 f"{path}: made for {meta['in_channels']}-channel images but the dataset has {channels}; "
                 f"prepare with --channels {meta['in_channels']}"
             )
-    model = build_model(arch, encoder, channels)
+    model = build_model(arch, encoder, channels, lesion_head=head)
     report = load_into(model, path)
     return model, {
         "init": str(path),
@@ -200,12 +210,32 @@ def build_finetune_model(cfg: FinetuneConfig, init: str, channels: int) -> tuple
     }
 
 
-def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Soft Dice (over the batch) + BCE. ``logits``, ``target``: float ``[B, 1, H, W]``, target 0/1."""
-    prob = torch.sigmoid(logits)
+def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Soft Dice (over the batch) + BCE. ``logits``, ``target``: float ``[B, 1, H, W]``, target 0/1;
+    ``weight`` float ``[B]`` (0/1): the images that count (default: all)."""
+    w = torch.ones(logits.shape[0], device=logits.device) if weight is None else weight
+    w = w.to(logits.dtype)[:, None, None, None]
+    prob = torch.sigmoid(logits) * w
     inter = (prob * target).sum()
-    soft_dice = (2 * inter + 1.0) / (prob.sum() + target.sum() + 1.0)
-    return (1 - soft_dice) + F.binary_cross_entropy_with_logits(logits, target)
+    soft_dice = (2 * inter + 1.0) / (prob.sum() + (target * w).sum() + 1.0)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w
+    return (1 - soft_dice) + bce.sum() / (w.sum() * logits[0].numel()).clamp_min(1.0)
+
+
+def finetune_loss(
+    logits: torch.Tensor, target: torch.Tensor, present: torch.Tensor | None, empty_masks: bool
+) -> torch.Tensor:
+    """The training loss of one batch: ``logits``, ``target`` float ``[B, 1, H, W]``; ``present``: the
+    lesion-present logit ``[B, 1]`` of a model with that head (else None).
+
+    Without the head: :func:`dice_bce_loss`. With it: BCE of the head against "the mask is not empty",
+    plus :func:`dice_bce_loss` on the images with a lesion (on all of them with ``empty_masks``).
+    """
+    if present is None:
+        return dice_bce_loss(logits, target)
+    lesion = target.flatten(1).amax(dim=1)  # [B] 1.0 where the (augmented) mask has a lesion pixel
+    weight = torch.ones_like(lesion) if empty_masks else lesion
+    return dice_bce_loss(logits, target, weight) + F.binary_cross_entropy_with_logits(present[:, 0], lesion)
 
 
 @torch.no_grad()
@@ -239,31 +269,40 @@ def final_validation(
     model: nn.Module, meta: dict[str, Any], ds: Dataset, idx: list[int], device: torch.device, batch: int = 64
 ) -> dict[str, Any]:
     """Score the final weights on ``idx`` as ``mosl evaluate`` does (stored size, mirroring TTA) and
-    choose the post-processing rule there. Returns mean val Dice without and with TTA, with the rule,
-    the rule itself and every candidate's score."""
+    choose there the lesion-present gate (a model with that head) and then the post-processing rule.
+    Returns mean val Dice without and with TTA, gated, with the rule, the choices and every candidate's
+    score."""
     assert ds.masks is not None
     model.eval()
-    plain, mirrored, targets = [], [], []
+    plain, mirrored, present, targets = [], [], [], []
     for start in range(0, len(idx), batch):
         sel = torch.tensor(idx[start : start + batch])
         images = ds.images[sel].to(device)
-        plain.append(model_probabilities(model, images, meta, tta=False) > 0.5)
-        mirrored.append(model_probabilities(model, images, meta, tta=True) > 0.5)
+        plain.append(model_outputs(model, images, meta, tta=False)[0] > 0.5)
+        prob, p = model_outputs(model, images, meta, tta=True)
+        mirrored.append(prob)
+        present.append(p)
         targets.append(ds.masks[sel].to(device) > 0)
     target = torch.cat(targets)
 
     def mean_dice(pred: torch.Tensor) -> float:
         return float(dice(*confusion(pred, target)[:3]).mean())
 
-    pred = torch.cat(mirrored)
+    prob = torch.cat(mirrored)
+    out: dict[str, Any] = {"val_dice": mean_dice(torch.cat(plain)), "val_dice_tta": mean_dice(prob > 0.5)}
+    if present[0] is not None:
+        head = torch.cat(present)
+        gate, gate_scores = choose_gate(prob, head, target)
+        prob = apply_gate(prob, head, gate)
+        out.update(lesion_gate=gate, lesion_gate_candidates=gate_scores, val_dice_tta_gated=mean_dice(prob > 0.5))
+    pred = prob > 0.5
     rule, candidates = choose_postprocess(pred, target)
-    return {
-        "val_dice": mean_dice(torch.cat(plain)),
-        "val_dice_tta": mean_dice(pred),
-        "val_dice_tta_postprocessed": mean_dice(rule(pred)),
-        "postprocess": rule.to_dict(),
-        "postprocess_candidates": candidates,
-    }
+    out.update(
+        val_dice_tta_postprocessed=mean_dice(rule(pred)),
+        postprocess=rule.to_dict(),
+        postprocess_candidates=candidates,
+    )
+    return out
 
 
 def _param_groups(model: nn.Module, cfg: FinetuneConfig) -> list[dict[str, Any]]:
@@ -393,8 +432,8 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
                     x, y = augment(images[sel], masks[sel])
                 x = x.contiguous(memory_format=memory_format(device, cfg.channels_last))
                 with autocast(device, cfg.amp):
-                    logits = trained(x)
-                loss = dice_bce_loss(logits.float(), y)
+                    logits, present = split_outputs(trained(x))
+                loss = finetune_loss(logits.float(), y, None if present is None else present.float(), cfg.empty_masks)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -461,6 +500,8 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
             metrics.update(chosen)
             if cfg.postprocess:
                 meta["postprocess"] = chosen["postprocess"]
+            if chosen.get("lesion_gate") is not None:
+                meta["lesion_gate"] = chosen["lesion_gate"]
         save_weights(run.file(WEIGHTS_FILE), final.state_dict(), meta)
         best_path.unlink(missing_ok=True)
         write_json(run.file(METRICS_FILE), metrics)
@@ -525,6 +566,7 @@ def _segmentation_meta(
             "label_fraction": cfg.label_fraction,
             "select": cfg.select,
             "fold": cfg.fold,
+            "lesion_head": cfg.lesion_head,
         },
     )
 

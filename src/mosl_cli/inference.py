@@ -21,7 +21,7 @@ from torch import nn
 from mosl_cli.config import WEIGHTS_FILE
 from mosl_cli.device import autocast, memory_format
 from mosl_cli.errors import MoslError
-from mosl_cli.models import model_from_file, model_inputs
+from mosl_cli.models import model_from_file, model_inputs, split_outputs
 from mosl_cli.postprocess import PostProcess, combine
 
 
@@ -54,10 +54,11 @@ def prepare_model(model: nn.Module, meta: dict[str, Any], path: str | Path, devi
 
 
 @torch.inference_mode()
-def forward_probabilities(
+def forward_outputs(
     model: nn.Module, x: torch.Tensor, tta: bool = False, amp: bool = True, channels_last: bool = True
-) -> torch.Tensor:
-    """Sigmoid probabilities, float32 ``[B, 1, s, s]``, of model inputs float32 ``[B, C, s, s]``.
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sigmoid probabilities of model inputs float32 ``[B, C, s, s]``: lesion pixels float32 ``[B, 1, s, s]``
+    and, for a model with the lesion-present head, the image-level probability float32 ``[B, 1]`` (else None).
 
     Runs on CUDA in channels_last and under bf16 autocast unless ``channels_last`` / ``amp`` is False. ``tta``
     averages with the prediction on the horizontally flipped inputs (flipped back).
@@ -65,26 +66,66 @@ def forward_probabilities(
     device = x.device
     x = x.contiguous(memory_format=memory_format(device, channels_last))
     with autocast(device, amp):
-        prob = torch.sigmoid(model(x).float())
+        logits, present = split_outputs(model(x))
+        prob = torch.sigmoid(logits.float())
+        present = None if present is None else torch.sigmoid(present.float())
         if tta:
-            prob = (prob + torch.sigmoid(model(x.flip(-1)).float()).flip(-1)) / 2
-    return prob
+            logits, flipped_present = split_outputs(model(x.flip(-1)))
+            prob = (prob + torch.sigmoid(logits.float()).flip(-1)) / 2
+            if present is not None and flipped_present is not None:
+                present = (present + torch.sigmoid(flipped_present.float())) / 2
+    return prob, present
+
+
+def apply_gate(prob: torch.Tensor, present: torch.Tensor | None, gate: float | None) -> torch.Tensor:
+    """``prob`` ``[B, 1, H, W]`` with the images whose lesion-present probability ``present`` ``[B, 1]`` is
+    below ``gate`` set to 0 (an empty mask); unchanged without a head or a gate."""
+    if present is None or gate is None:
+        return prob
+    return prob * (present >= gate).to(prob.dtype)[:, :, None, None]
+
+
+@torch.inference_mode()
+def forward_probabilities(
+    model: nn.Module,
+    x: torch.Tensor,
+    tta: bool = False,
+    amp: bool = True,
+    channels_last: bool = True,
+    gate: float | None = None,
+) -> torch.Tensor:
+    """Lesion probabilities float32 ``[B, 1, s, s]`` of model inputs float32 ``[B, C, s, s]``
+    (:func:`forward_outputs`), gated by the lesion-present head at ``gate`` (:func:`apply_gate`)."""
+    prob, present = forward_outputs(model, x, tta=tta, amp=amp, channels_last=channels_last)
+    return apply_gate(prob, present, gate)
+
+
+@torch.inference_mode()
+def model_outputs(
+    model: nn.Module, images: torch.Tensor, meta: dict[str, Any], tta: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Ungated :func:`forward_outputs` of uint8 images ``[B, C, H, W]`` (on the model's device): lesion
+    probabilities float32 ``[B, 1, H, W]`` and the lesion-present probability ``[B, 1]`` (or None).
+
+    The images are resized to the model's ``size`` and normalised as it was trained
+    (:func:`mosl_cli.models.model_inputs`); the probabilities come back at the input's H×W (bilinear).
+    """
+    x = model_inputs(images, int(meta["size"]), meta.get("normalisation"))
+    prob, present = forward_outputs(model, x, tta=tta)
+    if prob.shape[-2:] != images.shape[-2:]:
+        prob = F.interpolate(prob, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)
+    return prob, present
 
 
 @torch.inference_mode()
 def model_probabilities(
     model: nn.Module, images: torch.Tensor, meta: dict[str, Any], tta: bool = False
 ) -> torch.Tensor:
-    """Lesion probabilities, float32 ``[B, 1, H, W]``, of uint8 images ``[B, C, H, W]`` (on the model's device).
-
-    The images are resized to the model's ``size`` and normalised as it was trained
-    (:func:`mosl_cli.models.model_inputs`); the probabilities come back at the input's H×W (bilinear).
-    """
-    x = model_inputs(images, int(meta["size"]), meta.get("normalisation"))
-    prob = forward_probabilities(model, x, tta=tta)
-    if prob.shape[-2:] != images.shape[-2:]:
-        prob = F.interpolate(prob, size=tuple(images.shape[-2:]), mode="bilinear", align_corners=False)
-    return prob
+    """Lesion probabilities float32 ``[B, 1, H, W]`` of uint8 images ``[B, C, H, W]`` (:func:`model_outputs`);
+    a model with a lesion-present head and a stored ``lesion_gate`` gives empty maps to the images it
+    calls lesion-free."""
+    prob, present = model_outputs(model, images, meta, tta=tta)
+    return apply_gate(prob, present, meta.get("lesion_gate"))
 
 
 @dataclass
@@ -130,7 +171,7 @@ class Ensemble:
         totals: list[torch.Tensor | None] = [None] * len(scans)
         for model, meta in zip(self.models, self.metas):
             x = torch.cat([model_inputs(t, int(meta["size"]), meta.get("normalisation")) for t in scans])
-            prob = forward_probabilities(model, x, tta=tta)
+            prob = forward_probabilities(model, x, tta=tta, gate=meta.get("lesion_gate"))
             for j, t in enumerate(scans):
                 full = F.interpolate(prob[j : j + 1], size=tuple(t.shape[-2:]), mode="bilinear", align_corners=False)
                 totals[j] = full if totals[j] is None else totals[j] + full

@@ -27,15 +27,22 @@ WEIGHTS_VERSION = 1
 METADATA_KEY = "mosl"
 # Fixed intensity normalisation applied after scaling uint8 to [0, 1]; stored in every weight file.
 NORMALISATION: dict[str, float] = {"mean": 0.5, "std": 0.25}
+LESION_HEAD_DROPOUT = 0.2  # before the lesion-present head's linear layer
 
 
-def build_model(arch: str, encoder: str, in_channels: int, classes: int = 1) -> nn.Module:
-    """An smp segmentation model with random weights (``encoder_weights=None``: no download)."""
+def build_model(arch: str, encoder: str, in_channels: int, classes: int = 1, lesion_head: bool = False) -> nn.Module:
+    """An smp segmentation model with random weights (``encoder_weights=None``: no download).
+
+    ``lesion_head`` adds smp's image-level head on the deepest encoder features (``classification_head``:
+    average pooling, dropout, linear): the model then returns ``(mask logits [B, classes, H, W],
+    lesion-present logit [B, 1])``; :func:`split_outputs` takes either form apart.
+    """
     import segmentation_models_pytorch as smp
 
+    aux = {"classes": 1, "dropout": LESION_HEAD_DROPOUT} if lesion_head else None
     try:
         return smp.create_model(
-            arch, encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=classes
+            arch, encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=classes, aux_params=aux
         )
     except KeyError as exc:
         raise MoslError(
@@ -43,6 +50,18 @@ def build_model(arch: str, encoder: str, in_channels: int, classes: int = 1) -> 
         ) from exc
     except ValueError as exc:
         raise MoslError(f"cannot build {arch!r} with encoder {encoder!r}: {exc}") from exc
+
+
+def split_outputs(out: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A model's output → ``(mask logits [B, 1, H, W], lesion-present logit [B, 1] or None)``."""
+    if isinstance(out, (tuple, list)):
+        return out[0], out[1]
+    return out, None
+
+
+def has_lesion_head(meta: dict[str, Any]) -> bool:
+    """Whether a weight file's model has the image-level lesion-present head."""
+    return bool(meta.get("lesion_head", False))
 
 
 def normalise(images: torch.Tensor, norm: dict[str, float] | None = None) -> torch.Tensor:
@@ -185,7 +204,13 @@ def model_from_file(path: str | Path, device: torch.device | str = "cpu") -> tup
         )
     # Built on the meta device and filled by assignment: no random init that the file overwrites.
     with torch.device("meta"):
-        model = build_model(meta["arch"], meta["encoder"], int(meta["in_channels"]), int(meta.get("classes", 1)))
+        model = build_model(
+            meta["arch"],
+            meta["encoder"],
+            int(meta["in_channels"]),
+            int(meta.get("classes", 1)),
+            lesion_head=has_lesion_head(meta),
+        )
     try:
         model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:

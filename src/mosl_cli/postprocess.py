@@ -23,6 +23,10 @@ MIN_AREAS: tuple[float, ...] = (0.0, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016)
 # How much mean Dice on the val scans with a lesion a rule may cost (a rule must not buy empty normal
 # scans with missed lesions).
 LESION_TOLERANCE = 0.005
+# Candidate thresholds of the lesion-present head (None: no gate), and what the gate may cost the val
+# scans with a lesion: about one of ~60 such scans wrongly called lesion-free.
+GATES: tuple[float | None, ...] = (None, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+GATE_LESION_TOLERANCE = 0.01
 
 
 def largest_component(mask: torch.Tensor) -> torch.Tensor:
@@ -106,6 +110,31 @@ def choose_postprocess(
                 floor = lesion_score - lesion_tolerance
             if lesion_score >= floor and score > best_score + 1e-9:
                 best, best_score = rule, score
+    return best, scores
+
+
+def choose_gate(
+    prob: torch.Tensor, present: torch.Tensor, target: torch.Tensor, lesion_tolerance: float = GATE_LESION_TOLERANCE
+) -> tuple[float | None, dict[str, float]]:
+    """The threshold of the lesion-present head (an image whose probability ``present`` ``[N, 1]`` is
+    below it gets an empty mask) with the highest mean Dice of ``prob > 0.5`` (float ``[N, 1, H, W]``)
+    against ``target`` over all cases, among the gates that cost the cases with a lesion at most
+    ``lesion_tolerance`` of their mean Dice. Candidates :data:`GATES`; None (no gate) comes first and
+    wins ties. Returns the gate and every candidate's mean Dice (all cases, and ``lesion:``)."""
+    pred = prob > 0.5
+    lesion = target.flatten(1).any(dim=1)
+    scores: dict[str, float] = {}
+    best, best_score, floor = None, -1.0, None
+    for gate in GATES:
+        kept = pred if gate is None else pred & (present >= gate)[:, :, None, None]
+        per_case = dice(*confusion(kept, target)[:3])
+        score = float(per_case.mean())
+        lesion_score = float(per_case[lesion].mean()) if bool(lesion.any()) else 1.0
+        scores[f"gate={gate}"], scores[f"lesion:gate={gate}"] = score, lesion_score
+        if floor is None:
+            floor = lesion_score - lesion_tolerance
+        if lesion_score >= floor and score > best_score + 1e-9:
+            best, best_score = gate, score
     return best, scores
 
 
