@@ -154,7 +154,7 @@ def test_backbone_rejects_unknown_scope() -> None:
 
 
 def test_registry_and_hparams() -> None:
-    assert set(METHODS) == {"simclr", "moco", "simsiam"}
+    assert set(METHODS) == {"simclr", "moco", "simsiam", "mim"}
     for name, cls in METHODS.items():
         assert cls.name == name and issubclass(cls, SSLMethod)
         assert {"base_lr", "weight_decay", "sgd_momentum"} <= set(cls.defaults)

@@ -95,6 +95,31 @@ def test_resume_after_interruption_equals_uninterrupted_run(data: Path, tmp_path
     assert la == pytest.approx(lb, abs=1e-6)
 
 
+def test_metrics_record_the_cost_and_a_resumed_run_adds_the_earlier_part(data: Path, tmp_path: Path) -> None:
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    def stop_after_first_epoch(event: str, info: dict) -> None:
+        if event == "epoch" and info["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    cfg = _cfg(data, tmp_path / "r", method="simclr", epochs=2, steps_per_epoch=1, checkpoint_every=0)
+    with pytest.raises(KeyboardInterrupt):
+        run_pretrain(cfg, stop_after_first_epoch)
+    checkpoint = str(tmp_path / "r" / "checkpoint.safetensors")
+    with safe_open(checkpoint, framework="pt") as fh:
+        meta = fh.metadata()
+    progress = json.loads(meta["progress"])
+    assert progress["cost"]["wall_s"] > 0 and progress["cost"]["cpu_s"] > 0 and progress["cost"]["gpu_s"] == 0
+    # pretend the first part took 10 wall minutes and 20 CPU minutes: the resumed run must add them
+    progress["cost"] = {"wall_s": 600.0, "cpu_s": 1200.0, "gpu_s": 0.0}
+    save_file(load_file(checkpoint), checkpoint, metadata={**meta, "progress": json.dumps(progress)})
+    result = run_pretrain(_cfg(data, tmp_path / "r", method="simclr", epochs=2, steps_per_epoch=1, resume=True))
+    cost = json.loads((tmp_path / "r" / "metrics.json").read_text())["cost"]
+    assert cost == result.cost and cost["device"] == "cpu" and cost["gpu_minutes"] == 0
+    assert 10 < cost["wall_minutes"] < 11 and 20 < cost["cpu_minutes"] < 21
+
+
 def test_nan_loss_stops_with_clear_message(data: Path, tmp_path: Path) -> None:
     with pytest.raises(MoslError, match="NaN"):
         run_pretrain(_cfg(data, tmp_path / "nan", method="simclr", lr=1e30, epochs=2))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-Method = Literal["simclr", "moco", "simsiam"]  # methods.METHODS
+Method = Literal["simclr", "moco", "simsiam", "mim"]  # methods.METHODS
 Scope = Literal["encoder", "encoder-decoder"]  # methods.backbone.SCOPES
 Preset = Literal["ultrasound", "simclr"]  # augment.PRESETS
 Split = Literal["test", "val", "train", "all"]  # data.splits.SPLITS and "all"

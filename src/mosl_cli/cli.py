@@ -559,6 +559,12 @@ def pretrain(
     pred_hidden: Annotated[Optional[int], typer.Option("--pred-hidden", help="SimSiam predictor bottleneck.")] = None,
     momentum: Annotated[Optional[float], typer.Option("--momentum", help="MoCo key-encoder momentum.")] = None,
     queue_size: Annotated[Optional[int], typer.Option("--queue-size", help="MoCo queue length.")] = None,
+    mask_ratio: Annotated[
+        Optional[float], typer.Option("--mask-ratio", help="MIM: fraction of patches masked (default 0.6).")
+    ] = None,
+    patch_size: Annotated[
+        Optional[int], typer.Option("--patch-size", help="MIM: masked patch side in pixels (default: size/8, ≥ 4).")
+    ] = None,
     steps_per_epoch: Annotated[
         Optional[int], typer.Option("--steps-per-epoch", help="Default: one pass over the data.")
     ] = None,
@@ -583,7 +589,7 @@ def pretrain(
     overwrite: Overwrite = False,
     config: ConfigFile = None,
 ) -> None:
-    """Self-supervised pre-training (SimCLR, MoCo v2, SimSiam) of a U-Net encoder or the whole U-Net."""
+    """Self-supervised pre-training (SimCLR, MoCo v2, SimSiam, masked image modelling) of a U-Net or its encoder."""
     weights = None
     if data_weights:
         try:
@@ -614,6 +620,8 @@ def pretrain(
         pred_hidden=pred_hidden,
         momentum=momentum,
         queue_size=queue_size,
+        mask_ratio=mask_ratio,
+        patch_size=patch_size,
         steps_per_epoch=steps_per_epoch,
         seed=seed,
         device=device,

@@ -77,6 +77,8 @@ class PretrainConfig:
     pred_hidden: int | None = None
     momentum: float | None = None
     queue_size: int | None = None
+    mask_ratio: float | None = None  # mim: fraction of patches masked
+    patch_size: int | None = None  # mim: masked patch side in pixels (None: size // 8, at least 4)
     steps_per_epoch: int | None = None  # default: one pass over the data
     seed: int = 0
     device: str = "auto"

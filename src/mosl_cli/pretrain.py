@@ -9,7 +9,7 @@ forward (loss) → backward → step → momentum update → log. Labels and mas
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,13 @@ from mosl_cli.methods import METHODS, MethodOutput, SSLMethod
 from mosl_cli.methods.backbone import SCOPES, PooledBackbone
 from mosl_cli.methods.base import embedding_std
 from mosl_cli.methods.dense import DENSE_POINTS, check_dense_weight
+from mosl_cli.methods.mim import default_patch
 from mosl_cli.models import build_model, save_weights, weights_metadata
 from mosl_cli.train import (
     METRICS_FILE,
     Callback,
     CheckpointClock,
+    RunCost,
     RunDir,
     all_ranks_agree,
     autocast,
@@ -75,6 +77,7 @@ class PretrainResult:
     images_per_s: float
     resumed_from: int | None
     model: torch.nn.Module  # the pre-trained smp model (encoder, and decoder for encoder-decoder)
+    cost: dict[str, Any] = field(default_factory=dict)  # metrics.json's cost (RunCost.summary)
 
 
 def load_pretrain_data(cfg: PretrainConfig) -> PretrainData:
@@ -130,6 +133,8 @@ def resolve_hparams(cfg: PretrainConfig, steps_per_epoch: int) -> dict[str, Any]
         "pred_hidden": cfg.pred_hidden,
         "momentum": cfg.momentum,
         "queue_size": cfg.queue_size,
+        "mask_ratio": cfg.mask_ratio,
+        "patch_size": cfg.patch_size,
         "base_lr": cfg.lr,
         "weight_decay": cfg.weight_decay,
     }
@@ -138,6 +143,8 @@ def resolve_hparams(cfg: PretrainConfig, steps_per_epoch: int) -> dict[str, Any]
         # MoCo's 65,536 assumes ImageNet; on a small set keep about a quarter epoch of keys so the
         # queue never holds the same image twice.
         hp["queue_size"] = min(int(hp["queue_size"]), cfg.batch_size * max(1, steps_per_epoch // 4))
+    if "patch_size" in hp and hp["patch_size"] is None:
+        hp["patch_size"] = default_patch(cfg.size)  # recorded in config.json as the size it resolved to
     return hp
 
 
@@ -203,13 +210,15 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
         raise MoslError(f"unknown --scope {cfg.scope!r}; use encoder or encoder-decoder")
     if cfg.preset not in PRESETS:
         raise MoslError(f"unknown --preset {cfg.preset!r}; use one of {', '.join(PRESETS)}")
-    check_dense_weight(cfg.dense_weight, cfg.scope)  # all before any output is written
+    METHODS[cfg.method].check_config(cfg)  # all before any output is written
+    check_dense_weight(cfg.dense_weight, cfg.scope)
     check_positives(cfg.positives, cfg.dense_weight)
     check_jitter(cfg.jitter)
     clock = CheckpointClock(cfg.checkpoint_every)
     if cfg.epochs < 1 or cfg.batch_size < 2:
         raise MoslError("--epochs must be ≥ 1 and --batch-size ≥ 2")
     dist_info, device = init_distributed(cfg.device)
+    cost = RunCost(device, dist_info)
     if cfg.batch_size % dist_info.world_size:
         raise MoslError(
             f"--batch-size {cfg.batch_size} is the global batch: "
@@ -240,6 +249,7 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
     if resume:
         progress = load_checkpoint(run, method, optimizer, device)
         start_epoch = resumed_from = int(progress["epoch"])
+        cost.resume_from(progress.get("cost"))
         if dist_info.is_main:
             run.trim_log(start_epoch)
     trained = wrap_ddp(method, dist_info, device)
@@ -332,10 +342,11 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
             "images_per_s": steps_per_epoch * batch / seconds,
             "seconds": seconds,
         }
+        spent = cost.totals()  # a collective under DDP: before the rank-0 branch
         if dist_info.is_main:
             append_jsonl(run.log, record)
             if clock.due(final=epoch + 1 == cfg.epochs):
-                save_checkpoint(run, method, optimizer, {"epoch": epoch + 1})
+                save_checkpoint(run, method, optimizer, {"epoch": epoch + 1, "cost": spent})
                 _save_pretrained(run.file(WEIGHTS_FILE), method, cfg, data.sources)
         callback("epoch", record)
 
@@ -349,6 +360,7 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
         float(record.get("images_per_s", 0.0)),
         resumed_from,
         model,
+        cost.summary(cost.totals()),
     )
     if dist_info.is_main:
         write_json(
@@ -358,6 +370,7 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
                 "embedding_std": result.embedding_std,
                 "images_per_s": result.images_per_s,
                 "epochs": cfg.epochs,
+                "cost": result.cost,
             },
         )
     return result

@@ -323,6 +323,44 @@ class CheckpointClock:
         return False
 
 
+class RunCost:
+    """What a run has cost so far, across ``--resume``: wall seconds, process CPU seconds summed over
+    ranks, and GPU seconds (wall × GPUs in use on CUDA, else 0).
+
+    ``earlier``: the totals a checkpoint stored (:meth:`totals` of the interrupted run), added to
+    this process's. The work between that checkpoint and the interruption is redone and counted once.
+    """
+
+    KEYS = ("wall_s", "cpu_s", "gpu_s")
+
+    def __init__(self, device: torch.device, info: DistInfo) -> None:
+        self.device, self.info = device, info
+        self.earlier = dict.fromkeys(self.KEYS, 0.0)
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+
+    def resume_from(self, earlier: dict[str, Any] | None) -> None:
+        self.earlier = {k: float((earlier or {}).get(k, 0.0)) for k in self.KEYS}
+
+    def totals(self) -> dict[str, float]:
+        """Totals in seconds, JSON-ready for a checkpoint. A collective under DDP: every rank calls it."""
+        wall = time.perf_counter() - self.wall0
+        cpu = time.process_time() - self.cpu0
+        if self.info.enabled:
+            summed = mean_over_ranks(torch.tensor(cpu, dtype=torch.float64, device=self.device), self.info)
+            cpu = float(summed) * self.info.world_size
+        gpus = self.info.world_size if self.device.type == "cuda" else 0
+        now = {"wall_s": wall, "cpu_s": cpu, "gpu_s": wall * gpus}
+        return {k: self.earlier[k] + now[k] for k in self.KEYS}
+
+    def summary(self, totals: dict[str, float]) -> dict[str, Any]:
+        """``metrics.json``'s ``cost``: this process's device type and rank count, and the totals in minutes."""
+        return {
+            "device": self.device.type,
+            "world_size": self.info.world_size,
+            **{k.replace("_s", "_minutes"): round(totals[k] / 60, 4) for k in self.KEYS},
+        }
+
+
 def check_checkpoint_every(every: float) -> None:
     """``--checkpoint-every`` is a number of seconds, 0 or more."""
     if not every >= 0:

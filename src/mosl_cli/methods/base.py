@@ -22,6 +22,7 @@ from mosl_cli.methods.dense import PixelContrast, check_dense_weight
 
 if TYPE_CHECKING:
     from mosl_cli.augment import Correspondence
+    from mosl_cli.config import PretrainConfig
     from mosl_cli.methods.backbone import PooledBackbone
 
 
@@ -62,6 +63,11 @@ class SSLMethod(nn.Module):
         resolved = dict(cls.defaults)
         resolved.update({k: v for k, v in hparams.items() if v is not None and k in cls.defaults})
         return resolved
+
+    @classmethod
+    def check_config(cls, cfg: PretrainConfig) -> None:
+        """One-line :class:`MoslError` for run settings the method cannot use, before any output is
+        written (``mim`` needs ``--scope encoder-decoder``); nothing to check by default."""
 
     def contrast(self, view1: Tensor, view2: Tensor) -> MethodOutput:  # pragma: no cover - abstract
         """Two views ``[B, C, H, W]`` float → the method's own :class:`MethodOutput`. The first two
