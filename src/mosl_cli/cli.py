@@ -510,8 +510,15 @@ def pretrain(
     arch: Arch = "unet",
     encoder: Encoder = "resnet50",
     scope: Annotated[
-        K.Scope, typer.Option("--scope", help="Pre-train the encoder, or the whole U-Net (encoder-decoder).")
-    ] = C.PretrainConfig.scope,  # type: ignore[assignment]
+        Optional[K.Scope],  # noqa: UP045 - typer reads the annotation
+        typer.Option(
+            "--scope",
+            help=(
+                "Pre-train the encoder, or the whole U-Net (encoder-decoder); "
+                "default: encoder-decoder for mim, else encoder."
+            ),
+        ),
+    ] = None,
     positives: Annotated[
         str,
         typer.Option(
@@ -596,6 +603,8 @@ def pretrain(
             weights = tuple(float(w) for w in data_weights.split(","))
         except ValueError:
             raise typer.BadParameter("comma-separated numbers, one per --data", param_hint="--data-weights") from None
+    if scope is None:  # masked image modelling reconstructs through the decoder: it pre-trains the whole U-Net
+        scope = "encoder-decoder" if method == "mim" else C.PretrainConfig.scope
     cfg = C.PretrainConfig(
         method=method,
         data=tuple(str(d) for d in (data or [Path(C.DEFAULT_DATASET)])),

@@ -45,6 +45,12 @@ class PrepareConfig:
     crop: bool = True  # crop folder-read screen exports to the ultrasound image (data/crop.py)
 
 
+# The network and input size of the default fine-tuning recipe; pre-training defaults to the same, so
+# that `pretrain` then `finetune` with no options pre-train exactly the model that is fine-tuned.
+RECIPE_ENCODER = "resnet18"
+RECIPE_SIZE = 128
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """``mosl pretrain``: self-supervised pre-training of a U-Net encoder (or the whole U-Net).
@@ -56,13 +62,13 @@ class PretrainConfig:
     data: tuple[str, ...] = (DEFAULT_DATASET,)
     data_weights: tuple[float, ...] | None = None
     arch: str = "unet"
-    encoder: str = "resnet50"
+    encoder: str = RECIPE_ENCODER
     scope: str = "encoder"
     positives: str = (
         "views"  # views: two views of one scan; group: two scans or frames of one group (data/positives.py)
     )
     dense_weight: float = 0.0  # weight of the pixel-level loss on the decoder (methods/dense.py); needs encoder-decoder
-    size: int = 64
+    size: int = RECIPE_SIZE
     epochs: int = 200  # studies/pretraining/pretraining-study.md: the gain against pre-training length
     batch_size: int = 64
     lr: float | None = None
@@ -104,9 +110,9 @@ class FinetuneConfig:
     data: str = DEFAULT_DATASET
     init: str = "auto"
     arch: str = "unet"
-    encoder: str = "resnet18"
+    encoder: str = RECIPE_ENCODER
     label_fraction: float = 1.0
-    size: int = 128
+    size: int = RECIPE_SIZE
     epochs: int = 100
     batch_size: int = 16
     lr: float = 1e-3
