@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# Issue 19: does self-supervised pre-training pay on the strong baseline (today's `mosl finetune`
+# defaults: resnet18 U-Net at 128 px, 100 epochs)? Every arm pre-trains with `mosl pretrain`, then
+# fine-tunes on BUSI's leakage-safe split at each label fraction and seed with the baseline's options
+# plus `--init <its weights>`; every fine-tune is scored by `mosl evaluate` on val and test.
+#
+#   bash studies/pretraining-baseline/run.sh [DATA_DIR] [WORK_DIR]      (defaults: ../shared/data pretraining_baseline)
+#
+# Resumable: rerun the same command. A finished step (its metrics.json / eval json present) is
+# skipped, a killed pre-training or fine-tune resumes from its checkpoint with --resume. Run one copy
+# per WORK_DIR. Ends with summarise.py: WORK_DIR/summary.csv, summary.md and gain.png.
+#
+# Settings (environment):
+#   SIZE (128)  PRETRAIN_EPOCHS (100)  SEEDS ("0 1 2 3 4")  FRACTIONS ("0.1 0.25 1.0")
+#   ARMS (all below)  PARALLEL (1: jobs at once; 8 on one H200)  OMP_NUM_THREADS (2 per job)
+#   EPOCHS_FT (unset: finetune's default)  MOSL (mosl)  PYTHON (python)
+#   DRY_RUN=1  print the commands (the whole grid), run nothing
+#   TINY=1     smoke run: one synthetic set (40 scans, 64 px) in place of every dataset, 32 px,
+#              1 epoch of 2 steps, seed 0, fractions "0.5 1.0", arms breast_simclr multiorgan_simclr
+#
+# Layout: WORK/data/<dataset>, WORK/pre/<arm>, WORK/ft/<arm|baseline>/f<fraction>_s<seed>/ with
+# eval_val.json and eval_test.json (`mosl evaluate --json`; eval_val/, eval_test/ hold per_case.csv),
+# WORK/logs/.
+set -euo pipefail
+DATA=${1:-../shared/data}
+WORK=${2:-pretraining_baseline}
+TINY=${TINY:-0}
+DRY_RUN=${DRY_RUN:-0}
+MOSL=${MOSL:-mosl}
+PYTHON=${PYTHON:-python}
+PARALLEL=${PARALLEL:-1}
+POLL=${POLL:-5}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+ALL_ARMS="breast_simclr multiorgan_simclr multiorgan_natural_simclr multiorgan_moco multiorgan_simsiam multiorgan_mim multiorgan_simclr_group breast_mim"
+if [ "$TINY" = 1 ]; then
+  SIZE=${SIZE:-32}
+  PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-1}
+  EPOCHS_FT=${EPOCHS_FT:-1}
+  SEEDS=${SEEDS:-0}
+  FRACTIONS=${FRACTIONS:-"0.5 1.0"}
+  ARMS=${ARMS:-"breast_simclr multiorgan_simclr"}
+  PRE_OPTS=(--steps-per-epoch 2)
+  FT_OPTS=(--encoder resnet18 --steps-per-epoch 2)
+else
+  SIZE=${SIZE:-128}
+  PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-100}
+  EPOCHS_FT=${EPOCHS_FT:-}
+  SEEDS=${SEEDS:-"0 1 2 3 4"}
+  FRACTIONS=${FRACTIONS:-"0.1 0.25 1.0"}
+  ARMS=${ARMS:-$ALL_ARMS}
+  PRE_OPTS=()
+  FT_OPTS=()
+fi
+HERE=$(cd "$(dirname "$0")" && pwd)
+D=$WORK/data
+ULTRASOUND="busi hc18 pocus nerve muscle lung"
+NATURAL="cifar10 miniimagenet"
+
+quoted() {  # ARGS as one line a shell reads back (quotes only where needed)
+  local a out=()
+  for a in "$@"; do
+    if [[ $a =~ ^[A-Za-z0-9_./,=:+@%-]+$ ]]; then out+=("$a"); else out+=("'${a//\'/\'\\\'\'}'"); fi
+  done
+  echo "${out[*]}"
+}
+
+mosl_() {  # run (or, with DRY_RUN=1, print) one mosl command
+  if [ "$DRY_RUN" = 1 ]; then
+    echo "mosl $(quoted "$@")"
+  else
+    echo "== $(date +%T) mosl $(quoted "$@")" >&2
+    # shellcheck disable=SC2086
+    $MOSL "$@"
+  fi
+}
+
+source_of() {  # DATASET: its folder under DATA and its prepare options (one per line)
+  case $1 in
+    busi) echo "$DATA/busi" ;;  # the leakage-safe default split (0.7/0.1/0.2, near-duplicates grouped)
+    hc18) echo "$DATA/hc18" ;;
+    pocus) echo "$DATA/pocus" ;;  # 31 images + 8 frames of each of 44 videos (the prepare default)
+    nerve) printf '%s\n' "$DATA/nerve/usgra-seg/dataset" --organ nerve ;;
+    muscle) printf '%s\n' "$DATA/muscle/timtrack" --organ muscle ;;
+    # 362 videos of ~88 near-identical frames: 4 per video (~1,450) keep lung from outweighing the
+    # other organs and still give --positives group two or more frames of each video
+    lung) printf '%s\n' "$DATA/lung-videos/covid-blues" --organ lung --frames-per-video 4 ;;
+    cifar10) echo "$DATA/natural/cifar10" ;;
+    miniimagenet) echo "$DATA/natural/mini-imagenet" ;;
+    *) echo "unknown dataset $1" >&2; exit 2 ;;
+  esac
+}
+
+prepare() {  # DATASET: once, at 256 px like BUSI; every set but BUSI is an unlabelled pool (all train)
+  local name=$1 splits=(--splits 1,0,0) src
+  [ "$name" = busi ] && splits=()
+  [ -f "$D/$name/manifest.json" ] && return 0
+  if [ "$TINY" = 1 ]; then  # one synthetic set (its default split) stands in for every dataset
+    [ -f "$D/synthetic/manifest.json" ] ||
+      mosl_ prepare synthetic --synthetic-count 40 --size 64 --out "$D/synthetic" --overwrite
+    [ "$DRY_RUN" = 1 ] || ln -sfn synthetic "$D/$name"
+    return 0
+  fi
+  mapfile -t src < <(source_of "$name")
+  mosl_ prepare "${src[@]}" --size 256 "${splits[@]}" --out "$D/$name" --overwrite
+}
+
+data_of() {  # ARM: its pre-training datasets
+  case $1 in
+    breast_*) echo busi ;;
+    multiorgan_natural_*) echo "$ULTRASOUND $NATURAL" ;;
+    multiorgan_*) echo "$ULTRASOUND" ;;
+    *) echo "unknown arm $1" >&2; exit 2 ;;
+  esac
+}
+
+method_of() {  # ARM: its method options (none: today's defaults, SimCLR)
+  case $1 in
+    *_simclr) echo "" ;;
+    *_moco) echo "--method moco" ;;
+    *_simsiam) echo "--method simsiam" ;;
+    *_mim) echo "--method mim" ;;  # its default scope: the whole U-Net
+    *_simclr_group) echo "--positives group" ;;
+    *) echo "unknown arm $1" >&2; exit 2 ;;
+  esac
+}
+
+resume_flag() {  # DIR: --resume a killed run, else start afresh (a run killed before its first checkpoint)
+  if [ -f "$1/checkpoint.safetensors" ]; then echo --resume; else echo --overwrite; fi
+}
+
+pretrain() {  # ARM. --encoder and --size are passed although they are the documented defaults: the
+  # CLI's pretrain options still default to resnet50 and 64 px, and finetune rebuilds a weight file's network.
+  local arm=$1 dir=$WORK/pre/$1 data=() d
+  [ -f "$dir/metrics.json" ] && return 0
+  for d in $(data_of "$arm"); do data+=(--data "$D/$d"); done
+  # shellcheck disable=SC2046
+  mosl_ pretrain $(method_of "$arm") "${data[@]}" --encoder resnet18 --size "$SIZE" --epochs "$PRETRAIN_EPOCHS" \
+    "${PRE_OPTS[@]}" --out "$dir" $(resume_flag "$dir")
+}
+
+evaluate() {  # RUN SPLIT: evaluate --json into RUN/eval_SPLIT.json (and RUN/eval_SPLIT/)
+  local run=$1 split=$2
+  [ -f "$run/eval_$split.json" ] && return 0
+  if [ "$DRY_RUN" = 1 ]; then
+    mosl_ evaluate --model "$run" --data "$D/busi" --split "$split" --out "$run/eval_$split" --json
+    return 0
+  fi
+  mosl_ evaluate --model "$run" --data "$D/busi" --split "$split" --out "$run/eval_$split" --json \
+    > "$run/eval_$split.json.part" || return 1
+  mv "$run/eval_$split.json.part" "$run/eval_$split.json"
+}
+
+finetune() {  # ARM FRACTION SEED: fine-tune (baseline: --init none), then evaluate on val and test
+  local arm=$1 f=$2 s=$3 run=$WORK/ft/$1/f$2_s$3 init epochs=()
+  init=none
+  [ "$arm" = baseline ] || init=$WORK/pre/$arm/model.safetensors
+  [ -n "$EPOCHS_FT" ] && epochs=(--epochs "$EPOCHS_FT")
+  if [ ! -f "$run/metrics.json" ]; then
+    # shellcheck disable=SC2046
+    mosl_ finetune --data "$D/busi" --init "$init" --size "$SIZE" --seed "$s" --label-fraction "$f" \
+      "${epochs[@]}" "${FT_OPTS[@]}" --out "$run" $(resume_flag "$run") || return 1
+  fi
+  evaluate "$run" val || return 1  # (errexit is off in a job run as `finetune ... || ...`)
+  evaluate "$run" test
+}
+
+# ---------------------------------------------------------------------------------------- data
+for arm in $ARMS; do data_of "$arm" > /dev/null && method_of "$arm" > /dev/null; done  # unknown arms stop here
+needed=busi
+for arm in $ARMS; do needed="$needed $(data_of "$arm")"; done
+for name in $ULTRASOUND $NATURAL; do
+  case " $needed " in *" $name "*) prepare "$name" ;; esac
+done
+
+# --------------------------------------------------------------- pre-trainings, then fine-tunes
+tasks=()  # "ARM FRACTION SEED"; the baseline first, seeds outermost so that early results are whole seeds
+for s in $SEEDS; do for f in $FRACTIONS; do for arm in baseline $ARMS; do tasks+=("$arm $f $s"); done; done; done
+
+if [ "$DRY_RUN" = 1 ]; then
+  for arm in $ARMS; do pretrain "$arm"; done
+  for t in "${tasks[@]}"; do finetune $t; done
+  echo "$PYTHON $HERE/summarise.py $WORK"
+  exit 0
+fi
+
+mkdir -p "$WORK/logs"
+stop() {  # the jobs this script started, and the mosl process each runs
+  local p
+  for p in $(jobs -rp); do pkill -TERM -P "$p" 2>/dev/null; kill "$p" 2>/dev/null; done
+}
+trap 'stop; exit 130' INT TERM
+
+declare -A pre_pid=()
+running() { jobs -rp | wc -l; }
+for arm in $ARMS; do  # pre-trainings first: the fine-tunes of the arms wait for them
+  [ -f "$WORK/pre/$arm/metrics.json" ] && continue
+  while [ "$(running)" -ge "$PARALLEL" ]; do sleep "$POLL"; done
+  pretrain "$arm" > "$WORK/logs/pre_$arm.log" 2>&1 &
+  pre_pid[$arm]=$!
+done
+
+declare -A started=()
+failed=0
+while :; do
+  left=0
+  for t in "${tasks[@]}"; do
+    [ -n "${started[$t]:-}" ] && continue
+    read -r arm f s <<< "$t"
+    if [ "$arm" != baseline ] && [ ! -f "$WORK/pre/$arm/metrics.json" ]; then
+      if [ -n "${pre_pid[$arm]:-}" ] && kill -0 "${pre_pid[$arm]}" 2>/dev/null; then
+        left=1  # its weights are still being made
+      else
+        started[$t]=skipped
+        failed=1
+        echo "no weights for $arm (see $WORK/logs/pre_$arm.log): skipping f$f s$s"
+      fi
+      continue
+    fi
+    left=1
+    [ "$(running)" -lt "$PARALLEL" ] || break
+    started[$t]=1
+    ( finetune "$arm" "$f" "$s" > "$WORK/logs/ft_${arm}_f${f}_s$s.log" 2>&1 ||
+        echo "failed: $arm f$f s$s (see $WORK/logs/ft_${arm}_f${f}_s$s.log)" ) &
+  done
+  [ "$left" = 0 ] && [ "$(running)" = 0 ] && break
+  sleep "$POLL"
+done
+wait
+for t in "${tasks[@]}"; do
+  read -r arm f s <<< "$t"
+  [ -f "$WORK/ft/$arm/f${f}_s$s/eval_test.json" ] || { failed=1; echo "missing: $arm f$f s$s"; }
+done
+"$PYTHON" "$HERE/summarise.py" "$WORK"
+exit "$failed"

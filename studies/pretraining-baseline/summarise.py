@@ -1,0 +1,330 @@
+"""Tables and figure of issue 19's study (``studies/pretraining-baseline/run.sh``).
+
+    python studies/pretraining-baseline/summarise.py WORK
+
+Reads ``WORK/ft/<arm>/f<fraction>_s<seed>/eval_{test,val}.json`` (``mosl evaluate --json``: the
+``lesion`` group's mean Dice, benign + malignant scans) and ``WORK/pre/<arm>/metrics.json`` (its
+``cost``). Every comparison is paired: arm and reference fine-tuned with the same seed, hence the same
+label subset; the difference is averaged over the seeds both have, with a 95 % t-interval
+(n − 1 degrees of freedom). Writes ``WORK/summary.csv``, ``WORK/summary.md`` and ``WORK/gain.png``
+(skipped, with a note, when matplotlib is missing).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+from scipy import stats
+
+BASELINE = "baseline"
+ORDER = [  # run.sh's arms, in the tables' order; others follow alphabetically
+    "breast_simclr",
+    "multiorgan_simclr",
+    "multiorgan_natural_simclr",
+    "multiorgan_moco",
+    "multiorgan_simsiam",
+    "multiorgan_mim",
+    "multiorgan_simclr_group",
+    "breast_mim",
+]
+CONTRASTS = [  # (name, arm, reference) besides multi-organ vs breast-only
+    ("natural images added", "multiorgan_natural_simclr", "multiorgan_simclr"),
+    ("group positives (USCL)", "multiorgan_simclr_group", "multiorgan_simclr"),
+]
+GAIN_BAR, LOW_FRACTIONS, NO_LOSS = 0.03, (0.1, 0.25), -0.005  # issue 19's acceptance
+MAX_SERIES = 8
+COLUMNS = [
+    "comparison",
+    "arm",
+    "reference",
+    "fraction",
+    "n",
+    "seeds",
+    "test_arm",
+    "test_ref",
+    "test_diff",
+    "test_diff_sd",
+    "test_ci_low",
+    "test_ci_high",
+    "val_arm",
+    "val_ref",
+    "val_diff",
+    "val_ci_low",
+    "val_ci_high",
+    "pretrain_wall_min",
+    "pretrain_cpu_min",
+    "pretrain_gpu_min",
+]
+
+Scores = dict[str, dict[str, dict[int, dict[str, float]]]]  # arm -> fraction -> seed -> split -> Dice
+
+
+def _lesion_dice(path: Path) -> float | None:
+    if not path.is_file():
+        return None
+    value = json.loads(path.read_text())["lesion"]["dice"]["mean"]
+    return None if value is None else float(value)
+
+
+def read_scores(work: Path) -> Scores:
+    """Test (and val) lesion Dice of every evaluated fine-tune."""
+    scores: Scores = {}
+    for test_json in sorted(work.glob("ft/*/f*_s*/eval_test.json")):
+        run = test_json.parent
+        fraction, seed = run.name[1:].rsplit("_s", 1)
+        test = _lesion_dice(test_json)
+        if test is None:
+            continue
+        cell = {"test": test}
+        val = _lesion_dice(run / "eval_val.json")
+        if val is not None:
+            cell["val"] = val
+        scores.setdefault(run.parent.name, {}).setdefault(fraction, {})[int(seed)] = cell
+    return scores
+
+
+def paired(arm: dict[int, float], ref: dict[int, float]) -> dict[str, float | int | list[int]]:
+    """Mean of each side and of the per-seed difference arm − ref, with its 95 % t-interval."""
+    seeds = sorted(set(arm) & set(ref))
+    diffs = [arm[s] - ref[s] for s in seeds]
+    n = len(diffs)
+    out: dict[str, float | int | list[int]] = {"n": n, "seeds": seeds}
+    nan = float("nan")
+    out["arm"] = statistics.mean(arm[s] for s in seeds) if n else nan
+    out["ref"] = statistics.mean(ref[s] for s in seeds) if n else nan
+    out["diff"] = statistics.mean(diffs) if n else nan
+    out["sd"] = statistics.stdev(diffs) if n > 1 else nan
+    half = stats.t.ppf(0.975, n - 1) * out["sd"] / math.sqrt(n) if n > 1 else nan  # type: ignore[operator]
+    out["ci_low"], out["ci_high"] = out["diff"] - half, out["diff"] + half  # type: ignore[operator]
+    return out
+
+
+def _split(scores: Scores, arm: str, fraction: str, split: str) -> dict[int, float]:
+    return {s: c[split] for s, c in scores.get(arm, {}).get(fraction, {}).items() if split in c}
+
+
+def pretrain_cost(work: Path, arm: str) -> dict[str, float]:
+    path = work / "pre" / arm / "metrics.json"
+    cost = json.loads(path.read_text()).get("cost", {}) if path.is_file() else {}
+    return {k: cost[k] for k in ("wall_minutes", "cpu_minutes", "gpu_minutes") if k in cost}
+
+
+def _arms(scores: Scores) -> list[str]:
+    others = sorted(a for a in scores if a not in ORDER and a != BASELINE)
+    return [a for a in ORDER if a in scores] + others
+
+
+def _fractions(scores: Scores) -> list[str]:
+    return sorted({f for arm in scores.values() for f in arm}, key=float)
+
+
+def compare(scores: Scores, comparison: str, arm: str, ref: str, fraction: str, cost: dict[str, float]) -> dict:
+    test = paired(_split(scores, arm, fraction, "test"), _split(scores, ref, fraction, "test"))
+    val = paired(_split(scores, arm, fraction, "val"), _split(scores, ref, fraction, "val"))
+    return {
+        "comparison": comparison,
+        "arm": arm,
+        "reference": ref,
+        "fraction": fraction,
+        "n": test["n"],
+        "seeds": " ".join(str(s) for s in test["seeds"]),  # type: ignore[union-attr]
+        "test_arm": test["arm"],
+        "test_ref": test["ref"],
+        "test_diff": test["diff"],
+        "test_diff_sd": test["sd"],
+        "test_ci_low": test["ci_low"],
+        "test_ci_high": test["ci_high"],
+        "val_arm": val["arm"],
+        "val_ref": val["ref"],
+        "val_diff": val["diff"],
+        "val_ci_low": val["ci_low"],
+        "val_ci_high": val["ci_high"],
+        "pretrain_wall_min": cost.get("wall_minutes", ""),
+        "pretrain_cpu_min": cost.get("cpu_minutes", ""),
+        "pretrain_gpu_min": cost.get("gpu_minutes", ""),
+    }
+
+
+def rows(work: Path, scores: Scores) -> list[dict]:
+    out = []
+    fractions = _fractions(scores)
+    for f in fractions:  # the baseline on its own: its means (no difference)
+        test, val = _split(scores, BASELINE, f, "test"), _split(scores, BASELINE, f, "val")
+        if test:
+            base = compare(scores, "baseline", BASELINE, "", f, {})
+            base.update(test_arm=statistics.mean(test.values()), n=len(test), seeds=" ".join(map(str, sorted(test))))
+            base["val_arm"] = statistics.mean(val.values()) if val else float("nan")
+            out.append(base)
+    for arm in _arms(scores):
+        cost = pretrain_cost(work, arm)
+        out += [compare(scores, "vs_baseline", arm, BASELINE, f, cost) for f in fractions]
+    for method, multi, breast in multiorgan_pairs(scores):
+        out += [compare(scores, f"multiorgan_vs_breast_{method}", multi, breast, f, {}) for f in fractions]
+    for name, arm, ref in CONTRASTS:
+        if arm in scores and ref in scores:
+            out += [compare(scores, name, arm, ref, f, {}) for f in fractions]
+    return out
+
+
+def multiorgan_pairs(scores: Scores) -> list[tuple[str, str, str]]:
+    """(method, multi-organ arm, breast-only arm) for every method with both."""
+    return [
+        (a.removeprefix("breast_"), "multiorgan_" + a.removeprefix("breast_"), a)
+        for a in _arms(scores)
+        if a.startswith("breast_") and "multiorgan_" + a.removeprefix("breast_") in scores
+    ]
+
+
+def verdict(arm_rows: list[dict]) -> str:
+    """Issue 19's bar: Δ ≥ +0.03 with the 95 % interval above 0 at 10 % and 25 %; Δ ≥ −0.005 at 100 %."""
+    by_fraction = {float(r["fraction"]): r for r in arm_rows if r["n"]}
+    needed = [*LOW_FRACTIONS, 1.0]
+    if any(f not in by_fraction for f in needed):
+        return "incomplete (needs fractions 0.1, 0.25 and 1.0)"
+    if any(by_fraction[f]["n"] < 2 for f in needed):
+        return "incomplete (one seed: no interval)"
+    fails = [
+        _pct(f)
+        for f in LOW_FRACTIONS
+        if not (by_fraction[f]["test_diff"] >= GAIN_BAR and by_fraction[f]["test_ci_low"] > 0)
+    ]
+    if by_fraction[1.0]["test_diff"] < NO_LOSS:
+        fails.append("100 % (loss)")
+    return "meets the bar" if not fails else "misses the bar at " + ", ".join(fails)
+
+
+def _pct(fraction: str | float) -> str:
+    return f"{float(fraction) * 100:g} %"
+
+
+def _num(x: object, fmt: str = "{:.3f}") -> str:
+    return "–" if x == "" or x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
+
+
+def _diff(r: dict, split: str) -> str:
+    d, lo, hi = r[f"{split}_diff"], r[f"{split}_ci_low"], r[f"{split}_ci_high"]
+    if isinstance(lo, float) and math.isnan(lo):
+        return _num(d, "{:+.3f}")
+    return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _table(lines: list[str], rs: list[dict], first: str) -> None:
+    lines += [
+        f"| {first} | labels | n (seeds) | test Dice | reference | Δ test [95 % CI] | Δ val [95 % CI] |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rs:
+        lines.append(
+            f"| {r['arm']} | {_pct(r['fraction'])} | {r['n']} ({r['seeds']}) | {_num(r['test_arm'])} | "
+            f"{_num(r['test_ref'])} | {_diff(r, 'test')} | {_diff(r, 'val')} |"
+        )
+
+
+def markdown(work: Path, table: list[dict]) -> str:
+    lines = [
+        "# Issue 19: pre-training against the strong baseline",
+        "",
+        "Test lesion Dice (benign + malignant scans of BUSI's test split), mean over seeds; Δ is the mean",
+        "paired difference (same seed, same label subset) with its 95 % t-interval; val alongside.",
+        "",
+        "## The baseline (`mosl finetune --init none`, today's defaults)",
+        "",
+        "| labels | n (seeds) | test Dice | val Dice |",
+        "|---|---|---|---|",
+    ]
+    for r in (r for r in table if r["comparison"] == "baseline"):
+        lines.append(
+            f"| {_pct(r['fraction'])} | {r['n']} ({r['seeds']}) | {_num(r['test_arm'])} | {_num(r['val_arm'])} |"
+        )
+    lines += ["", "## Each arm against the baseline", ""]
+    vs = [r for r in table if r["comparison"] == "vs_baseline"]
+    _table(lines, vs, "arm")
+    lines += ["", "Issue 19's bar: Δ ≥ +0.03 with the interval above 0 at 10 % and 25 %, Δ ≥ −0.005 at 100 %.", ""]
+    for arm in dict.fromkeys(r["arm"] for r in vs):
+        lines.append(f"- {arm}: {verdict([r for r in vs if r['arm'] == arm])}")
+    lines += ["", "## Multi-organ against breast-only, per method", ""]
+    mo = [r for r in table if r["comparison"].startswith("multiorgan_vs_breast_")]
+    if mo:
+        _table(lines, mo, "multi-organ arm (reference: breast-only)")
+    else:
+        lines.append("No method has both a breast-only and a multi-organ arm yet.")
+    other = [r for r in table if r["comparison"] in {c[0] for c in CONTRASTS}]
+    if other:
+        lines += ["", "## Other contrasts", ""]
+        for name in dict.fromkeys(r["comparison"] for r in other):
+            lines += [f"{name}:", ""]
+            _table(lines, [r for r in other if r["comparison"] == name], "arm")
+            lines.append("")
+    lines += [
+        "",
+        "## Pre-training cost (metrics.json's `cost`, minutes)",
+        "",
+        "| arm | wall | CPU | GPU |",
+        "|---|---|---|---|",
+    ]
+    for arm in dict.fromkeys(r["arm"] for r in vs):
+        c = pretrain_cost(work, arm)
+        lines.append(
+            f"| {arm} | {_num(c.get('wall_minutes'), '{:.1f}')} | {_num(c.get('cpu_minutes'), '{:.1f}')} | "
+            f"{_num(c.get('gpu_minutes'), '{:.1f}')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def figure(table: list[dict], path: Path) -> bool:
+    """One panel per label fraction: each arm's paired test gain over the baseline with its 95 % CI."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no gain.png (pip install matplotlib)")
+        return False
+    vs = [r for r in table if r["comparison"] == "vs_baseline" and r["n"]]
+    fractions = sorted({r["fraction"] for r in vs}, key=float)
+    if not fractions:
+        return False
+    fig, axes = plt.subplots(1, len(fractions), figsize=(4.5 * len(fractions), 4), sharey=True, squeeze=False)
+    for ax, f in zip(axes[0], fractions):
+        rs = [r for r in vs if r["fraction"] == f][:MAX_SERIES]
+        x = range(len(rs))
+        y = [r["test_diff"] for r in rs]
+        err = [[0 if math.isnan(r["test_ci_low"]) else r["test_diff"] - r["test_ci_low"] for r in rs]]
+        err.append([0 if math.isnan(r["test_ci_high"]) else r["test_ci_high"] - r["test_diff"] for r in rs])
+        ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, label="test Δ, 95 % CI")
+        ax.axhline(0, color="black", lw=0.5)
+        bar = NO_LOSS if float(f) == 1.0 else GAIN_BAR
+        ax.axhline(bar, color="grey", ls="--", lw=1, label=f"issue 19 bar ({bar:+.3f})")
+        ax.set_xticks(list(x), [r["arm"] for r in rs], rotation=45, ha="right", fontsize=8)
+        ax.margins(x=0.15)
+        ax.legend(fontsize=8)
+        ax.set_title(f"{_pct(f)} labels (n = {max(r['n'] for r in rs)} seeds)")
+    axes[0][0].set_ylabel("test lesion Dice gain over the baseline")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def main() -> None:
+    work = Path(sys.argv[1])
+    scores = read_scores(work)
+    table = rows(work, scores)
+    with open(work / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(table)
+    text = markdown(work, table)
+    (work / "summary.md").write_text(text)
+    figure(table, work / "gain.png")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+"""``studies/pretraining-baseline/run.sh`` (issue 19's study) and its ``summarise.py``.
+
+The dry run checks the grid the script would run; the summary is checked against differences and
+t-intervals computed by hand; one tiny end-to-end run (synthetic data, 32 px, 2 steps) chains the
+real subcommands.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+RUN = HERE / "run.sh"
+pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+
+ARMS = [
+    "breast_simclr",
+    "multiorgan_simclr",
+    "multiorgan_natural_simclr",
+    "multiorgan_moco",
+    "multiorgan_simsiam",
+    "multiorgan_mim",
+    "multiorgan_simclr_group",
+    "breast_mim",
+]
+ULTRASOUND = {"busi", "hc18", "pocus", "nerve", "muscle", "lung"}
+METHOD_OPTIONS = {
+    "simclr": [],
+    "natural_simclr": [],
+    "moco": ["--method", "moco"],
+    "simsiam": ["--method", "simsiam"],
+    "mim": ["--method", "mim"],
+    "simclr_group": ["--positives", "group"],
+}
+
+
+def _options(args: list[str]) -> dict[str, list[str]]:
+    """Each option's values, in order (flags get an empty string)."""
+    out: dict[str, list[str]] = {}
+    i = 0
+    while i < len(args):
+        if args[i].startswith("--"):
+            has_value = i + 1 < len(args) and not args[i + 1].startswith("--")
+            out.setdefault(args[i], []).append(args[i + 1] if has_value else "")
+            i += 2 if has_value else 1
+        else:
+            i += 1
+    return out
+
+
+def test_dry_run_prints_the_whole_grid(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    env = {k: v for k, v in os.environ.items() if k not in {"SIZE", "SEEDS", "FRACTIONS", "ARMS", "TINY", "EPOCHS_FT"}}
+    out = subprocess.run(
+        ["bash", str(RUN), "/data", str(work)], env={**env, "DRY_RUN": "1"}, text=True, capture_output=True, check=True
+    ).stdout
+    assert not work.exists()  # a dry run writes nothing
+    calls = [shlex.split(line)[1:] for line in out.splitlines() if line.startswith("mosl ")]
+    by_command = Counter(c[0] for c in calls)
+    assert by_command == {"prepare": 8, "pretrain": 8, "finetune": 9 * 3 * 5, "evaluate": 2 * 9 * 3 * 5}
+    assert out.splitlines()[-1].endswith(f"summarise.py {work}")
+
+    prepared = {}
+    for c in (c for c in calls if c[0] == "prepare"):
+        opts = _options(c[1:])
+        name = Path(opts["--out"][0]).name
+        prepared[name] = c[1]
+        assert opts["--size"] == ["256"]
+        assert opts.get("--splits") == (None if name == "busi" else ["1,0,0"]), c  # busi: the default split
+    assert set(prepared) == ULTRASOUND | {"cifar10", "miniimagenet"}
+    assert prepared["lung"] == "/data/lung-videos/covid-blues"
+
+    pretrained = {}
+    for c in (c for c in calls if c[0] == "pretrain"):
+        opts = _options(c[1:])
+        arm = Path(opts["--out"][0]).name
+        data = {Path(d).name for d in opts["--data"]}
+        if arm.startswith("breast_"):
+            assert data == {"busi"}, c  # breast-only arms read BUSI alone
+        elif arm.startswith("multiorgan_natural_"):
+            assert data == ULTRASOUND | {"cifar10", "miniimagenet"}
+        else:
+            assert data == ULTRASOUND
+        method = arm.split("_", 1)[1]
+        method_options = [x for o in ("--method", "--positives") if o in opts for x in (o, opts[o][0])]
+        assert method_options == METHOD_OPTIONS[method], c
+        # today's defaults otherwise (--encoder and --size: see run.sh)
+        assert set(opts) == {"--data", "--encoder", "--size", "--epochs", "--out", "--overwrite", *method_options[::2]}
+        assert opts["--encoder"] == ["resnet18"] and opts["--size"] == ["128"] and opts["--epochs"] == ["100"]
+        pretrained[arm] = opts["--out"][0]
+    assert sorted(pretrained) == sorted(ARMS)
+
+    grid = Counter()
+    runs = set()
+    for c in (c for c in calls if c[0] == "finetune"):
+        opts = _options(c[1:])
+        assert set(opts) == {"--data", "--init", "--size", "--seed", "--label-fraction", "--out", "--overwrite"}, c
+        assert Path(opts["--data"][0]).name == "busi" and opts["--size"] == ["128"]
+        init = opts["--init"][0]
+        arm = "baseline" if init == "none" else Path(init).parent.name
+        if arm != "baseline":
+            assert init == f"{pretrained[arm]}/model.safetensors"
+        grid[(arm, opts["--label-fraction"][0], opts["--seed"][0])] += 1
+        runs.add(opts["--out"][0])
+    expected = {(a, f, s) for a in ["baseline", *ARMS] for f in ("0.1", "0.25", "1.0") for s in "01234"}
+    assert set(grid) == expected and set(grid.values()) == {1}
+
+    evaluated = Counter()
+    for c in (c for c in calls if c[0] == "evaluate"):
+        opts = _options(c[1:])
+        assert "--json" in opts and Path(opts["--data"][0]).name == "busi"
+        evaluated[(opts["--model"][0], opts["--split"][0])] += 1
+    assert set(evaluated) == {(r, split) for r in runs for split in ("val", "test")}
+
+
+def test_arms_and_fractions_come_from_the_environment(tmp_path: Path) -> None:
+    env = {**os.environ, "DRY_RUN": "1", "ARMS": "breast_mim", "FRACTIONS": "0.5", "SEEDS": "7", "EPOCHS_FT": "3"}
+    env.pop("TINY", None)
+    out = subprocess.run(["bash", str(RUN), "/data", str(tmp_path / "w")], env=env, text=True, capture_output=True)
+    assert out.returncode == 0, out.stderr
+    calls = [shlex.split(line)[1:] for line in out.stdout.splitlines() if line.startswith("mosl ")]
+    assert [c[0] for c in calls if c[0] == "prepare"] == ["prepare"]  # breast-only: BUSI alone is prepared
+    finetunes = [_options(c[1:]) for c in calls if c[0] == "finetune"]
+    assert len(finetunes) == 2 and all(o["--epochs"] == ["3"] and o["--seed"] == ["7"] for o in finetunes)
+    bad = subprocess.run(
+        ["bash", str(RUN), "/data", str(tmp_path / "w")], env={**env, "ARMS": "nope"}, text=True, capture_output=True
+    )
+    assert bad.returncode != 0 and "unknown arm nope" in bad.stderr
+
+
+# ------------------------------------------------------------------------------------ summary
+
+BASE = {"0.1": [0.50, 0.52, 0.48], "1.0": [0.70, 0.72, 0.71]}
+ARM = {"0.1": [0.55, 0.56, 0.50], "1.0": [0.69, 0.73, 0.71]}
+BREAST = {"0.1": [0.51, 0.50, 0.49], "1.0": [0.70, 0.70, 0.70]}
+T_975_2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom (from a table)
+
+
+def _write(work: Path, arm: str, fraction: str, seed: int, test: float, val: float) -> None:
+    run = work / "ft" / arm / f"f{fraction}_s{seed}"
+    run.mkdir(parents=True)
+    (run / "eval_test.json").write_text(json.dumps({"lesion": {"dice": {"mean": test}}, "summary": {}}))
+    (run / "eval_val.json").write_text(json.dumps({"lesion": {"dice": {"mean": val}}}))
+
+
+def _hand(a: list[float], b: list[float]) -> tuple[float, float, float]:
+    d = [x - y for x, y in zip(a, b)]
+    mean = sum(d) / len(d)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1))
+    half = T_975_2 * sd / math.sqrt(len(d))
+    return mean, mean - half, mean + half
+
+
+def test_summary_pairs_seeds_and_gives_t_intervals(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    for arm, table in (("baseline", BASE), ("multiorgan_simclr", ARM), ("breast_simclr", BREAST)):
+        for f, values in table.items():
+            for seed, v in enumerate(values):
+                _write(work, arm, f, seed, v, v + 0.1)
+    _write(work, "multiorgan_simclr", "0.1", 9, 0.99, 0.99)  # no baseline for seed 9: left out of the pairs
+    (work / "pre" / "multiorgan_simclr").mkdir(parents=True)
+    cost = {"device": "cuda", "wall_minutes": 12.5, "cpu_minutes": 20.0, "gpu_minutes": 11.0}
+    (work / "pre" / "multiorgan_simclr" / "metrics.json").write_text(json.dumps({"cost": cost}))
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "summarise.py"), str(work)], env=env, text=True, capture_output=True
+    )
+    assert proc.returncode == 0, proc.stderr
+
+    rows = list(csv.DictReader((work / "summary.csv").open()))
+    get = {(r["comparison"], r["arm"], r["fraction"]): r for r in rows}
+    r = get[("vs_baseline", "multiorgan_simclr", "0.1")]
+    mean, lo, hi = _hand(ARM["0.1"], BASE["0.1"])  # +0.0367 [−0.0013, +0.0746]
+    assert r["n"] == "3" and r["seeds"] == "0 1 2"
+    assert float(r["test_diff"]) == pytest.approx(mean) and mean == pytest.approx(0.036667, abs=1e-6)
+    assert float(r["test_ci_low"]) == pytest.approx(lo) and float(r["test_ci_high"]) == pytest.approx(hi)
+    assert lo == pytest.approx(-0.001279, abs=1e-6)  # mean gain over +0.03, yet the interval reaches below 0
+    assert float(r["test_arm"]) == pytest.approx(sum(ARM["0.1"]) / 3)
+    assert float(r["val_diff"]) == pytest.approx(mean)  # val = test + 0.1 on both sides
+    assert float(r["pretrain_wall_min"]) == 12.5 and float(r["pretrain_gpu_min"]) == 11.0
+
+    mo = get[("multiorgan_vs_breast_simclr", "multiorgan_simclr", "1.0")]
+    mean, lo, hi = _hand(ARM["1.0"], BREAST["1.0"])
+    assert mo["reference"] == "breast_simclr"
+    assert float(mo["test_diff"]) == pytest.approx(mean) and float(mo["test_ci_low"]) == pytest.approx(lo)
+    assert float(get[("baseline", "baseline", "0.1")]["test_arm"]) == pytest.approx(0.5)
+
+    md = (work / "summary.md").read_text()
+    assert "+0.037 [-0.001, +0.075]" in md
+    assert "multiorgan_simclr: incomplete (needs fractions 0.1, 0.25 and 1.0)" in md
+    assert "| multiorgan_simclr | 12.5 | 20.0 | 11.0 |" in md
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (work / "gain.png").stat().st_size > 0
+
+
+def test_verdict_applies_the_issue_bar() -> None:
+    spec = importlib.util.spec_from_file_location("summarise", HERE / "summarise.py")
+    assert spec and spec.loader
+    summarise = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarise)
+
+    def row(f: str, diff: float, low: float) -> dict:
+        return {"fraction": f, "n": 5, "test_diff": diff, "test_ci_low": low}
+
+    good = [row("0.1", 0.04, 0.01), row("0.25", 0.031, 0.001), row("1.0", -0.004, -0.02)]
+    assert summarise.verdict(good) == "meets the bar"
+    assert summarise.verdict([*good[:2], row("1.0", -0.006, -0.02)]) == "misses the bar at 100 % (loss)"
+    assert summarise.verdict([row("0.1", 0.05, -0.001), *good[1:]]) == "misses the bar at 10 %"
+
+
+# ------------------------------------------------- the job pool, with a stand-in mosl (seconds)
+
+FAKE_MOSL = r"""
+import json, os, sys, time
+from pathlib import Path
+args = sys.argv[1:]
+command, out = args[0], Path(args[args.index("--out") + 1])
+with open(os.environ["CALLS"], "a") as log:
+    log.write(json.dumps([time.time(), *args]) + "\n")
+if command == "prepare":
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").write_text("{}")
+elif command == "pretrain":
+    time.sleep(0.5)
+    if out.name in os.environ.get("FAIL", "").split():
+        sys.exit("pre-training failed")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "model.safetensors").write_text("")
+    (out / "metrics.json").write_text(json.dumps({"cost": {"wall_minutes": 1.0}}))
+elif command == "finetune":
+    init = args[args.index("--init") + 1]
+    if init != "none" and not (Path(init).parent / "metrics.json").is_file():
+        sys.exit(f"{init} used before its pre-training finished")
+    time.sleep(0.1)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text("{}")
+else:  # evaluate --json
+    seed = int(Path(args[args.index("--model") + 1]).name.rsplit("_s", 1)[1])
+    print(json.dumps({"lesion": {"dice": {"mean": 0.5 + seed / 100}}}))
+"""
+
+
+def _pool_run(tmp_path: Path, **settings: str) -> tuple[subprocess.CompletedProcess[str], list[list]]:
+    fake = tmp_path / "fake_mosl.py"
+    fake.write_text(FAKE_MOSL)
+    calls = tmp_path / "calls.jsonl"
+    env = {
+        **os.environ,
+        "MOSL": f"{sys.executable} {fake}",
+        "PYTHON": sys.executable,
+        "CALLS": str(calls),
+        "ARMS": "breast_simclr multiorgan_mim",
+        "SEEDS": "0 1",
+        "FRACTIONS": "0.1 1.0",
+        "PARALLEL": "3",
+        "POLL": "0.05",
+        "MPLBACKEND": "Agg",
+        **settings,
+    }
+    env.pop("TINY", None)
+    proc = subprocess.run(["bash", str(RUN), "/data", str(tmp_path / "work")], env=env, text=True, capture_output=True)
+    return proc, [json.loads(line) for line in calls.read_text().splitlines()]
+
+
+def test_pool_waits_for_weights_resumes_killed_runs_and_skips_finished_ones(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    killed = work / "ft" / "baseline" / "f0.1_s1"  # a fine-tune killed after its first checkpoint
+    killed.mkdir(parents=True)
+    (killed / "checkpoint.safetensors").write_text("")
+    proc, calls = _pool_run(tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    finetunes = [c for c in calls if c[1] == "finetune"]
+    assert len(finetunes) == 3 * 2 * 2 and sum(c[1] == "evaluate" for c in calls) == 2 * len(finetunes)
+    assert sum(c[1] == "pretrain" for c in calls) == 2
+    for c in finetunes:
+        init = c[c.index("--init") + 1]
+        assert init == "none" or (Path(init).parent / "metrics.json").stat().st_mtime <= c[0]  # after its weights
+        assert c[-1] == ("--resume" if c[c.index("--out") + 1] == str(killed) else "--overwrite")
+    assert "| multiorgan_mim |" in (work / "summary.md").read_text()
+
+    again, calls_again = _pool_run(tmp_path)
+    assert again.returncode == 0
+    assert [c[1] for c in calls_again[len(calls) :]] == []  # everything was done: nothing ran again
+
+
+def test_a_failed_pretraining_skips_its_fine_tunes_and_fails_the_run(tmp_path: Path) -> None:
+    proc, calls = _pool_run(tmp_path, FAIL="breast_simclr")
+    assert proc.returncode == 1
+    assert "no weights for breast_simclr" in proc.stdout
+    inits = Counter(Path(c[c.index("--init") + 1]).parent.name for c in calls if c[1] == "finetune")
+    assert inits == {"": 4, "multiorgan_mim": 4}  # baseline (init none) and the arm whose weights exist
+    assert (tmp_path / "work" / "summary.md").is_file()  # the summary of what finished is still written
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_then_a_rerun_skips_everything(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    env = {
+        **os.environ,
+        "TINY": "1",
+        "ARMS": "breast_simclr multiorgan_simclr",
+        "FRACTIONS": "1.0",  # TINY's "0.5 1.0" doubles the 4-s process starts: over a minute on one thread
+        "MOSL": f"{sys.executable} -m mosl_cli",
+        "PYTHON": sys.executable,
+        "MPLBACKEND": "Agg",
+        "POLL": "0.2",
+    }
+    proc = subprocess.run(["bash", str(RUN), "unused", str(work)], env=env, text=True, capture_output=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for arm in ("baseline", "breast_simclr", "multiorgan_simclr"):
+        for f in ("1.0",):
+            run = work / "ft" / arm / f"f{f}_s0"
+            for split in ("val", "test"):
+                assert 0 <= json.loads((run / f"eval_{split}.json").read_text())["lesion"]["dice"]["mean"] <= 1
+            config = json.loads((run / "config.json").read_text())["config"]
+            assert config["init"] == ("none" if arm == "baseline" else str(work / "pre" / arm / "model.safetensors"))
+    pre = json.loads((work / "pre" / "multiorgan_simclr" / "config.json").read_text())["config"]
+    assert len(pre["data"]) == 6 and pre["encoder"] == "resnet18" and pre["size"] == 32
+    assert "cost" in json.loads((work / "pre" / "breast_simclr" / "metrics.json").read_text())
+    rows = list(csv.DictReader((work / "summary.csv").open()))
+    assert {(r["comparison"], r["arm"], r["fraction"]) for r in rows} == {
+        ("baseline", "baseline", "1.0"),
+        ("vs_baseline", "breast_simclr", "1.0"),
+        ("vs_baseline", "multiorgan_simclr", "1.0"),
+        ("multiorgan_vs_breast_simclr", "multiorgan_simclr", "1.0"),
+    }
+    outputs = sorted(p for p in (work / "ft").rglob("*") if p.is_file()) + sorted((work / "pre").rglob("*"))
+    stamps = {p: p.stat().st_mtime_ns for p in outputs}
+    again = subprocess.run(
+        ["bash", str(RUN), "unused", str(work)], env=env, text=True, capture_output=True, timeout=120
+    )
+    assert again.returncode == 0 and "== " not in again.stderr  # nothing ran twice
+    assert {p: p.stat().st_mtime_ns for p in outputs} == stamps
