@@ -508,7 +508,7 @@ def pretrain(
         Optional[str], typer.Option("--data-weights", help="Comma-separated sampling weight per --data.")
     ] = None,
     arch: Arch = "unet",
-    encoder: Encoder = "resnet50",
+    encoder: Encoder = C.PretrainConfig.encoder,
     scope: Annotated[
         Optional[K.Scope],  # noqa: UP045 - typer reads the annotation
         typer.Option(
@@ -536,7 +536,7 @@ def pretrain(
             help="Weight of the pixel-level contrastive loss on the decoder (0: off; needs --scope encoder-decoder).",
         ),
     ] = C.PretrainConfig.dense_weight,
-    size: Size = 64,
+    size: Size = C.PretrainConfig.size,
     epochs: Epochs = C.PretrainConfig.epochs,
     batch_size: BatchSize = 64,
     lr: Annotated[

@@ -128,8 +128,7 @@ resume_flag() {  # DIR: --resume a killed run, else start afresh (a run killed b
   if [ -f "$1/checkpoint.safetensors" ]; then echo --resume; else echo --overwrite; fi
 }
 
-pretrain() {  # ARM. --encoder and --size are passed although they are the documented defaults: the
-  # CLI's pretrain options still default to resnet50 and 64 px, and finetune rebuilds a weight file's network.
+pretrain() {  # ARM: the recipe's network (resnet18 U-Net) at SIZE, so arms and baseline fine-tune the same model
   local arm=$1 dir=$WORK/pre/$1 data=() d
   [ -f "$dir/metrics.json" ] && return 0
   for d in $(data_of "$arm"); do data+=(--data "$D/$d"); done
