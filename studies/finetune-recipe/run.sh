@@ -14,7 +14,7 @@ SIZE=${SIZE:-128}
 SEEDS=${SEEDS:-"0 1 2"}
 PARALLEL=${PARALLEL:-1}
 MOSL=${MOSL:-mosl}
-ARMS=${ARMS:-"reference default mild_augment normal_scans select_ema resnet34 fraction_0.1 fraction_0.25"}
+ARMS=${ARMS:-"reference default mild_augment normal_scans lesion_head select_ema resnet34 fraction_0.1 fraction_0.25"}
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$WORK"
 
@@ -23,6 +23,7 @@ options() {  # the finetune options of an arm (added to the defaults)
     default) echo "" ;;
     mild_augment) echo "--augment-strength mild" ;;
     normal_scans) echo "--empty-masks" ;;
+    lesion_head) echo "--lesion-head" ;;
     select_ema) echo "--select ema" ;;
     resnet34) echo "--encoder resnet34" ;;
     unetplusplus) echo "--arch unetplusplus" ;;
