@@ -1,14 +1,17 @@
 """Table of the fine-tuning recipe study: one row per arm, mean ± std over its seeds.
 
-    python studies/finetune-recipe/summarise.py WORK/SIZE [--markdown]
+    python studies/finetune-recipe/summarise.py WORK/SIZE [--csv RUNS.csv]
 
 Reads ``ARM/sSEED/eval_val/metrics.json`` and ``eval_test/metrics.json`` (written by ``mosl
 evaluate``), ``metrics.json`` of the fine-tune (val Dice before and after TTA and post-processing,
 seconds) and, for the reference loop, ``reference/sSEED/reference.json``; prints a Markdown table.
+``--csv`` also writes one row per run (arm, seed, val and test lesion Dice, test IoU, test normal
+Dice, training minutes).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import statistics
 import sys
@@ -27,7 +30,11 @@ def _fmt(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def rows(root: Path) -> list[list[str]]:
+RUN_COLUMNS = ["arm", "seed", "val_lesion_dice", "test_lesion_dice", "test_lesion_iou", "test_normal_dice", "minutes"]
+
+
+def rows(root: Path, runs: list[list[object]] | None = None) -> list[list[str]]:
+    """One table row per arm under ``root``; each run's figures are appended to ``runs`` when given."""
     table = []
     for arm in sorted(p for p in root.iterdir() if p.is_dir()):
         val, test, normal, minutes, seeds = [], [], [], [], []
@@ -52,6 +59,9 @@ def rows(root: Path) -> list[list[str]]:
             test.append(ev_test["lesion"]["dice"]["mean"])
             normal.append(ev_test["per_class"]["normal"]["dice"]["mean"])
             minutes.append(ft["seconds"] / 60)
+            if runs is not None:
+                iou = ev_test["lesion"]["iou"]["mean"]
+                runs.append([arm.name, run.name[1:], val[-1], test[-1], iou, normal[-1], minutes[-1]])
         if seeds:
             table.append(
                 [arm.name, ",".join(seeds), _fmt(val), _fmt(test), _fmt(normal), f"{statistics.mean(minutes):.0f}"]
@@ -61,11 +71,17 @@ def rows(root: Path) -> list[list[str]]:
 
 def main() -> None:
     root = Path(sys.argv[1])
+    runs: list[list[object]] = []
     header = ["arm", "seeds", "val lesion Dice", "test lesion Dice", "test normal Dice (empty-mask rule)", "train min"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
-    for row in rows(root):
+    for row in rows(root, runs):
         print("| " + " | ".join(row) + " |")
+    if "--csv" in sys.argv:
+        with open(sys.argv[sys.argv.index("--csv") + 1], "w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow(RUN_COLUMNS)
+            out.writerows([[c if isinstance(c, str) else f"{c:.4f}" for c in r] for r in runs])
 
 
 if __name__ == "__main__":
