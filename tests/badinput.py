@@ -12,20 +12,6 @@ from typer.testing import CliRunner
 from mosl_cli.cli import app
 
 runner = CliRunner()
-TINY = [
-    "--encoder",
-    "resnet18",
-    "--size",
-    "32",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "4",
-    "--steps-per-epoch",
-    "1",
-    "--device",
-    "cpu",
-]
 
 
 def fails(args: list[str], code: int = 1, started: bool = False) -> str:

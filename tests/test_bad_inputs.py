@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from badinput import TINY, bad_weight_files, edit_manifest, fails, png_header_only, succeeds
+from badinput import bad_weight_files, edit_manifest, fails, png_header_only, succeeds
+from tiny import TINY
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SCAN = ASSETS / "example_scan.png"

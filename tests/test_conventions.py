@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mosl_cli import choices as K
 from mosl_cli.cli import app
-from tiny import blob_dataset
+from tiny import TINY, blob_dataset
 
 runner = CliRunner()
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
@@ -167,18 +167,7 @@ def test_json_on_info_evaluate_predict(tmp_path: Path, monkeypatch: pytest.Monke
         str(data),
         "--init",
         "none",
-        "--encoder",
-        "resnet18",
-        "--size",
-        "32",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--steps-per-epoch",
-        "1",
-        "--device",
-        "cpu",
+        *TINY,
     ]
     assert runner.invoke(app, train).exit_code == 0
     ev = runner.invoke(app, ["evaluate", "--data", str(data), "--device", "cpu", "--json"])

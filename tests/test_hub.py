@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mosl_cli import hub
 from mosl_cli.cli import app
-from tiny import blob_dataset
+from tiny import TINY, blob_dataset
 
 runner = CliRunner()
 
@@ -34,18 +34,7 @@ def _finetune(data: Path, out: Path, *extra: str):
         "finetune",
         "--data",
         str(data),
-        "--encoder",
-        "resnet18",
-        "--size",
-        "32",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--steps-per-epoch",
-        "1",
-        "--device",
-        "cpu",
+        *TINY,
         "--out",
         str(out),
         *extra,

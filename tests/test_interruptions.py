@@ -18,12 +18,13 @@ import torch
 from safetensors.torch import load_file
 
 import mosl_cli
-from badinput import TINY, fails, succeeds
+from badinput import fails, succeeds
 from mosl_cli.config import FinetuneConfig
 from mosl_cli.data.store import load_dataset, read_manifest
 from mosl_cli.errors import MoslError
 from mosl_cli.finetune import run_finetune
 from mosl_cli.fsutil import temp_name
+from tiny import TINY
 
 ENV = {**os.environ, "PYTHONPATH": str(Path(mosl_cli.__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
 PREPARE = ["prepare", "synthetic", "--size", "32", "--workers", "1"]

@@ -9,6 +9,22 @@ import torch
 from mosl_cli.config import FinetuneConfig
 from mosl_cli.data.store import write_dataset
 
+# Command-line options of a training step small enough for a test (resnet18, 32 px, one step, CPU).
+TINY = [
+    "--encoder",
+    "resnet18",
+    "--size",
+    "32",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "4",
+    "--steps-per-epoch",
+    "1",
+    "--device",
+    "cpu",
+]
+
 
 def blob_dataset(out: Path, n: int = 24, size: int = 48, seed: int = 0) -> Path:
     """A labelled dataset of dark ellipses on speckle: uint8 images [n,1,S,S], masks [n,1,S,S]."""
