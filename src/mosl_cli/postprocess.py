@@ -10,13 +10,16 @@ val scans (normal ones included) without lowering it on the scans with a lesion
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from mosl_cli.metrics import confusion, dice
+
+T = TypeVar("T")
 
 # Candidate minimum lesion areas, as fractions of the image (0.001 of a 256×256 grid is 66 pixels).
 MIN_AREAS: tuple[float, ...] = (0.0, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016)
@@ -82,60 +85,60 @@ class PostProcess:
         return cls(largest=bool(data.get("largest", False)), min_area=float(data.get("min_area", 0.0)))
 
 
+def choose_protected(
+    candidates: Iterable[tuple[str, T, torch.Tensor]], target: torch.Tensor, lesion_tolerance: float
+) -> tuple[T, dict[str, float]]:
+    """The candidate whose bool mask ``[N, 1, H, W]`` has the highest mean Dice against ``target`` over
+    all cases, among those that cost the cases with a lesion (non-empty target) at most
+    ``lesion_tolerance`` of the first candidate's mean lesion Dice. ``candidates``: ``(name, choice,
+    mask)``, the first being the "do nothing" choice; a later one wins only when strictly better, so
+    ties go to the earlier (simpler) choice. Returns the choice and every candidate's mean Dice (all
+    cases under ``name``, the cases with a lesion under ``lesion:name``)."""
+    lesion = target.flatten(1).any(dim=1)
+    scores: dict[str, float] = {}
+    best: T | None = None
+    best_score, floor = -1.0, None
+    for name, choice, mask in candidates:
+        per_case = dice(*confusion(mask, target)[:3])
+        score = float(per_case.mean())
+        lesion_score = float(per_case[lesion].mean()) if bool(lesion.any()) else 1.0
+        scores[name], scores[f"lesion:{name}"] = score, lesion_score
+        if floor is None:
+            best, floor = choice, lesion_score - lesion_tolerance
+        if lesion_score >= floor and score > best_score + 1e-9:
+            best, best_score = choice, score
+    return best, scores  # type: ignore[return-value]  # candidates is never empty
+
+
 def choose_postprocess(
     pred: torch.Tensor, target: torch.Tensor, lesion_tolerance: float = LESION_TOLERANCE
 ) -> tuple[PostProcess, dict[str, float]]:
-    """The rule with the highest mean Dice of ``pred`` (bool ``[N, 1, H, W]``) against ``target`` over
-    all cases, among the rules that cost the cases with a lesion (non-empty target) at most
-    ``lesion_tolerance`` of their mean Dice: normal scans are made empty only where lesions keep their
-    masks.
-
-    Candidates: ``largest`` off/on × :data:`MIN_AREAS`. A rule replaces the identity only when it is
-    strictly better; ties go to the simpler rule. Returns the rule and every candidate's mean Dice
-    (all cases, and ``lesion:`` for the cases with a lesion).
-    """
-    scores: dict[str, float] = {}
+    """The post-processing rule for ``pred`` (bool ``[N, 1, H, W]``) chosen by :func:`choose_protected`:
+    normal scans are made empty only where lesions keep their masks. Candidates: ``largest`` off/on ×
+    :data:`MIN_AREAS`, the identity first. Returns the rule and every candidate's mean Dice."""
     pred = pred.bool()
-    lesion = target.flatten(1).any(dim=1)
-    best, best_score, floor = PostProcess(), -1.0, None
-    for largest, base in ((False, pred), (True, largest_component(pred))):
-        for min_area in MIN_AREAS:
-            rule = PostProcess(largest, min_area)
-            per_case = dice(*confusion(rule.drop_small(base), target)[:3])
-            score = float(per_case.mean())
-            lesion_score = float(per_case[lesion].mean()) if bool(lesion.any()) else 1.0
-            name = f"largest={largest},min_area={min_area}"
-            scores[name], scores[f"lesion:{name}"] = score, lesion_score
-            if floor is None:  # the identity comes first
-                floor = lesion_score - lesion_tolerance
-            if lesion_score >= floor and score > best_score + 1e-9:
-                best, best_score = rule, score
-    return best, scores
+
+    def candidates() -> Iterator[tuple[str, PostProcess, torch.Tensor]]:
+        for largest, base in ((False, pred), (True, largest_component(pred))):
+            for min_area in MIN_AREAS:
+                rule = PostProcess(largest, min_area)
+                yield f"largest={largest},min_area={min_area}", rule, rule.drop_small(base)
+
+    return choose_protected(candidates(), target, lesion_tolerance)
 
 
 def choose_gate(
     prob: torch.Tensor, present: torch.Tensor, target: torch.Tensor, lesion_tolerance: float = GATE_LESION_TOLERANCE
 ) -> tuple[float | None, dict[str, float]]:
     """The threshold of the lesion-present head (an image whose probability ``present`` ``[N, 1]`` is
-    below it gets an empty mask) with the highest mean Dice of ``prob > 0.5`` (float ``[N, 1, H, W]``)
-    against ``target`` over all cases, among the gates that cost the cases with a lesion at most
-    ``lesion_tolerance`` of their mean Dice. Candidates :data:`GATES`; None (no gate) comes first and
-    wins ties. Returns the gate and every candidate's mean Dice (all cases, and ``lesion:``)."""
+    below it gets an empty mask) for the masks ``prob > 0.5`` (``prob`` float ``[N, 1, H, W]``), chosen
+    by :func:`choose_protected` among :data:`GATES` (None, no gate, first). Returns the gate and every
+    candidate's mean Dice."""
     pred = prob > 0.5
-    lesion = target.flatten(1).any(dim=1)
-    scores: dict[str, float] = {}
-    best, best_score, floor = None, -1.0, None
-    for gate in GATES:
-        kept = pred if gate is None else pred & (present >= gate)[:, :, None, None]
-        per_case = dice(*confusion(kept, target)[:3])
-        score = float(per_case.mean())
-        lesion_score = float(per_case[lesion].mean()) if bool(lesion.any()) else 1.0
-        scores[f"gate={gate}"], scores[f"lesion:gate={gate}"] = score, lesion_score
-        if floor is None:
-            floor = lesion_score - lesion_tolerance
-        if lesion_score >= floor and score > best_score + 1e-9:
-            best, best_score = gate, score
-    return best, scores
+    candidates = (
+        (f"gate={gate}", gate, pred if gate is None else pred & (present >= gate)[:, :, None, None]) for gate in GATES
+    )
+    return choose_protected(candidates, target, lesion_tolerance)
 
 
 def combine(rules: list[PostProcess]) -> PostProcess:
