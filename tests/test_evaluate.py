@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from mosl_cli import metrics as M
 from mosl_cli.config import EvaluateConfig
 from mosl_cli.data.store import write_dataset
-from mosl_cli.device import resolve_device
+from mosl_cli.device import autocast, resolve_device
 from mosl_cli.errors import MoslError
 from mosl_cli.evaluate import CSV_COLUMNS, run_evaluate
 from mosl_cli.models import build_model, model_from_file, normalise, save_weights, weights_metadata
@@ -132,9 +132,9 @@ def test_predictions_match_an_independent_forward_pass(model_file: Path, dataset
     )
     model, meta = model_from_file(model_file)
     test = [1, 2, 4]
-    with torch.no_grad():
+    with torch.no_grad(), autocast(torch.device("cpu")):  # evaluate's precision: bf16 where the CPU has it
         x = F.interpolate(images[test].float(), size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
-        prob = torch.sigmoid(model(normalise(x / 255.0, meta["normalisation"])))
+        prob = torch.sigmoid(model(normalise(x / 255.0, meta["normalisation"])).float())
         prob = F.interpolate(prob, size=(SIZE, SIZE), mode="bilinear", align_corners=False)
     pred = prob > 0.5
     expected = M.case_metrics(pred, masks[test] > 0)

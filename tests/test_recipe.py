@@ -14,7 +14,7 @@ from mosl_cli.data.store import load_dataset
 from mosl_cli.errors import MoslError
 from mosl_cli.evaluate import run_evaluate
 from mosl_cli.finetune import fold_indices, run_finetune, run_folds
-from mosl_cli.inference import load_ensemble, model_paths, model_probabilities
+from mosl_cli.inference import load_ensemble, model_paths, model_probabilities, prepare_model
 from mosl_cli.models import build_model, model_from_file, read_metadata, save_weights, weights_metadata
 from mosl_cli.postprocess import PostProcess, choose_postprocess, combine, largest_component
 from mosl_cli.train import WeightAverage
@@ -134,6 +134,7 @@ def test_near_duplicates_stay_in_one_fold(data: Path, tmp_path: Path) -> None:
 
 def _member_probabilities(path: Path, images: torch.Tensor, tta: bool = False) -> torch.Tensor:
     model, meta = model_from_file(path)
+    model = prepare_model(model, meta, path, torch.device("cpu"))  # the ensemble's memory layout: same bf16 kernels
     return model_probabilities(model, images, meta, tta=tta)
 
 

@@ -81,7 +81,9 @@ Resume = Annotated[
     ),
 ]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace a run already in --out.")]
-NoAmp = Annotated[bool, typer.Option("--no-amp", help="Disable bfloat16 autocast on CUDA.")]
+NoAmp = Annotated[
+    bool, typer.Option("--no-amp", help="Disable bfloat16 autocast (used on CUDA and on CPUs with native bf16).")
+]
 CheckpointEvery = Annotated[
     float,
     typer.Option(

@@ -60,8 +60,8 @@ def forward_outputs(
     """Sigmoid probabilities of model inputs float32 ``[B, C, s, s]``: lesion pixels float32 ``[B, 1, s, s]``
     and, for a model with the lesion-present head, the image-level probability float32 ``[B, 1]`` (else None).
 
-    Runs on CUDA in channels_last and under bf16 autocast unless ``channels_last`` / ``amp`` is False. ``tta``
-    averages with the prediction on the horizontally flipped inputs (flipped back).
+    Runs in channels_last and under bf16 autocast (CUDA, CPUs with native bf16) unless ``channels_last`` /
+    ``amp`` is False. ``tta`` averages with the prediction on the horizontally flipped inputs (flipped back).
     """
     device = x.device
     x = x.contiguous(memory_format=memory_format(device, channels_last))

@@ -186,7 +186,7 @@ def train_step(
     points: Correspondence | None = None,
 ) -> MethodOutput:
     """One optimiser step on two views, float32 ``[B, C, size, size]`` on ``device`` (and the points both
-    show, for the pixel-level loss): forward (autocast on CUDA) → backward → SGD step →
+    show, for the pixel-level loss): forward (autocast, device.autocast) → backward → SGD step →
     :meth:`SSLMethod.after_step`. ``trained`` is ``method`` or its DDP wrapper.
 
     The body of :func:`run_pretrain`'s loop after the views are made; ``benchmarks/pretrain.py`` times it too.

@@ -301,6 +301,21 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, Any])
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
+def _match_param_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Give each restored state tensor (Adam's moments, SGD's momentum) its parameter's memory layout.
+
+    The checkpoint stores contiguous tensors, but a model in channels_last has channels_last conv
+    weights; the fused optimisers walk a parameter and its state as flat memory, so a moment left
+    contiguous would be added to the wrong elements and a resumed run would drift from an
+    uninterrupted one.
+    """
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.shape == param.shape and value.stride() != param.stride():
+                    optimizer.state[param][key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
+
+
 class CheckpointClock:
     """When an epoch's end writes the checkpoint: after the first epoch, after the last, and otherwise
     once at least ``every`` seconds have passed since the last write (0: every epoch).
@@ -419,6 +434,7 @@ def load_checkpoint(
             ) from exc
     opt_tensors = {k: v for k, v in tensors.items() if k.startswith("optim.")}
     optimizer.load_state_dict(_unflatten_optimizer(opt_tensors, json.loads(meta["optimizer"])))
+    _match_param_layout(optimizer)
     torch.set_rng_state(tensors["rng.cpu"].cpu())
     return json.loads(meta["progress"])
 
