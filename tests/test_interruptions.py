@@ -312,3 +312,34 @@ def test_written_files_honour_the_umask(ds: Path, tmp_path: Path) -> None:
     ]:
         assert (tmp_path / path).stat().st_mode & 0o777 == 0o640, path
     assert (tmp_path / "ds").stat().st_mode & 0o777 == 0o750
+
+
+def test_resumed_optimizer_state_takes_the_channels_last_layout_of_its_parameters(tmp_path: Path) -> None:
+    """The checkpoint stores contiguous tensors; a fused AdamW over channels_last weights must get its
+    moments back in that layout, or it adds them to the wrong elements (a resume then drifts)."""
+    from mosl_cli.train import RunDir, load_checkpoint, save_checkpoint
+
+    def conv_step() -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+        torch.manual_seed(0)
+        model = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+        return model, torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
+
+    x = torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)
+    model, opt = conv_step()
+    run = RunDir(tmp_path)
+    for step in range(3):
+        if step == 1:
+            save_checkpoint(run, model, opt, {"epoch": 1})
+            model, opt = conv_step()
+            load_checkpoint(run, model, opt, torch.device("cpu"))
+            moment = opt.state[model.weight]["exp_avg"]
+            assert moment.stride() == model.weight.stride()
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+    reference, ref_opt = conv_step()
+    for _ in range(3):
+        ref_opt.zero_grad()
+        reference(x).square().mean().backward()
+        ref_opt.step()
+    torch.testing.assert_close(model.weight, reference.weight, rtol=0, atol=0)
