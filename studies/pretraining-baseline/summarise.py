@@ -12,11 +12,11 @@ label subset; the difference is averaged over the seeds both have, with a 95 % t
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
 import statistics
-import sys
 from pathlib import Path
 
 from scipy import stats
@@ -313,7 +313,11 @@ def figure(table: list[dict], path: Path) -> bool:
 
 
 def main() -> None:
-    work = Path(sys.argv[1])
+    parser = argparse.ArgumentParser(description="Tables and figure of issue 19's study (run.sh's WORK_DIR).")
+    parser.add_argument("work", type=Path, help="the study's work folder (holds ft/ and pre/)")
+    work = parser.parse_args().work
+    if not (work / "ft").is_dir():
+        parser.error(f"{work}: no ft/ folder; give the WORK_DIR of studies/pretraining-baseline/run.sh")
     scores = read_scores(work)
     table = rows(work, scores)
     with open(work / "summary.csv", "w", newline="") as f:
