@@ -1,8 +1,8 @@
 """Speed of one ``mosl finetune`` step on a CPU: bf16 autocast + channels_last against float32; prints JSON.
 
-Both arms run the fine-tuning step of ``run_finetune`` on the recipe's network (smp U-Net, ``--encoder``,
-one input channel) over the same uint8 batch: :class:`SegAugment` (image + mask) → forward → Dice + BCE →
-backward → fused AdamW step. They differ only in what :mod:`mosl_cli.device` chooses:
+Both arms run ``mosl_cli.finetune.train_step`` (the step of ``run_finetune``) on the recipe's network
+(smp U-Net, ``--encoder``, one input channel) over the same uint8 batch: :class:`SegAugment` (image +
+mask) → forward → Dice + BCE → backward → fused AdamW step. They differ only in what :mod:`mosl_cli.device` chooses:
 
 - ``mixed``: channels_last tensors and bf16 autocast (the default on a CPU with native bf16, see
   :func:`mosl_cli.device.cpu_bf16`);
@@ -26,8 +26,9 @@ import time
 import torch
 
 from mosl_cli.augment import SegAugment
-from mosl_cli.device import autocast, cpu_bf16, memory_format
-from mosl_cli.finetune import dice_bce_loss
+from mosl_cli.config import FinetuneConfig
+from mosl_cli.device import cpu_bf16, memory_format
+from mosl_cli.finetune import train_step
 from mosl_cli.models import build_model
 
 TARGET_SPEEDUP = 1.5
@@ -41,18 +42,11 @@ def step_seconds(args: argparse.Namespace, mixed: bool, images: torch.Tensor, ma
     model = build_model("unet", args.encoder, in_channels=1, classes=1).to(memory_format=memory_format(device, mixed))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     augment = SegAugment(args.size, True)
+    cfg = FinetuneConfig(amp=mixed, channels_last=mixed)
     times = []
     for _ in range(args.steps + 1):
         t0 = time.perf_counter()
-        with torch.no_grad():
-            x, y = augment(images, masks)
-        x = x.contiguous(memory_format=memory_format(device, mixed))
-        with autocast(device, mixed):
-            logits = model(x)
-        loss = dice_bce_loss(logits.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, augment, images, masks, cfg)
         times.append(time.perf_counter() - t0)
     return statistics.mean(times[1:])
 

@@ -3,7 +3,7 @@ in value and in gradient; MoCo's queue receives the keys of every rank."""
 
 from __future__ import annotations
 
-import socket
+import os
 from pathlib import Path
 
 import pytest
@@ -39,14 +39,9 @@ def _reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, t: float) -> torch.Te
     return torch.nn.functional.cross_entropy(logits, positives)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _worker(local_rank: int, port: int, out_dir: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=local_rank, world_size=WORLD)
+def _worker(local_rank: int, out_dir: str) -> None:
+    store = f"file://{Path(out_dir) / 'store'}"  # no free-port race, unlike tcp://
+    dist.init_process_group("gloo", init_method=store, rank=local_rank, world_size=WORLD)
     try:
         x1, x2, proj = _data()
         part = slice(local_rank * PER_RANK, (local_rank + 1) * PER_RANK)
@@ -73,11 +68,15 @@ def _worker(local_rank: int, port: int, out_dir: str) -> None:
     finally:
         dist.barrier()  # no rank tears gloo down while the other still talks to it (that aborted a rank)
         dist.destroy_process_group()
+    # About one run in 100, rank 0 aborted in interpreter finalisation after all of the above had
+    # returned ("terminate called without an active exception": gloo worker threads still holding
+    # tensors when Python is torn down). The results are on disk, so leave without finalising.
+    os._exit(0)
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 def test_gathered_nt_xent_equals_single_process(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    mp.spawn(_worker, args=(str(tmp_path),), nprocs=WORLD, join=True)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
     x1, x2, proj = _data()

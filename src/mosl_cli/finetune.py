@@ -238,6 +238,31 @@ def finetune_loss(
     return dice_bce_loss(logits, target, weight) + F.binary_cross_entropy_with_logits(present[:, 0], lesion)
 
 
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    augment: SegAugment,
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    cfg: FinetuneConfig,
+) -> torch.Tensor:
+    """One optimisation step of the recipe on a uint8 batch ``images`` ``[B, C, H, W]`` and ``masks``
+    ``[B, 1, H, W]`` already on the model's device: joint augmentation, forward under autocast
+    (``cfg.amp``) in ``cfg.channels_last`` layout, :func:`finetune_loss` in float32, backward, step.
+    Returns the batch loss (0-dim tensor, still on the device)."""
+    device = images.device
+    with torch.no_grad():
+        x, y = augment(images, masks)
+    x = x.contiguous(memory_format=memory_format(device, cfg.channels_last))
+    with autocast(device, cfg.amp):
+        logits, present = split_outputs(model(x))
+    loss = finetune_loss(logits.float(), y, None if present is None else present.float(), cfg.empty_masks)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 @torch.no_grad()
 def validation_dice(
     model: nn.Module,
@@ -428,15 +453,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
                 lr = cosine_lr(epoch * steps_per_epoch + step, total_steps, warmup_steps, cfg.lr)
                 set_lr(optimizer, lr)
                 sel = order[step * per_rank : (step + 1) * per_rank]
-                with torch.no_grad():
-                    x, y = augment(images[sel], masks[sel])
-                x = x.contiguous(memory_format=memory_format(device, cfg.channels_last))
-                with autocast(device, cfg.amp):
-                    logits, present = split_outputs(trained(x))
-                loss = finetune_loss(logits.float(), y, None if present is None else present.float(), cfg.empty_masks)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                loss = train_step(trained, optimizer, augment, images[sel], masks[sel], cfg)
                 if average is not None:
                     average.update(model, epoch * steps_per_epoch + step)
                 loss_sum += loss.detach()
