@@ -12,8 +12,8 @@ from safetensors.torch import load_file
 
 from mosl_cli.config import FinetuneConfig
 from mosl_cli.data.store import load_dataset
-from mosl_cli.errors import MoslError
-from mosl_cli.finetune import label_subset, run_finetune
+from mosl_cli.errors import MoslError, UsageError
+from mosl_cli.finetune import build_optimizer, label_subset, run_finetune
 from mosl_cli.fsutil import read_jsonl
 from mosl_cli.models import build_model, load_into, read_metadata, save_weights, weights_metadata
 from tiny import blob_dataset, tiny_finetune_config
@@ -124,6 +124,21 @@ def test_bad_inputs_are_user_errors(data: Path, tmp_path: Path) -> None:
     with pytest.raises(MoslError, match="no such file"):
         run_finetune(_cfg(data, tmp_path / "b", init=str(tmp_path / "missing.safetensors")))
     assert not (tmp_path / "a").exists() and not (tmp_path / "b" / "model.safetensors").exists()
+
+
+def test_sgd_is_nnunets_nesterov_sgd_and_trains(data: Path, tmp_path: Path) -> None:
+    cfg = _cfg(data, tmp_path / "run", optimizer="sgd", lr=0.01, encoder_lr_scale=0.5, epochs=2)
+    optimizer = build_optimizer(build_model("unet", "resnet18", 1), cfg, torch.device("cpu"))
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert all(g["nesterov"] and g["momentum"] == 0.99 for g in optimizer.param_groups)
+    assert [g["lr_scale"] for g in optimizer.param_groups] == [0.5, 1.0]  # encoder, then decoder and head
+    run_finetune(cfg)
+    log = read_jsonl(tmp_path / "run" / "log.jsonl")
+    assert len(log) == 2 and all(torch.isfinite(torch.tensor(r["loss"])) for r in log)
+    assert '"optimizer": "sgd"' in (tmp_path / "run" / "config.json").read_text()
+    with pytest.raises(UsageError, match="--optimizer 'adam' is not one of adamw, sgd"):
+        run_finetune(_cfg(data, tmp_path / "bad", optimizer="adam"))
+    assert not (tmp_path / "bad").exists()
 
 
 def test_freeze_encoder_bn_keeps_pretrained_statistics(data: Path, tmp_path: Path) -> None:

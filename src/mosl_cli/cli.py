@@ -691,8 +691,12 @@ def finetune(
     size: Size = C.FinetuneConfig.size,
     epochs: Epochs = C.FinetuneConfig.epochs,
     batch_size: BatchSize = C.FinetuneConfig.batch_size,
+    optimizer: Annotated[
+        str,
+        typer.Option("--optimizer", help="adamw, or sgd (Nesterov momentum 0.99 as in nnU-Net; pass e.g. --lr 0.01)."),
+    ] = C.FinetuneConfig.optimizer,
     lr: Annotated[
-        float, typer.Option("--lr", help="AdamW peak learning rate (linear warm-up, then cosine decay to 0).")
+        float, typer.Option("--lr", help="Peak learning rate (linear warm-up, then cosine decay to 0).")
     ] = C.FinetuneConfig.lr,
     warmup_epochs: Annotated[
         int, typer.Option("--warmup-epochs", help="Epochs of linear lr warm-up.")
@@ -793,6 +797,7 @@ def finetune(
         size=size,
         epochs=epochs,
         batch_size=batch_size,
+        optimizer=optimizer,
         lr=lr,
         warmup_epochs=warmup_epochs,
         encoder_lr_scale=encoder_lr_scale,

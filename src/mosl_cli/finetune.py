@@ -68,6 +68,8 @@ from mosl_cli.train import (
 
 MIN_STEPS_PER_EPOCH = 10
 SELECTIONS: tuple[str, ...] = ("last", "ema", "best")
+OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
+SGD_MOMENTUM = 0.99  # nnU-Net's SGD: Nesterov momentum 0.99 (Isensee et al. 2021)
 FOLD_SPLITS: tuple[str, ...] = ("train", "val")  # the pool that --folds divides
 
 
@@ -336,6 +338,17 @@ def _param_groups(model: nn.Module, cfg: FinetuneConfig) -> list[dict[str, Any]]
     return [{"params": encoder, "lr_scale": cfg.encoder_lr_scale}, {"params": rest, "lr_scale": 1.0}]
 
 
+def build_optimizer(model: nn.Module, cfg: FinetuneConfig, device: torch.device) -> torch.optim.Optimizer:
+    """``cfg.optimizer``: AdamW, or SGD with Nesterov momentum 0.99 as nnU-Net trains (pass a larger
+    ``--lr`` with it, e.g. 0.01); the encoder's group runs at ``lr × encoder_lr_scale``."""
+    groups, fused = _param_groups(model, cfg), fused_optimizer(device)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=SGD_MOMENTUM, nesterov=True, weight_decay=cfg.weight_decay, fused=fused
+        )
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+
+
 def _set_encoder_frozen(model: nn.Module, frozen: bool, keep_bn_statistics: bool = False) -> None:
     """Freeze (no grad, BN statistics fixed) or release the encoder; with ``keep_bn_statistics`` its BN
     layers stay in eval mode either way (the initial weights' running statistics normalise)."""
@@ -352,6 +365,8 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
     """One-line errors for option values, before anything is read or written."""
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise UsageError("--epochs and --batch-size must be ≥ 1")
+    if cfg.optimizer not in OPTIMIZERS:
+        raise UsageError(f"--optimizer {cfg.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
     if cfg.select not in SELECTIONS:
         raise UsageError(f"--select {cfg.select!r} is not one of {', '.join(SELECTIONS)}")
     if cfg.augment_strength not in SEG_AUGMENTS:
@@ -387,9 +402,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         init_info["auto"] = True
     model = model.to(device)
     model = model.to(memory_format=memory_format(device, cfg.channels_last))
-    optimizer = torch.optim.AdamW(
-        _param_groups(model, cfg), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused_optimizer(device)
-    )
+    optimizer = build_optimizer(model, cfg, device)
     average = WeightAverage(model, cfg.ema_decay) if cfg.select == "ema" else None
     augment = SegAugment(cfg.size, cfg.augment, strength=cfg.augment_strength).to(device)
     images, masks = ds.images.to(device), ds.masks.to(device)

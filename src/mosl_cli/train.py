@@ -10,6 +10,7 @@ run resumes at the epoch of its last checkpoint and, because every epoch draws i
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import os
@@ -105,7 +106,16 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, device_id=device if device.type == "cuda" else None)
+        atexit.register(_leave_process_group)
     return info, device
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group while Python is still whole (as torch advises): left to interpreter
+    finalisation, gloo's threads can release tensors after the interpreter is gone and abort a rank
+    that finished its work."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def wrap_ddp(module: nn.Module, info: DistInfo, device: torch.device, find_unused: bool = False) -> nn.Module:
