@@ -691,6 +691,10 @@ def finetune(
     size: Size = C.FinetuneConfig.size,
     epochs: Epochs = C.FinetuneConfig.epochs,
     batch_size: BatchSize = C.FinetuneConfig.batch_size,
+    dice: Annotated[
+        str,
+        typer.Option("--dice", help="Soft Dice loss over the batch's pixels (batch) or per image, averaged (image)."),
+    ] = C.FinetuneConfig.dice,
     optimizer: Annotated[
         str,
         typer.Option("--optimizer", help="adamw, or sgd (Nesterov momentum 0.99 as in nnU-Net; pass e.g. --lr 0.01)."),
@@ -797,6 +801,7 @@ def finetune(
         size=size,
         epochs=epochs,
         batch_size=batch_size,
+        dice=dice,
         optimizer=optimizer,
         lr=lr,
         warmup_epochs=warmup_epochs,

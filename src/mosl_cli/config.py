@@ -115,6 +115,7 @@ class FinetuneConfig:
     size: int = RECIPE_SIZE
     epochs: int = 100
     batch_size: int = 16
+    dice: str = "batch"  # the soft Dice loss over the whole batch's pixels, or "image": each image's, averaged
     optimizer: str = "adamw"  # or "sgd": Nesterov momentum 0.99, as nnU-Net (with a larger lr, e.g. 0.01)
     lr: float = 1e-3
     warmup_epochs: int = 5

@@ -69,6 +69,7 @@ from mosl_cli.train import (
 MIN_STEPS_PER_EPOCH = 10
 SELECTIONS: tuple[str, ...] = ("last", "ema", "best")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
+DICE_KINDS: tuple[str, ...] = ("batch", "image")  # the soft Dice term over the batch's pixels or per image
 SGD_MOMENTUM = 0.99  # nnU-Net's SGD: Nesterov momentum 0.99 (Isensee et al. 2021)
 FOLD_SPLITS: tuple[str, ...] = ("train", "val")  # the pool that --folds divides
 
@@ -212,20 +213,30 @@ def build_finetune_model(cfg: FinetuneConfig, init: str, channels: int) -> tuple
     }
 
 
-def dice_bce_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Soft Dice (over the batch) + BCE. ``logits``, ``target``: float ``[B, 1, H, W]``, target 0/1;
-    ``weight`` float ``[B]`` (0/1): the images that count (default: all)."""
+def dice_bce_loss(
+    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None, per_image: bool = False
+) -> torch.Tensor:
+    """Soft Dice + BCE. ``logits``, ``target``: float ``[B, 1, H, W]``, target 0/1; ``weight`` float
+    ``[B]`` (0/1): the images that count (default: all). The Dice term pools the pixels of the whole
+    batch (nnU-Net's batch Dice), or with ``per_image`` is the mean of each image's soft Dice (as the
+    per-case metric weighs a small lesion like a large one)."""
     w = torch.ones(logits.shape[0], device=logits.device) if weight is None else weight
-    w = w.to(logits.dtype)[:, None, None, None]
-    prob = torch.sigmoid(logits) * w
-    inter = (prob * target).sum()
-    soft_dice = (2 * inter + 1.0) / (prob.sum() + (target * w).sum() + 1.0)
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w
-    return (1 - soft_dice) + bce.sum() / (w.sum() * logits[0].numel()).clamp_min(1.0)
+    w = w.to(logits.dtype)
+    prob = torch.sigmoid(logits) * w[:, None, None, None]
+    dims = (1, 2, 3) if per_image else (0, 1, 2, 3)
+    inter = (prob * target).sum(dims)
+    soft_dice = (2 * inter + 1.0) / (prob.sum(dims) + (target * w[:, None, None, None]).sum(dims) + 1.0)
+    dice_loss = ((1 - soft_dice) * w).sum() / w.sum().clamp_min(1.0) if per_image else 1 - soft_dice
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w[:, None, None, None]
+    return dice_loss + bce.sum() / (w.sum() * logits[0].numel()).clamp_min(1.0)
 
 
 def finetune_loss(
-    logits: torch.Tensor, target: torch.Tensor, present: torch.Tensor | None, empty_masks: bool
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    present: torch.Tensor | None,
+    empty_masks: bool,
+    per_image_dice: bool = False,
 ) -> torch.Tensor:
     """The training loss of one batch: ``logits``, ``target`` float ``[B, 1, H, W]``; ``present``: the
     lesion-present logit ``[B, 1]`` of a model with that head (else None).
@@ -234,10 +245,11 @@ def finetune_loss(
     plus :func:`dice_bce_loss` on the images with a lesion (on all of them with ``empty_masks``).
     """
     if present is None:
-        return dice_bce_loss(logits, target)
+        return dice_bce_loss(logits, target, per_image=per_image_dice)
     lesion = target.flatten(1).amax(dim=1)  # [B] 1.0 where the (augmented) mask has a lesion pixel
     weight = torch.ones_like(lesion) if empty_masks else lesion
-    return dice_bce_loss(logits, target, weight) + F.binary_cross_entropy_with_logits(present[:, 0], lesion)
+    mask_loss = dice_bce_loss(logits, target, weight, per_image=per_image_dice)
+    return mask_loss + F.binary_cross_entropy_with_logits(present[:, 0], lesion)
 
 
 def train_step(
@@ -258,7 +270,8 @@ def train_step(
     x = x.contiguous(memory_format=memory_format(device, cfg.channels_last))
     with autocast(device, cfg.amp):
         logits, present = split_outputs(model(x))
-    loss = finetune_loss(logits.float(), y, None if present is None else present.float(), cfg.empty_masks)
+    head = None if present is None else present.float()
+    loss = finetune_loss(logits.float(), y, head, cfg.empty_masks, per_image_dice=cfg.dice == "image")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -367,6 +380,8 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
         raise UsageError("--epochs and --batch-size must be ≥ 1")
     if cfg.optimizer not in OPTIMIZERS:
         raise UsageError(f"--optimizer {cfg.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
+    if cfg.dice not in DICE_KINDS:
+        raise UsageError(f"--dice {cfg.dice!r} is not one of {', '.join(DICE_KINDS)}")
     if cfg.select not in SELECTIONS:
         raise UsageError(f"--select {cfg.select!r} is not one of {', '.join(SELECTIONS)}")
     if cfg.augment_strength not in SEG_AUGMENTS:
