@@ -103,8 +103,8 @@ class FinetuneConfig:
 
     The default recipe (``finetune.py``; ``benchmarks/finetune_recipe.py`` compares it with a plain
     loop): resnet18 U-Net at 128 px, 100 epochs of AdamW with warm-up and cosine decay to 0,
-    nnU-Net-like augmentation, the scans with a lesion (``empty_masks`` adds the normal ones), the last
-    epoch's weights kept, a post-processing rule chosen on val.
+    per-image soft Dice + BCE, nnU-Net-like augmentation, the scans with a lesion (``empty_masks``
+    adds the normal ones), the last epoch's weights kept, a post-processing rule chosen on val.
     """
 
     data: str = DEFAULT_DATASET
@@ -115,7 +115,7 @@ class FinetuneConfig:
     size: int = RECIPE_SIZE
     epochs: int = 100
     batch_size: int = 16
-    dice: str = "batch"  # the soft Dice loss over the whole batch's pixels, or "image": each image's, averaged
+    dice: str = "image"  # the soft Dice loss per image, averaged, or "batch": over the whole batch's pixels
     optimizer: str = "adamw"  # or "sgd": Nesterov momentum 0.99, as nnU-Net (with a larger lr, e.g. 0.01)
     lr: float = 1e-3
     warmup_epochs: int = 5

@@ -4,11 +4,11 @@
 The recipe (``benchmarks/finetune_recipe.py`` compares it with a plain tutorial loop; measurements in
 studies/finetune-recipe/README.md): the scans of the train split that show a lesion (``--empty-masks``
 adds the normal scans with their empty masks); AdamW with linear warm-up and cosine decay to 0; soft
-Dice + BCE; nnU-Net-like joint augmentation by kornia on the device; the last epoch's weights are
-what ``model.safetensors`` holds (``--select ema`` / ``best``: the weights' moving average, or the
-epoch with the best val Dice). The
-val split is watched every epoch and, at the end, picks the post-processing rule the weight file
-carries (``postprocess.py``). ``--folds K`` trains K models on train+val folds (``run_folds``).
+Dice per image (``--dice batch``: over the batch's pixels) + BCE; nnU-Net-like joint augmentation by
+kornia on the device; the last epoch's weights are what ``model.safetensors`` holds (``--select ema``
+/ ``best``: the weights' moving average, or the epoch with the best val Dice). The val split is
+watched every epoch and, at the end, picks the post-processing rule the weight file carries
+(``postprocess.py``). ``--folds K`` trains K models on train+val folds (``run_folds``).
 """
 
 from __future__ import annotations

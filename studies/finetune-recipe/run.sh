@@ -28,7 +28,8 @@ options() {  # the finetune options of an arm (added to the defaults)
     resnet34) echo "--encoder resnet34" ;;
     epochs_200) echo "--epochs 200" ;;
     sgd) echo "--optimizer sgd --lr 0.01 --weight-decay 3e-5" ;;
-    dice_image) echo "--dice image" ;;
+    dice_image) echo "--dice image" ;;  # the default since it was measured here
+    dice_batch) echo "--dice batch" ;;  # the default before
     unetplusplus) echo "--arch unetplusplus" ;;
     fraction_0.1) echo "--label-fraction 0.1" ;;
     fraction_0.25) echo "--label-fraction 0.25" ;;
