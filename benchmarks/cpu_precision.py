@@ -28,7 +28,7 @@ import torch
 from mosl_cli.augment import SegAugment
 from mosl_cli.config import FinetuneConfig
 from mosl_cli.device import cpu_bf16, memory_format
-from mosl_cli.finetune import train_step
+from mosl_cli.finetune import build_optimizer, train_step
 from mosl_cli.models import build_model
 
 TARGET_SPEEDUP = 1.5
@@ -40,9 +40,9 @@ def step_seconds(args: argparse.Namespace, mixed: bool, images: torch.Tensor, ma
     device = torch.device("cpu")
     torch.manual_seed(0)
     model = build_model("unet", args.encoder, in_channels=1, classes=1).to(memory_format=memory_format(device, mixed))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
-    augment = SegAugment(args.size, True)
     cfg = FinetuneConfig(amp=mixed, channels_last=mixed)
+    optimizer = build_optimizer(model, cfg, device)  # the recipe's fused AdamW and parameter groups
+    augment = SegAugment(args.size, True)
     times = []
     for _ in range(args.steps + 1):
         t0 = time.perf_counter()

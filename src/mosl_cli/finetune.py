@@ -222,12 +222,13 @@ def dice_bce_loss(
     per-case metric weighs a small lesion like a large one)."""
     w = torch.ones(logits.shape[0], device=logits.device) if weight is None else weight
     w = w.to(logits.dtype)
-    prob = torch.sigmoid(logits) * w[:, None, None, None]
+    w_pixels = w[:, None, None, None]
+    prob = torch.sigmoid(logits) * w_pixels
     dims = (1, 2, 3) if per_image else (0, 1, 2, 3)
     inter = (prob * target).sum(dims)
-    soft_dice = (2 * inter + 1.0) / (prob.sum(dims) + (target * w[:, None, None, None]).sum(dims) + 1.0)
+    soft_dice = (2 * inter + 1.0) / (prob.sum(dims) + (target * w_pixels).sum(dims) + 1.0)
     dice_loss = ((1 - soft_dice) * w).sum() / w.sum().clamp_min(1.0) if per_image else 1 - soft_dice
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w[:, None, None, None]
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w_pixels
     return dice_loss + bce.sum() / (w.sum() * logits[0].numel()).clamp_min(1.0)
 
 
@@ -378,14 +379,14 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
     """One-line errors for option values, before anything is read or written."""
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise UsageError("--epochs and --batch-size must be ≥ 1")
-    if cfg.optimizer not in OPTIMIZERS:
-        raise UsageError(f"--optimizer {cfg.optimizer!r} is not one of {', '.join(OPTIMIZERS)}")
-    if cfg.dice not in DICE_KINDS:
-        raise UsageError(f"--dice {cfg.dice!r} is not one of {', '.join(DICE_KINDS)}")
-    if cfg.select not in SELECTIONS:
-        raise UsageError(f"--select {cfg.select!r} is not one of {', '.join(SELECTIONS)}")
-    if cfg.augment_strength not in SEG_AUGMENTS:
-        raise UsageError(f"--augment-strength {cfg.augment_strength!r} is not one of {', '.join(SEG_AUGMENTS)}")
+    for option, value, choices in (
+        ("--optimizer", cfg.optimizer, OPTIMIZERS),
+        ("--dice", cfg.dice, DICE_KINDS),
+        ("--select", cfg.select, SELECTIONS),
+        ("--augment-strength", cfg.augment_strength, SEG_AUGMENTS),
+    ):
+        if value not in choices:
+            raise UsageError(f"{option} {value!r} is not one of {', '.join(choices)}")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise UsageError(f"--ema-decay {cfg.ema_decay} must be in [0, 1), e.g. 0.998")
     if cfg.warmup_epochs < 0 or cfg.patience < 0:
