@@ -25,19 +25,17 @@ from pathlib import Path
 
 import torch
 
-from mosl_cli.data.store import load_dataset
-from mosl_cli.inference import load_ensemble, model_outputs
+from mosl_cli.data.store import Dataset, load_dataset
+from mosl_cli.inference import Ensemble, load_ensemble, model_outputs
 from mosl_cli.metrics import confusion, dice
 
 
 @torch.inference_mode()
-def image_scores(run: Path, data: Path, split: str) -> dict[str, torch.Tensor]:
-    """Per scan of ``split``: ``dice`` (float64 ``[N]``, ungated, no post-processing), ``lesion`` (bool
-    ``[N]``, the reference mask is not empty) and the scores ``max``, ``inside`` and, where the run has
-    the head, ``head`` (float ``[N]``)."""
-    ds = load_dataset(data)
+def image_scores(ensemble: Ensemble, ds: Dataset, split: str) -> dict[str, torch.Tensor]:
+    """Per scan of ``split`` under the first model of ``ensemble``: ``dice`` (float64 ``[N]``, ungated,
+    no post-processing), ``lesion`` (bool ``[N]``, the reference mask is not empty) and the scores
+    ``max``, ``inside`` and, where the model has the head, ``head`` (float ``[N]``)."""
     assert ds.masks is not None
-    ensemble = load_ensemble(run, torch.device("cpu"))
     idx = torch.tensor(ds.indices(split, labelled=True))
     probs, heads = [], []
     for chunk in idx.split(64):
@@ -68,16 +66,15 @@ def auc(score: torch.Tensor, positive: torch.Tensor) -> float:
 def gated(split: dict[str, torch.Tensor], score: str, threshold: float) -> tuple[float, float]:
     """Mean Dice of the lesion scans and of the normal scans when scans scoring below ``threshold``
     get an empty mask (empty-mask rule: an empty prediction on a normal scan scores 1)."""
-    keep = split[score] >= threshold
+    keep = split[score] > threshold
     per_case = torch.where(keep, split["dice"], (~split["lesion"]).double())
     lesion = split["lesion"]
     return float(per_case[lesion].mean()), float(per_case[~lesion].mean())
 
 
 def operating_point(val: dict[str, torch.Tensor], score: str, normal_target: float) -> float:
-    """The lowest threshold (a val score, nudged up) whose val normal-scan score reaches the target."""
+    """The lowest threshold (a val score) whose val normal-scan score reaches the target."""
     for t in sorted(set(val[score].tolist())):
-        t = t + 1e-6
         if gated(val, score, t)[1] >= normal_target:
             return t
     return float("inf")
@@ -92,9 +89,11 @@ def main() -> None:
     parser.add_argument("--figure", type=Path)
     args = parser.parse_args()
 
+    ds = load_dataset(args.data)
     rows, curves = [], []
     for run in args.runs:
-        val, test = (image_scores(run, args.data, s) for s in ("val", "test"))
+        ensemble = load_ensemble(run, torch.device("cpu"))
+        val, test = (image_scores(ensemble, ds, s) for s in ("val", "test"))
         base_lesion, base_normal = gated(test, "max", float("-inf"))
         print(f"{run}: ungated test lesion Dice {base_lesion:.3f}, normal {base_normal:.3f}")
         for score in [s for s in ("head", "max", "inside") if s in val]:
@@ -114,7 +113,7 @@ def main() -> None:
             print("  " + ", ".join(f"{k} {v}" for k, v in row.items() if k != "run"))
             if score == ("head" if "head" in val else "inside"):
                 thresholds = [float("-inf"), *sorted(set(test[score].tolist()))]
-                curve = [gated(test, score, t + 1e-6) for t in thresholds]
+                curve = [gated(test, score, t) for t in thresholds]
                 curves.append((f"{run.parent.name}/{run.name} {score}", curve, (normal, lesion)))
 
     if args.csv:
