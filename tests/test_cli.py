@@ -43,7 +43,9 @@ def test_each_step_has_help_with_an_example(step: str) -> None:
         (["evaluate", "--model", "/no/such/model.safetensors"], "/no/such/model.safetensors", 1),
         (["evaluate", "--threshold", "1.5"], "--threshold", 2),
         (["pretrain", "--data", "/no/such/dataset"], "/no/such/dataset", 1),
-        (["pretrain", "--dense-weight", "1"], "--scope encoder-decoder", 2),
+        (["pretrain", "--method", "simclr", "--dense-weight", "1"], "--scope encoder-decoder", 2),
+        (["pretrain", "--dense-weight", "1"], "add --method simclr, moco or simsiam", 2),  # the default is mim
+        (["pretrain", "--positives", "group"], "add --method simclr, moco or simsiam", 2),
         (["pretrain", "--jitter", "1.5"], "--jitter", 2),
         (["pretrain", "--checkpoint-every", "-5"], "--checkpoint-every", 2),
         (["finetune", "--checkpoint-every", "-5"], "--checkpoint-every", 2),

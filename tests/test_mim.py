@@ -107,7 +107,7 @@ def test_settings_and_scope_errors() -> None:
 @pytest.mark.parametrize(
     "extra, fragment",
     [
-        (["--scope", "encoder"], "--method mim trains the decoder too: add --scope encoder-decoder"),
+        (["--scope", "encoder"], "--method mim trains the decoder too: use --scope encoder-decoder"),
         (["--scope", "encoder-decoder", "--mask-ratio", "1.5"], "--mask-ratio 1.5"),
         (["--scope", "encoder-decoder", "--patch-size", "5"], "--patch-size 5 must divide --size 32"),
         (["--scope", "encoder-decoder", "--dense-weight", "1"], "--dense-weight does not apply to --method mim"),
@@ -121,9 +121,10 @@ def test_mim_usage_errors_are_one_line(data: Path, tmp_path: Path, extra: list[s
     assert not (tmp_path / "r").exists()
 
 
-def test_pretrain_mim_end_to_end_then_finetune_loads_encoder_and_decoder(data: Path, tmp_path: Path) -> None:
+def test_default_pretrain_is_mim_end_to_end_then_finetune_loads_encoder_and_decoder(data: Path, tmp_path: Path) -> None:
+    """No --method: mim, the best measured arm (studies/pretraining-baseline/README.md), on the whole U-Net."""
     out = tmp_path / "mim"
-    args = ["pretrain", "--method", "mim", "--data", str(data), "--encoder", "resnet18"]  # scope: encoder-decoder
+    args = ["pretrain", "--data", str(data), "--encoder", "resnet18"]  # method: mim, scope: encoder-decoder
     args += ["--size", "32", "--epochs", "2", "--batch-size", "8", "--steps-per-epoch", "2", "--warmup-epochs", "0"]
     result = runner.invoke(app, [*args, "--mask-ratio", "0.5", "--device", "cpu", "--out", str(out)])
     assert result.exit_code == 0, result.output

@@ -61,6 +61,7 @@ def test_tiny_run_with_group_positives(videos: Path, tmp_path: Path) -> None:
     cfg = PretrainConfig(
         data=(str(videos),),
         include_test=True,
+        method="simclr",
         positives="group",
         encoder="resnet18",
         size=32,
@@ -80,6 +81,7 @@ def test_tiny_run_with_group_positives(videos: Path, tmp_path: Path) -> None:
         run_pretrain(
             PretrainConfig(
                 data=(str(videos),),
+                method="simclr",
                 positives="group",
                 scope="encoder-decoder",
                 dense_weight=1.0,

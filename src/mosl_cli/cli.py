@@ -502,7 +502,10 @@ def info(
     epilog="Example: mosl pretrain --method simsiam --data busi --data hc18 --encoder resnet50 --size 64 --epochs 100"
 )
 def pretrain(
-    method: Annotated[K.Method, typer.Option("--method", help="Self-supervised method.")] = C.PretrainConfig.method,  # type: ignore[assignment]
+    method: Annotated[
+        K.Method,
+        typer.Option("--method", help="Self-supervised method (mim: masked image modelling of the whole U-Net)."),
+    ] = C.PretrainConfig.method,  # type: ignore[assignment]
     data: Annotated[
         Optional[list[Path]], typer.Option("--data", "-d", help="Dataset directory (repeat to mix several).")
     ] = None,
@@ -605,8 +608,6 @@ def pretrain(
             weights = tuple(float(w) for w in data_weights.split(","))
         except ValueError:
             raise typer.BadParameter("comma-separated numbers, one per --data", param_hint="--data-weights") from None
-    if scope is None:  # masked image modelling reconstructs through the decoder: it pre-trains the whole U-Net
-        scope = "encoder-decoder" if method == "mim" else C.PretrainConfig.scope
     cfg = C.PretrainConfig(
         method=method,
         data=tuple(str(d) for d in (data or [Path(C.DEFAULT_DATASET)])),
@@ -648,7 +649,7 @@ def pretrain(
     from mosl_cli.pretrain import run_pretrain
 
     _one_of("--method", method, METHODS)
-    _one_of("--scope", scope, SCOPES)
+    _one_of("--scope", cfg.scope, SCOPES)
     _one_of("--preset", preset, PRESETS)
     bar = _TrainingProgress(f"pretrain {method}", log_every=log_every)
     result = _call(bar.run, run_pretrain, cfg, out=out, interrupted=RESUME_HINT)

@@ -113,13 +113,13 @@ data_of() {  # ARM: its pre-training datasets
   esac
 }
 
-method_of() {  # ARM: its method options (none: today's defaults, SimCLR)
+method_of() {  # ARM: its method options, always explicit (mosl pretrain's default method is the best measured arm)
   case $1 in
-    *_simclr) echo "" ;;
+    *_simclr) echo "--method simclr" ;;
     *_moco) echo "--method moco" ;;
     *_simsiam) echo "--method simsiam" ;;
     *_mim) echo "--method mim" ;;  # its default scope: the whole U-Net
-    *_simclr_group) echo "--positives group" ;;
+    *_simclr_group) echo "--method simclr --positives group" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
   esac
 }

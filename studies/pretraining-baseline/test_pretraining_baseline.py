@@ -37,12 +37,12 @@ ARMS = [
 ]
 ULTRASOUND = {"busi", "hc18", "pocus", "nerve", "muscle", "lung"}
 METHOD_OPTIONS = {
-    "simclr": [],
-    "natural_simclr": [],
+    "simclr": ["--method", "simclr"],
+    "natural_simclr": ["--method", "simclr"],
     "moco": ["--method", "moco"],
     "simsiam": ["--method", "simsiam"],
     "mim": ["--method", "mim"],
-    "simclr_group": ["--positives", "group"],
+    "simclr_group": ["--method", "simclr", "--positives", "group"],
 }
 
 

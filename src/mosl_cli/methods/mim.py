@@ -54,10 +54,17 @@ def masked_patch_loss(pred: Tensor, target: Tensor, mask: Tensor, p: int) -> Ten
     return (per_patch * m).sum() / m.sum().clamp(min=1.0)
 
 
+_NOT_FOR_MIM = (  # mim is the default method, so say how to pick a contrastive one
+    "{option} does not apply to --method mim ({why}): add --method simclr, moco or simsiam"
+)
+
+
 def check_mim(scope: str, mask_ratio: float | None, patch_size: int | None, size: int | None = None) -> None:
     """One-line :class:`UsageError` for settings masked image modelling cannot run with."""
     if scope != "encoder-decoder":
-        raise UsageError("--method mim trains the decoder too: add --scope encoder-decoder (the whole U-Net)")
+        raise UsageError(
+            "--method mim trains the decoder too: use --scope encoder-decoder, or --method simclr, moco or simsiam"
+        )
     if mask_ratio is not None and not 0 < mask_ratio < 1:
         raise UsageError(f"--mask-ratio {mask_ratio} is outside (0, 1); e.g. 0.6")
     if patch_size is not None and (patch_size < 1 or (size is not None and size % patch_size)):
@@ -87,9 +94,9 @@ class MIM(SSLMethod):
     def check_config(cls, cfg: PretrainConfig) -> None:
         check_mim(cfg.scope, cfg.mask_ratio, cfg.patch_size, cfg.size)
         if cfg.dense_weight:
-            raise UsageError("--dense-weight does not apply to --method mim: its loss is already per pixel")
+            raise UsageError(_NOT_FOR_MIM.format(option="--dense-weight", why="its loss is already per pixel"))
         if cfg.positives != "views":
-            raise UsageError("--positives group does not apply to --method mim: it reconstructs one view")
+            raise UsageError(_NOT_FOR_MIM.format(option="--positives group", why="it reconstructs one view"))
 
     def __init__(self, backbone: PooledBackbone, **hparams: Any) -> None:
         super().__init__(backbone, **hparams)
@@ -98,7 +105,7 @@ class MIM(SSLMethod):
         self.pixel_head = nn.Conv2d(backbone.decoder_dim, channels, kernel_size=1)
 
     def add_dense_loss(self, weight: float) -> None:
-        raise UsageError("--dense-weight does not apply to --method mim: its loss is already per pixel")
+        raise UsageError(_NOT_FOR_MIM.format(option="--dense-weight", why="its loss is already per pixel"))
 
     def contrast(self, view1: Tensor, view2: Tensor) -> MethodOutput:
         """``view1`` ``[B, C, H, W]`` is masked and reconstructed; ``view2`` is not used. Embedding:
