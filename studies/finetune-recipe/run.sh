@@ -27,6 +27,7 @@ options() {  # the finetune options of an arm (added to the defaults)
     select_ema) echo "--select ema" ;;
     resnet34) echo "--encoder resnet34" ;;
     epochs_200) echo "--epochs 200" ;;
+    epochs_60) echo "--epochs 60" ;;
     sgd) echo "--optimizer sgd --lr 0.01 --weight-decay 3e-5" ;;
     dice_image) echo "--dice image" ;;  # the default since it was measured here
     dice_batch) echo "--dice batch" ;;  # the default before

@@ -6,7 +6,7 @@ Reads ``ARM/sSEED/eval_val/metrics.json`` and ``eval_test/metrics.json`` (writte
 evaluate``), ``metrics.json`` of the fine-tune (val Dice before and after TTA and post-processing,
 seconds) and, for the reference loop, ``reference/sSEED/reference.json``; prints a Markdown table.
 ``--csv`` also writes one row per run (arm, seed, val and test lesion Dice, test IoU, test normal
-Dice, training minutes).
+Dice, training minutes; the reference loop's val and IoU cells are empty).
 """
 
 from __future__ import annotations
@@ -46,6 +46,8 @@ def rows(root: Path, runs: list[list[object]] | None = None) -> list[list[str]]:
                     test.append(ref["lesion_dice"])
                     normal.append(ref["normal_dice"])
                     minutes.append(ref["seconds"] / 60)
+                    if runs is not None:  # the reference is scored on test only
+                        runs.append([arm.name, run.name[1:], "", test[-1], "", normal[-1], minutes[-1]])
                 continue
             ev_test, ev_val, ft = (
                 _read(run / "eval_test" / "metrics.json"),
