@@ -770,6 +770,16 @@ def finetune(
             ),
         ),
     ] = C.FinetuneConfig.lesion_head,
+    deep_supervision: Annotated[
+        bool,
+        typer.Option(
+            "--deep-supervision/--no-deep-supervision",
+            help=(
+                "Train auxiliary mask heads on the U-Net decoder's 1/2, 1/4 and 1/8 scale blocks "
+                "(nnU-Net's deep supervision; the saved model is unchanged)."
+            ),
+        ),
+    ] = C.FinetuneConfig.deep_supervision,
     no_postprocess: Annotated[
         bool, typer.Option("--no-postprocess", help="Do not choose and store a post-processing rule on val.")
     ] = False,
@@ -818,6 +828,7 @@ def finetune(
         augment_strength=augment_strength,
         empty_masks=empty_masks,
         lesion_head=lesion_head,
+        deep_supervision=deep_supervision,
         postprocess=not no_postprocess,
         folds=folds,
         seed=seed,

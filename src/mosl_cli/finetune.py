@@ -28,6 +28,7 @@ from mosl_cli import hub
 from mosl_cli.augment import SEG_AUGMENTS, SegAugment, seeded
 from mosl_cli.config import DEFAULT_PRETRAIN_RUN, WEIGHTS_FILE, FinetuneConfig
 from mosl_cli.data.store import Dataset, load_dataset
+from mosl_cli.deep_supervision import AUX_WEIGHTS, DeepSupervised, pooled_targets
 from mosl_cli.device import fused_optimizer, memory_format
 from mosl_cli.errors import MoslError, UsageError
 from mosl_cli.fsutil import append_jsonl, read_jsonl, write_json
@@ -238,19 +239,28 @@ def finetune_loss(
     present: torch.Tensor | None,
     empty_masks: bool,
     per_image_dice: bool = False,
+    aux: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The training loss of one batch: ``logits``, ``target`` float ``[B, 1, H, W]``; ``present``: the
-    lesion-present logit ``[B, 1]`` of a model with that head (else None).
+    lesion-present logit ``[B, 1]`` of a model with that head (else None); ``aux``: deep supervision's
+    coarser mask logits (``deep_supervision.DeepSupervised``), or None.
 
-    Without the head: :func:`dice_bce_loss`. With it: BCE of the head against "the mask is not empty",
-    plus :func:`dice_bce_loss` on the images with a lesion (on all of them with ``empty_masks``).
+    The mask loss is :func:`dice_bce_loss`; with ``aux`` it is the weighted mean of the full-size term
+    (weight 1) and each auxiliary term against the mask pooled to its size (``AUX_WEIGHTS``). With the
+    head, the mask loss counts the images with a lesion only (all of them with ``empty_masks``), and
+    the BCE of the head against "the mask is not empty" is added.
     """
-    if present is None:
-        return dice_bce_loss(logits, target, per_image=per_image_dice)
     lesion = target.flatten(1).amax(dim=1)  # [B] 1.0 where the (augmented) mask has a lesion pixel
-    weight = torch.ones_like(lesion) if empty_masks else lesion
-    mask_loss = dice_bce_loss(logits, target, weight, per_image=per_image_dice)
-    return mask_loss + F.binary_cross_entropy_with_logits(present[:, 0], lesion)
+    weight = lesion if present is not None and not empty_masks else None
+    loss = dice_bce_loss(logits, target, weight, per_image=per_image_dice)
+    if aux:
+        pooled = pooled_targets(target, aux)
+        for w, aux_logits, aux_target in zip(AUX_WEIGHTS, aux, pooled, strict=True):
+            loss = loss + w * dice_bce_loss(aux_logits, aux_target, weight, per_image=per_image_dice)
+        loss = loss / (1 + sum(AUX_WEIGHTS[: len(aux)]))
+    if present is None:
+        return loss
+    return loss + F.binary_cross_entropy_with_logits(present[:, 0], lesion)
 
 
 def train_step(
@@ -270,9 +280,12 @@ def train_step(
         x, y = augment(images, masks)
     x = x.contiguous(memory_format=memory_format(device, cfg.channels_last))
     with autocast(device, cfg.amp):
-        logits, present = split_outputs(model(x))
+        out = model(x)
+        out, aux = out if cfg.deep_supervision else (out, None)
+        logits, present = split_outputs(out)
     head = None if present is None else present.float()
-    loss = finetune_loss(logits.float(), y, head, cfg.empty_masks, per_image_dice=cfg.dice == "image")
+    aux = None if aux is None else [a.float() for a in aux]
+    loss = finetune_loss(logits.float(), y, head, cfg.empty_masks, per_image_dice=cfg.dice == "image", aux=aux)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -387,6 +400,8 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
     ):
         if value not in choices:
             raise UsageError(f"{option} {value!r} is not one of {', '.join(choices)}")
+    if cfg.deep_supervision and cfg.arch != "unet":
+        raise UsageError(f"--deep-supervision works with --arch unet, not {cfg.arch!r}; drop one of them")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise UsageError(f"--ema-decay {cfg.ema_decay} must be in [0, 1), e.g. 0.998")
     if cfg.warmup_epochs < 0 or cfg.patience < 0:
@@ -420,6 +435,10 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     model = model.to(memory_format=memory_format(device, cfg.channels_last))
     optimizer = build_optimizer(model, cfg, device)
     average = WeightAverage(model, cfg.ema_decay) if cfg.select == "ema" else None
+    net = model  # what the steps train: the model, or the model with deep supervision's auxiliary heads
+    if cfg.deep_supervision:
+        net = DeepSupervised(model).to(device).to(memory_format=memory_format(device, cfg.channels_last))
+        optimizer.add_param_group({"params": list(net.heads.parameters()), "lr_scale": 1.0})
     augment = SegAugment(cfg.size, cfg.augment, strength=cfg.augment_strength).to(device)
     images, masks = ds.images.to(device), ds.masks.to(device)
     train_order_src = torch.tensor(train_idx)
@@ -427,7 +446,9 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = min(cfg.warmup_epochs * steps_per_epoch, total_steps // 2)
     per_rank = max(1, cfg.batch_size // dist_info.world_size)
-    extra = {"ema": average} if average is not None else None
+    extra: dict[str, nn.Module] = {"ema": average} if average is not None else {}
+    if isinstance(net, DeepSupervised):
+        extra["aux_heads"] = net.heads
 
     progress = {"epoch": 0, "best_dice": -1.0, "best_epoch": 0, "since_best": 0}
     if resume:
@@ -460,7 +481,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
             "init": init_info,
         },
     )
-    trained = wrap_ddp(model, dist_info, device, find_unused=cfg.freeze_encoder_epochs > 0)
+    trained = wrap_ddp(net, dist_info, device, find_unused=cfg.freeze_encoder_epochs > 0)
     best_path = run.file("model_best.safetensors")
 
     def patience_spent() -> bool:  # early stopping (select=best only): patience epochs without a better val Dice

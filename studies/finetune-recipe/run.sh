@@ -32,6 +32,8 @@ options() {  # the finetune options of an arm (added to the defaults)
     dice_image) echo "--dice image" ;;  # the default since it was measured here
     dice_batch) echo "--dice batch" ;;  # the default before
     unetplusplus) echo "--arch unetplusplus" ;;
+    deep_supervision) echo "--deep-supervision" ;;
+    batch_8) echo "--batch-size 8" ;;
     fraction_0.1) echo "--label-fraction 0.1" ;;
     fraction_0.25) echo "--label-fraction 0.25" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
