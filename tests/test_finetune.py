@@ -16,6 +16,7 @@ from mosl_cli.errors import MoslError, UsageError
 from mosl_cli.finetune import build_optimizer, label_subset, run_finetune
 from mosl_cli.fsutil import read_jsonl
 from mosl_cli.models import build_model, load_into, read_metadata, save_weights, weights_metadata
+from mosl_cli.train import cosine_lr, poly_lr
 from tiny import blob_dataset, tiny_finetune_config
 
 
@@ -139,6 +140,18 @@ def test_sgd_is_nnunets_nesterov_sgd_and_trains(data: Path, tmp_path: Path) -> N
     with pytest.raises(UsageError, match="--optimizer 'adam' is not one of adamw, sgd"):
         run_finetune(_cfg(data, tmp_path / "bad", optimizer="adam"))
     assert not (tmp_path / "bad").exists()
+
+
+def test_poly_schedule_is_nnunets_and_trains(data: Path, tmp_path: Path) -> None:
+    assert [poly_lr(s, 10, 0, 1.0) for s in (0, 5, 10)] == pytest.approx([1.0, 0.5**0.9, 0.0])
+    assert poly_lr(1, 10, 4, 1.0) == pytest.approx(0.5)  # linear warm-up first, as the cosine schedule
+    # nearly linear: below the half-cosine early on, above it near the end
+    assert poly_lr(3, 10, 0, 1.0) < cosine_lr(3, 10, 0, 1.0) and poly_lr(7, 10, 0, 1.0) > cosine_lr(7, 10, 0, 1.0)
+    run_finetune(_cfg(data, tmp_path / "run", schedule="poly", warmup_epochs=0, epochs=2, steps_per_epoch=3))
+    lrs = [r["lr"] for r in read_jsonl(tmp_path / "run" / "log.jsonl")]  # the lr of each epoch's last step
+    assert lrs == pytest.approx([1e-3 * (1 - 2 / 6) ** 0.9, 1e-3 * (1 - 5 / 6) ** 0.9])
+    with pytest.raises(UsageError, match="--schedule 'step' is not one of cosine, poly"):
+        run_finetune(_cfg(data, tmp_path / "bad", schedule="step"))
 
 
 def test_freeze_encoder_bn_keeps_pretrained_statistics(data: Path, tmp_path: Path) -> None:

@@ -701,8 +701,14 @@ def finetune(
         typer.Option("--optimizer", help="adamw, or sgd (Nesterov momentum 0.99 as in nnU-Net; pass e.g. --lr 0.01)."),
     ] = C.FinetuneConfig.optimizer,
     lr: Annotated[
-        float, typer.Option("--lr", help="Peak learning rate (linear warm-up, then cosine decay to 0).")
+        float, typer.Option("--lr", help="Peak learning rate (linear warm-up, then --schedule's decay to 0).")
     ] = C.FinetuneConfig.lr,
+    schedule: Annotated[
+        str,
+        typer.Option(
+            "--schedule", help="lr decay after the warm-up: cosine (to 0), or poly (nnU-Net's lr·(1 − t)^0.9)."
+        ),
+    ] = C.FinetuneConfig.schedule,
     warmup_epochs: Annotated[
         int, typer.Option("--warmup-epochs", help="Epochs of linear lr warm-up.")
     ] = C.FinetuneConfig.warmup_epochs,
@@ -815,6 +821,7 @@ def finetune(
         dice=dice,
         optimizer=optimizer,
         lr=lr,
+        schedule=schedule,
         warmup_epochs=warmup_epochs,
         encoder_lr_scale=encoder_lr_scale,
         weight_decay=weight_decay,

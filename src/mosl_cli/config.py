@@ -122,6 +122,7 @@ class FinetuneConfig:
     dice: str = "image"  # the soft Dice loss per image, averaged, or "batch": over the whole batch's pixels
     optimizer: str = "adamw"  # or "sgd": Nesterov momentum 0.99, as nnU-Net (with a larger lr, e.g. 0.01)
     lr: float = 1e-3
+    schedule: str = "cosine"  # after warm-up: half-cosine decay to 0, or "poly" (nnU-Net's (1 - t)^0.9)
     warmup_epochs: int = 5
     encoder_lr_scale: float = 1.0
     weight_decay: float = 1e-4

@@ -59,6 +59,7 @@ from mosl_cli.train import (
     load_checkpoint,
     mean_over_ranks,
     no_callback,
+    poly_lr,
     save_checkpoint,
     set_lr,
     shard,
@@ -70,6 +71,7 @@ from mosl_cli.train import (
 MIN_STEPS_PER_EPOCH = 10
 SELECTIONS: tuple[str, ...] = ("last", "ema", "best")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
+SCHEDULES = {"cosine": cosine_lr, "poly": poly_lr}  # the lr after warm-up: half-cosine or nnU-Net's poly, to 0
 DICE_KINDS: tuple[str, ...] = ("batch", "image")  # the soft Dice term over the batch's pixels or per image
 SGD_MOMENTUM = 0.99  # nnU-Net's SGD: Nesterov momentum 0.99 (Isensee et al. 2021)
 FOLD_SPLITS: tuple[str, ...] = ("train", "val")  # the pool that --folds divides
@@ -394,6 +396,7 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
         raise UsageError("--epochs and --batch-size must be ≥ 1")
     for option, value, choices in (
         ("--optimizer", cfg.optimizer, OPTIMIZERS),
+        ("--schedule", cfg.schedule, tuple(SCHEDULES)),
         ("--dice", cfg.dice, DICE_KINDS),
         ("--select", cfg.select, SELECTIONS),
         ("--augment-strength", cfg.augment_strength, SEG_AUGMENTS),
@@ -446,6 +449,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = min(cfg.warmup_epochs * steps_per_epoch, total_steps // 2)
     per_rank = max(1, cfg.batch_size // dist_info.world_size)
+    schedule = SCHEDULES[cfg.schedule]
     extra: dict[str, nn.Module] = {"ema": average} if average is not None else {}
     if isinstance(net, DeepSupervised):
         extra["aux_heads"] = net.heads
@@ -500,7 +504,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         loss_sum, t0 = torch.zeros((), device=device), time.perf_counter()
         with seeded(cfg.seed * 7919 + epoch * 104729 + dist_info.rank, device):
             for step in range(steps_per_epoch):
-                lr = cosine_lr(epoch * steps_per_epoch + step, total_steps, warmup_steps, cfg.lr)
+                lr = schedule(epoch * steps_per_epoch + step, total_steps, warmup_steps, cfg.lr)
                 set_lr(optimizer, lr)
                 sel = order[step * per_rank : (step + 1) * per_rank]
                 loss = train_step(trained, optimizer, augment, images[sel], masks[sel], cfg)

@@ -53,6 +53,15 @@ def cosine_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float, fi
     return base_lr * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def poly_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float, exponent: float = 0.9) -> float:
+    """Linear warm-up to ``base_lr`` over ``warmup_steps``, then ``base_lr·(1 − progress)^exponent``, which
+    reaches 0 at ``total_steps`` (nnU-Net's "poly" schedule, exponent 0.9)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return base_lr * (1 - progress) ** exponent
+
+
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set every param group's lr to ``lr × group['lr_scale']``; groups flagged ``fix_lr`` keep ``lr``
     unscaled by the schedule's base."""

@@ -34,6 +34,7 @@ options() {  # the finetune options of an arm (added to the defaults)
     unetplusplus) echo "--arch unetplusplus" ;;
     deep_supervision) echo "--deep-supervision" ;;
     batch_8) echo "--batch-size 8" ;;
+    poly) echo "--schedule poly" ;;
     fraction_0.1) echo "--label-fraction 0.1" ;;
     fraction_0.25) echo "--label-fraction 0.25" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
