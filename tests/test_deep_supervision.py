@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from mosl_cli.deep_supervision import AUX_WEIGHTS, DeepSupervised, pooled_targets
 from mosl_cli.errors import MoslError
@@ -61,8 +62,6 @@ def test_finetune_with_deep_supervision_saves_the_plain_model_and_resumes(tmp_pa
     assert json.loads((out / "config.json").read_text())["config"]["deep_supervision"] is True
     model, _ = model_from_file(out / "model.safetensors")  # strict load: no auxiliary head in the file
     assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 1, 32, 32)
-    from safetensors import safe_open
-
     with safe_open(str(out / "checkpoint.safetensors"), framework="pt") as fh:
         assert any(k.startswith("aux_heads.") for k in fh.keys())  # the heads resume with the run
     resumed = run_finetune(tiny_finetune_config(data, out, deep_supervision=True, epochs=2, resume=True))

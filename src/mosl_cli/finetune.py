@@ -438,10 +438,12 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     model = model.to(memory_format=memory_format(device, cfg.channels_last))
     optimizer = build_optimizer(model, cfg, device)
     average = WeightAverage(model, cfg.ema_decay) if cfg.select == "ema" else None
+    extra: dict[str, nn.Module] = {"ema": average} if average is not None else {}  # saved with the checkpoint
     net = model  # what the steps train: the model, or the model with deep supervision's auxiliary heads
     if cfg.deep_supervision:
         net = DeepSupervised(model).to(device).to(memory_format=memory_format(device, cfg.channels_last))
         optimizer.add_param_group({"params": list(net.heads.parameters()), "lr_scale": 1.0})
+        extra["aux_heads"] = net.heads
     augment = SegAugment(cfg.size, cfg.augment, strength=cfg.augment_strength).to(device)
     images, masks = ds.images.to(device), ds.masks.to(device)
     train_order_src = torch.tensor(train_idx)
@@ -450,9 +452,6 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     warmup_steps = min(cfg.warmup_epochs * steps_per_epoch, total_steps // 2)
     per_rank = max(1, cfg.batch_size // dist_info.world_size)
     schedule = SCHEDULES[cfg.schedule]
-    extra: dict[str, nn.Module] = {"ema": average} if average is not None else {}
-    if isinstance(net, DeepSupervised):
-        extra["aux_heads"] = net.heads
 
     progress = {"epoch": 0, "best_dice": -1.0, "best_epoch": 0, "since_best": 0}
     if resume:

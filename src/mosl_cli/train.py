@@ -43,23 +43,33 @@ def no_callback(event: str, info: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- device and schedule
 
 
+def _warmup_then(
+    step: int, total_steps: int, warmup_steps: int, base_lr: float, decay: Callable[[float], float]
+) -> float:
+    """Linear warm-up to ``base_lr`` over ``warmup_steps``, then ``base_lr·decay(progress)``, progress going
+    from 0 to 1 at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return base_lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return base_lr * decay(progress)
+
+
 def cosine_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float, final_ratio: float = 0.0) -> float:
     """Linear warm-up to ``base_lr`` over ``warmup_steps``, then half-cosine decay to ``final_ratio·base_lr``
     at ``total_steps`` (Loshchilov & Hutter 2017; the schedule of SimCLR, MoCo v2 and SimSiam)."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return base_lr * (final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return _warmup_then(
+        step,
+        total_steps,
+        warmup_steps,
+        base_lr,
+        lambda p: final_ratio + (1 - final_ratio) * 0.5 * (1 + math.cos(math.pi * p)),
+    )
 
 
 def poly_lr(step: int, total_steps: int, warmup_steps: int, base_lr: float, exponent: float = 0.9) -> float:
     """Linear warm-up to ``base_lr`` over ``warmup_steps``, then ``base_lr·(1 − progress)^exponent``, which
     reaches 0 at ``total_steps`` (nnU-Net's "poly" schedule, exponent 0.9)."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return base_lr * (1 - progress) ** exponent
+    return _warmup_then(step, total_steps, warmup_steps, base_lr, lambda p: (1 - p) ** exponent)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
