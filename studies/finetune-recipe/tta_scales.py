@@ -27,12 +27,13 @@ single_scale = inference.forward_outputs
 
 
 def multi_scale(scales: Sequence[float]):
-    """A drop-in for ``inference.forward_outputs`` that averages the probabilities of model inputs
-    float32 ``[B, C, s, s]`` over ``scales`` (each run at ``round(s * scale / 32) * 32`` px)."""
+    """A drop-in for ``inference.forward_outputs`` that averages the outputs of model inputs float32
+    ``[B, C, s, s]`` over ``scales`` (each run at ``round(s * scale / 32) * 32`` px): the lesion
+    probabilities and, for a model with the lesion-present head, the image-level probability."""
 
     def forward_outputs(model, x, tta=False, amp=True, channels_last=True):
         size = x.shape[-1]
-        probs, present = [], None
+        probs, presents = [], []
         for scale in scales:
             side = max(32, round(size * scale / 32) * 32)
             xs = x if side == size else F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
@@ -40,7 +41,9 @@ def multi_scale(scales: Sequence[float]):
             if side != size:
                 prob = F.interpolate(prob, size=(size, size), mode="bilinear", align_corners=False)
             probs.append(prob)
-        return torch.stack(probs).mean(0), present
+            if present is not None:
+                presents.append(present)
+        return torch.stack(probs).mean(0), torch.stack(presents).mean(0) if presents else None
 
     return forward_outputs
 
@@ -52,15 +55,17 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out:
-        for scales in SCALE_SETS:
-            inference.forward_outputs = multi_scale(scales)
-            dice = []
-            for run in args.runs:
-                cfg = EvaluateConfig(model=run, data=args.data, split=args.split, out=out, device="cpu")
-                dice.append(run_evaluate(cfg).metrics["lesion"]["dice"]["mean"])
-            values = " / ".join(f"{d:.3f}" for d in dice)
-            print(f"scales {scales}: lesion Dice {values}, mean {sum(dice) / len(dice):.3f}", flush=True)
-    inference.forward_outputs = single_scale
+        try:
+            for scales in SCALE_SETS:
+                inference.forward_outputs = multi_scale(scales)
+                dice = []
+                for run in args.runs:
+                    cfg = EvaluateConfig(model=run, data=args.data, split=args.split, out=out, device="cpu")
+                    dice.append(run_evaluate(cfg).metrics["lesion"]["dice"]["mean"])
+                values = " / ".join(f"{d:.3f}" for d in dice)
+                print(f"scales {scales}: lesion Dice {values}, mean {sum(dice) / len(dice):.3f}", flush=True)
+        finally:
+            inference.forward_outputs = single_scale
 
 
 if __name__ == "__main__":
