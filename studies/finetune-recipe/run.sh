@@ -35,6 +35,8 @@ options() {  # the finetune options of an arm (added to the defaults)
     deep_supervision) echo "--deep-supervision" ;;
     batch_8) echo "--batch-size 8" ;;
     poly) echo "--schedule poly" ;;
+    lr_3e-3) echo "--lr 3e-3" ;;
+    wd_1e-2) echo "--weight-decay 1e-2" ;;
     fraction_0.1) echo "--label-fraction 0.1" ;;
     fraction_0.25) echo "--label-fraction 0.25" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
