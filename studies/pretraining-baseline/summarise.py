@@ -31,6 +31,7 @@ ORDER = [  # run.sh's arms, in the tables' order; others follow alphabetically
     "multiorgan_mim",
     "multiorgan_simclr_group",
     "breast_mim",
+    "breast_moco",
 ]
 CONTRASTS = [  # (name, arm, reference) besides multi-organ vs breast-only
     ("natural images added", "multiorgan_natural_simclr", "multiorgan_simclr"),
@@ -276,8 +277,19 @@ def markdown(work: Path, table: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def panel_rows(arms: list[str]) -> list[list[str]]:
+    """The figure's rows of arms: one row when they fit a panel (:data:`MAX_SERIES`), else the
+    breast-only arms in one row and the others in rows of at most :data:`MAX_SERIES`."""
+    if len(arms) <= MAX_SERIES:
+        return [arms]
+    breast = [a for a in arms if a.startswith("breast_")]
+    other = [a for a in arms if not a.startswith("breast_")]
+    return [r for r in [breast] + [other[i : i + MAX_SERIES] for i in range(0, len(other), MAX_SERIES)] if r]
+
+
 def figure(table: list[dict], path: Path) -> bool:
-    """One panel per label fraction: each arm's paired test gain over the baseline with its 95 % CI."""
+    """One panel per label fraction (columns) and row of arms (:func:`panel_rows`): each arm's paired
+    test gain over the baseline with its 95 % CI."""
     try:
         import matplotlib
 
@@ -290,22 +302,29 @@ def figure(table: list[dict], path: Path) -> bool:
     fractions = sorted({r["fraction"] for r in vs}, key=float)
     if not fractions:
         return False
-    fig, axes = plt.subplots(1, len(fractions), figsize=(4.5 * len(fractions), 4), sharey=True, squeeze=False)
-    for ax, f in zip(axes[0], fractions):
-        rs = [r for r in vs if r["fraction"] == f][:MAX_SERIES]
-        x = range(len(rs))
-        y = [r["test_diff"] for r in rs]
-        err = [[0 if math.isnan(r["test_ci_low"]) else r["test_diff"] - r["test_ci_low"] for r in rs]]
-        err.append([0 if math.isnan(r["test_ci_high"]) else r["test_ci_high"] - r["test_diff"] for r in rs])
-        ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, label="test Δ, 95 % CI")
-        ax.axhline(0, color="black", lw=0.5)
-        bar = NO_LOSS if float(f) == 1.0 else GAIN_BAR
-        ax.axhline(bar, color="grey", ls="--", lw=1, label=f"issue 19 bar ({bar:+.3f})")
-        ax.set_xticks(list(x), [r["arm"] for r in rs], rotation=45, ha="right", fontsize=8)
-        ax.margins(x=0.15)
-        ax.legend(fontsize=8)
-        ax.set_title(f"{_pct(f)} labels (n = {max(r['n'] for r in rs)} seeds)")
-    axes[0][0].set_ylabel("test lesion Dice gain over the baseline")
+    arm_rows = panel_rows(list(dict.fromkeys(r["arm"] for r in vs)))
+    fig, axes = plt.subplots(
+        len(arm_rows), len(fractions), figsize=(4.5 * len(fractions), 4 * len(arm_rows)), sharey=True, squeeze=False
+    )
+    for ax_row, arms in zip(axes, arm_rows):
+        for ax, f in zip(ax_row, fractions):
+            rs = [r for r in vs if r["fraction"] == f and r["arm"] in arms]
+            if not rs:
+                ax.set_visible(False)
+                continue
+            x = range(len(rs))
+            y = [r["test_diff"] for r in rs]
+            err = [[0 if math.isnan(r["test_ci_low"]) else r["test_diff"] - r["test_ci_low"] for r in rs]]
+            err.append([0 if math.isnan(r["test_ci_high"]) else r["test_ci_high"] - r["test_diff"] for r in rs])
+            ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, label="test Δ, 95 % CI")
+            ax.axhline(0, color="black", lw=0.5)
+            bar = NO_LOSS if float(f) == 1.0 else GAIN_BAR
+            ax.axhline(bar, color="grey", ls="--", lw=1, label=f"issue 19 bar ({bar:+.3f})")
+            ax.set_xticks(list(x), [r["arm"] for r in rs], rotation=45, ha="right", fontsize=8)
+            ax.margins(x=0.15)
+            ax.legend(fontsize=8)
+            ax.set_title(f"{_pct(f)} labels (n = {max(r['n'] for r in rs)} seeds)")
+        ax_row[0].set_ylabel("test lesion Dice gain over the baseline")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

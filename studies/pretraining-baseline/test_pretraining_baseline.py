@@ -34,6 +34,7 @@ ARMS = [
     "multiorgan_mim",
     "multiorgan_simclr_group",
     "breast_mim",
+    "breast_moco",
 ]
 ULTRASOUND = {"busi", "hc18", "pocus", "nerve", "muscle", "lung"}
 METHOD_OPTIONS = {
@@ -69,7 +70,7 @@ def test_dry_run_prints_the_whole_grid(tmp_path: Path) -> None:
     assert not work.exists()  # a dry run writes nothing
     calls = [shlex.split(line)[1:] for line in out.splitlines() if line.startswith("mosl ")]
     by_command = Counter(c[0] for c in calls)
-    assert by_command == {"prepare": 8, "pretrain": 8, "finetune": 9 * 3 * 5, "evaluate": 2 * 9 * 3 * 5}
+    assert by_command == {"prepare": 8, "pretrain": 9, "finetune": 10 * 3 * 5, "evaluate": 2 * 10 * 3 * 5}
     assert out.splitlines()[-1].endswith(f"summarise.py {work}")
 
     prepared = {}
@@ -205,11 +206,17 @@ def test_summary_pairs_seeds_and_gives_t_intervals(tmp_path: Path) -> None:
         assert (work / "gain.png").stat().st_size > 0
 
 
-def test_verdict_applies_the_issue_bar() -> None:
+def _summarise_module():
+    """summarise.py, imported from its file (the study folder is not a package)."""
     spec = importlib.util.spec_from_file_location("summarise", HERE / "summarise.py")
     assert spec and spec.loader
-    summarise = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(summarise)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_verdict_applies_the_issue_bar() -> None:
+    summarise = _summarise_module()
 
     def row(f: str, diff: float, low: float) -> dict:
         return {"fraction": f, "n": 5, "test_diff": diff, "test_ci_low": low}
@@ -218,6 +225,15 @@ def test_verdict_applies_the_issue_bar() -> None:
     assert summarise.verdict(good) == "meets the bar"
     assert summarise.verdict([*good[:2], row("1.0", -0.006, -0.02)]) == "misses the bar at 100 % (loss)"
     assert summarise.verdict([row("0.1", 0.05, -0.001), *good[1:]]) == "misses the bar at 10 %"
+
+
+def test_figure_rows_keep_every_arm() -> None:
+    summarise = _summarise_module()
+
+    assert summarise.panel_rows(["multiorgan_moco", "breast_moco"]) == [["multiorgan_moco", "breast_moco"]]
+    rows = summarise.panel_rows(ARMS)  # 9 arms: more than a panel holds
+    assert rows == [[a for a in ARMS if a.startswith("breast_")], [a for a in ARMS if not a.startswith("breast_")]]
+    assert all(len(r) <= summarise.MAX_SERIES for r in rows)
 
 
 # ------------------------------------------------- the job pool, with a stand-in mosl (seconds)
