@@ -786,6 +786,13 @@ def finetune(
             ),
         ),
     ] = C.FinetuneConfig.deep_supervision,
+    decoder_attention: Annotated[
+        str,
+        typer.Option(
+            "--decoder-attention",
+            help="none, or scse: spatial and channel squeeze-and-excitation in each U-Net decoder block.",
+        ),
+    ] = C.FinetuneConfig.decoder_attention,
     no_postprocess: Annotated[
         bool, typer.Option("--no-postprocess", help="Do not choose and store a post-processing rule on val.")
     ] = False,
@@ -836,6 +843,7 @@ def finetune(
         empty_masks=empty_masks,
         lesion_head=lesion_head,
         deep_supervision=deep_supervision,
+        decoder_attention=decoder_attention,
         postprocess=not no_postprocess,
         folds=folds,
         seed=seed,

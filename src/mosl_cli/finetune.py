@@ -35,6 +35,7 @@ from mosl_cli.fsutil import append_jsonl, read_jsonl, write_json
 from mosl_cli.inference import apply_gate, forward_probabilities, model_outputs
 from mosl_cli.metrics import confusion, dice
 from mosl_cli.models import (
+    DECODER_ATTENTION_ARCHS,
     build_model,
     load_into,
     model_inputs,
@@ -72,6 +73,7 @@ MIN_STEPS_PER_EPOCH = 10
 SELECTIONS: tuple[str, ...] = ("last", "ema", "best")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 SCHEDULES = {"cosine": cosine_lr, "poly": poly_lr}  # the lr after warm-up: half-cosine or nnU-Net's poly, to 0
+DECODER_ATTENTIONS: tuple[str, ...] = ("none", "scse")  # models.build_model's decoder_attention
 DICE_KINDS: tuple[str, ...] = ("batch", "image")  # the soft Dice term over the batch's pixels or per image
 SGD_MOMENTUM = 0.99  # nnU-Net's SGD: Nesterov momentum 0.99 (Isensee et al. 2021)
 FOLD_SPLITS: tuple[str, ...] = ("train", "val")  # the pool that --folds divides
@@ -184,11 +186,11 @@ def resolve_init(cfg: FinetuneConfig) -> str:
 
 def build_finetune_model(cfg: FinetuneConfig, init: str, channels: int) -> tuple[nn.Module, dict[str, Any]]:
     """The U-Net to fine-tune and a description of its initialisation (what was loaded)."""
-    head = cfg.lesion_head
+    opts = {"lesion_head": cfg.lesion_head, "decoder_attention": cfg.decoder_attention}
     if init == "none":
-        return build_model(cfg.arch, cfg.encoder, channels, lesion_head=head), {"init": "none"}
+        return build_model(cfg.arch, cfg.encoder, channels, **opts), {"init": "none"}
     if hub.is_weight_name(init):
-        model = build_model(cfg.arch, cfg.encoder, channels, lesion_head=head)
+        model = build_model(cfg.arch, cfg.encoder, channels, **opts)
         return model, {**hub.load_published(model, cfg.encoder, init), "arch": cfg.arch, "encoder": cfg.encoder}
     path = Path(init)  # resolve_init checked that it exists
     arch, encoder, meta = cfg.arch, cfg.encoder, None
@@ -204,7 +206,7 @@ def build_finetune_model(cfg: FinetuneConfig, init: str, channels: int) -> tuple
                 f"{path}: made for {meta['in_channels']}-channel images but the dataset has {channels}; "
                 f"prepare with --channels {meta['in_channels']}"
             )
-    model = build_model(arch, encoder, channels, lesion_head=head)
+    model = build_model(arch, encoder, channels, **opts)
     report = load_into(model, path)
     return model, {
         "init": str(path),
@@ -400,9 +402,13 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
         ("--dice", cfg.dice, DICE_KINDS),
         ("--select", cfg.select, SELECTIONS),
         ("--augment-strength", cfg.augment_strength, SEG_AUGMENTS),
+        ("--decoder-attention", cfg.decoder_attention, DECODER_ATTENTIONS),
     ):
         if value not in choices:
             raise UsageError(f"{option} {value!r} is not one of {', '.join(choices)}")
+    if cfg.decoder_attention != "none" and cfg.arch not in DECODER_ATTENTION_ARCHS:
+        archs = " or ".join(DECODER_ATTENTION_ARCHS)
+        raise UsageError(f"--decoder-attention works with --arch {archs}, not {cfg.arch!r}; drop one of them")
     if cfg.deep_supervision and cfg.arch != "unet":
         raise UsageError(f"--deep-supervision works with --arch unet, not {cfg.arch!r}; drop one of them")
     if not 0.0 <= cfg.ema_decay < 1.0:
@@ -637,6 +643,7 @@ def _segmentation_meta(
             "select": cfg.select,
             "fold": cfg.fold,
             "lesion_head": cfg.lesion_head,
+            "decoder_attention": cfg.decoder_attention,
         },
     )
 

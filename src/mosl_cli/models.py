@@ -28,21 +28,42 @@ METADATA_KEY = "mosl"
 # Fixed intensity normalisation applied after scaling uint8 to [0, 1]; stored in every weight file.
 NORMALISATION: dict[str, float] = {"mean": 0.5, "std": 0.25}
 LESION_HEAD_DROPOUT = 0.2  # before the lesion-present head's linear layer
+DECODER_ATTENTION_ARCHS = ("unet", "unetplusplus")  # smp's decoders with ``decoder_attention_type``
 
 
-def build_model(arch: str, encoder: str, in_channels: int, classes: int = 1, lesion_head: bool = False) -> nn.Module:
+def build_model(
+    arch: str,
+    encoder: str,
+    in_channels: int,
+    classes: int = 1,
+    lesion_head: bool = False,
+    decoder_attention: str = "none",
+) -> nn.Module:
     """An smp segmentation model with random weights (``encoder_weights=None``: no download).
 
     ``lesion_head`` adds smp's image-level head on the deepest encoder features (``classification_head``:
     average pooling, dropout, linear): the model then returns ``(mask logits [B, classes, H, W],
     lesion-present logit [B, 1])``; :func:`split_outputs` takes either form apart.
+    ``decoder_attention="scse"`` adds concurrent spatial and channel squeeze-and-excitation to each
+    decoder block (U-Net and UNet++ only).
     """
     import segmentation_models_pytorch as smp
 
     aux = {"classes": 1, "dropout": LESION_HEAD_DROPOUT} if lesion_head else None
+    extra: dict[str, Any] = {}
+    if decoder_attention != "none":
+        if arch not in DECODER_ATTENTION_ARCHS:
+            raise MoslError(f"decoder attention works with --arch unet or unetplusplus, not {arch!r}; drop one of them")
+        extra["decoder_attention_type"] = decoder_attention
     try:
         return smp.create_model(
-            arch, encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=classes, aux_params=aux
+            arch,
+            encoder_name=encoder,
+            encoder_weights=None,
+            in_channels=in_channels,
+            classes=classes,
+            aux_params=aux,
+            **extra,
         )
     except KeyError as exc:
         raise MoslError(
@@ -210,6 +231,7 @@ def model_from_file(path: str | Path, device: torch.device | str = "cpu") -> tup
             int(meta["in_channels"]),
             int(meta.get("classes", 1)),
             lesion_head=has_lesion_head(meta),
+            decoder_attention=str(meta.get("decoder_attention", "none")),
         )
     try:
         model.load_state_dict(state, strict=True, assign=True)

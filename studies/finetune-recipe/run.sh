@@ -28,6 +28,8 @@ options() {  # the finetune options of an arm (added to the defaults)
     resnet34) echo "--encoder resnet34" ;;
     epochs_200) echo "--epochs 200" ;;
     epochs_60) echo "--epochs 60" ;;
+    epochs_150) echo "--epochs 150" ;;
+    scse) echo "--decoder-attention scse" ;;
     sgd) echo "--optimizer sgd --lr 0.01 --weight-decay 3e-5" ;;
     dice_image) echo "--dice image" ;;  # the default since it was measured here
     dice_batch) echo "--dice batch" ;;  # the default before
