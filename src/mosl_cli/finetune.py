@@ -35,8 +35,9 @@ from mosl_cli.fsutil import append_jsonl, read_jsonl, write_json
 from mosl_cli.inference import apply_gate, forward_probabilities, model_outputs
 from mosl_cli.metrics import confusion, dice
 from mosl_cli.models import (
-    DECODER_ATTENTION_ARCHS,
+    DECODER_ATTENTIONS,
     build_model,
+    decoder_attention_conflict,
     load_into,
     model_inputs,
     read_metadata,
@@ -73,7 +74,6 @@ MIN_STEPS_PER_EPOCH = 10
 SELECTIONS: tuple[str, ...] = ("last", "ema", "best")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 SCHEDULES = {"cosine": cosine_lr, "poly": poly_lr}  # the lr after warm-up: half-cosine or nnU-Net's poly, to 0
-DECODER_ATTENTIONS: tuple[str, ...] = ("none", "scse")  # models.build_model's decoder_attention
 DICE_KINDS: tuple[str, ...] = ("batch", "image")  # the soft Dice term over the batch's pixels or per image
 SGD_MOMENTUM = 0.99  # nnU-Net's SGD: Nesterov momentum 0.99 (Isensee et al. 2021)
 FOLD_SPLITS: tuple[str, ...] = ("train", "val")  # the pool that --folds divides
@@ -406,9 +406,8 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
     ):
         if value not in choices:
             raise UsageError(f"{option} {value!r} is not one of {', '.join(choices)}")
-    if cfg.decoder_attention != "none" and cfg.arch not in DECODER_ATTENTION_ARCHS:
-        archs = " or ".join(DECODER_ATTENTION_ARCHS)
-        raise UsageError(f"--decoder-attention works with --arch {archs}, not {cfg.arch!r}; drop one of them")
+    if conflict := decoder_attention_conflict(cfg.arch, cfg.decoder_attention):
+        raise UsageError(conflict)
     if cfg.deep_supervision and cfg.arch != "unet":
         raise UsageError(f"--deep-supervision works with --arch unet, not {cfg.arch!r}; drop one of them")
     if not 0.0 <= cfg.ema_decay < 1.0:

@@ -28,7 +28,16 @@ METADATA_KEY = "mosl"
 # Fixed intensity normalisation applied after scaling uint8 to [0, 1]; stored in every weight file.
 NORMALISATION: dict[str, float] = {"mean": 0.5, "std": 0.25}
 LESION_HEAD_DROPOUT = 0.2  # before the lesion-present head's linear layer
-DECODER_ATTENTION_ARCHS = ("unet", "unetplusplus")  # smp's decoders with ``decoder_attention_type``
+DECODER_ATTENTIONS: tuple[str, ...] = ("none", "scse")  # build_model's decoder_attention values
+DECODER_ATTENTION_ARCHS: tuple[str, ...] = ("unet", "unetplusplus")  # smp's decoders with ``decoder_attention_type``
+
+
+def decoder_attention_conflict(arch: str, decoder_attention: str) -> str | None:
+    """Why ``arch`` cannot take ``decoder_attention`` (a one-line message), or None when it can."""
+    if decoder_attention == "none" or arch in DECODER_ATTENTION_ARCHS:
+        return None
+    archs = " or ".join(DECODER_ATTENTION_ARCHS)
+    return f"--decoder-attention works with --arch {archs}, not {arch!r}; drop one of them"
 
 
 def build_model(
@@ -51,9 +60,9 @@ def build_model(
 
     aux = {"classes": 1, "dropout": LESION_HEAD_DROPOUT} if lesion_head else None
     extra: dict[str, Any] = {}
+    if conflict := decoder_attention_conflict(arch, decoder_attention):
+        raise MoslError(conflict)
     if decoder_attention != "none":
-        if arch not in DECODER_ATTENTION_ARCHS:
-            raise MoslError(f"decoder attention works with --arch unet or unetplusplus, not {arch!r}; drop one of them")
         extra["decoder_attention_type"] = decoder_attention
     try:
         return smp.create_model(
