@@ -29,20 +29,25 @@ import torch.nn.functional as F
 
 from mosl_cli.config import EvaluateConfig, FinetuneConfig
 from mosl_cli.data.store import load_dataset
+from mosl_cli.device import resolve_device
 from mosl_cli.evaluate import run_evaluate
 from mosl_cli.finetune import run_finetune
 from mosl_cli.models import build_model, normalise, save_weights, weights_metadata
 
 
-def reference_loop(data: str, size: int, encoder: str, epochs: int, seed: int, out: Path) -> Path:
-    """Train the plain recipe; write ``out/model.safetensors`` (a mosl weight file, for ``evaluate``)."""
+def reference_loop(
+    data: str, size: int, encoder: str, epochs: int, seed: int, out: Path, device: torch.device | None = None
+) -> Path:
+    """Train the plain recipe on ``device`` (default: the CPU) in float32; write ``out/model.safetensors``."""
+    device = device or torch.device("cpu")
     torch.manual_seed(seed)
     ds = load_dataset(data)
     assert ds.masks is not None
     idx = [i for i in ds.indices("train", labelled=True) if ds.records[i]["class"] in ("benign", "malignant")]
     x_all = F.interpolate(ds.images[idx].float() / 255, size=(size, size), mode="bilinear", antialias=True)
     y_all = (F.interpolate(ds.masks[idx].float(), size=(size, size), mode="bilinear", antialias=True) > 0.5).float()
-    model = build_model("unet", encoder, ds.channels)
+    x_all, y_all = x_all.to(device), y_all.to(device)
+    model = build_model("unet", encoder, ds.channels).to(device)
     batch = 16
     steps = epochs * math.ceil(len(idx) / batch)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -75,22 +80,28 @@ def reference_loop(data: str, size: int, encoder: str, epochs: int, seed: int, o
         seed=seed,
         extra={"recipe": "reference"},
     )
-    save_weights(out / "model.safetensors", model.state_dict(), meta)
+    save_weights(out / "model.safetensors", {k: v.cpu() for k, v in model.state_dict().items()}, meta)
     return out / "model.safetensors"
 
 
-def product(data: str, size: int, encoder: str, seed: int, out: Path) -> Path:
+def product(data: str, size: int, encoder: str, seed: int, out: Path, device: str = "auto") -> Path:
     """``mosl finetune`` with its defaults (only data, size, encoder, seed and out given)."""
-    cfg = FinetuneConfig(data=data, size=size, encoder=encoder, seed=seed, init="none", out=str(out), overwrite=True)
+    cfg = FinetuneConfig(
+        data=data, size=size, encoder=encoder, seed=seed, init="none", out=str(out), overwrite=True, device=device
+    )
     run_finetune(cfg)
     return out / "model.safetensors"
 
 
 def test_lesion_dice(model: Path, data: str, out: Path) -> dict[str, float]:
-    """Lesion-group and normal-class Dice of ``model`` on the test split, as ``mosl evaluate`` scores them."""
+    """Lesion-group and normal-class Dice of ``model`` on the test split, as ``mosl evaluate`` scores them.
+
+    Either is None where the test split has no such scans.
+    """
     metrics = run_evaluate(EvaluateConfig(model=str(model), data=data, split="test", out=str(out))).metrics
+    lesion = (metrics["lesion"] or {}).get("dice", {}).get("mean")
     normal = metrics["per_class"].get("normal", {}).get("dice", {}).get("mean")
-    return {"lesion_dice": metrics["lesion"]["dice"]["mean"], "normal_dice": normal}
+    return {"lesion_dice": lesion, "normal_dice": normal}
 
 
 def run_side(side: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -104,9 +115,10 @@ def run_side(side: str, args: argparse.Namespace) -> dict[str, Any]:
             return record
     t0 = time.perf_counter()
     if side == "reference":
-        model = reference_loop(args.data, args.size, args.encoder, args.epochs, args.seed, work / side)
+        device = resolve_device(args.device)
+        model = reference_loop(args.data, args.size, args.encoder, args.epochs, args.seed, work / side, device)
     else:
-        model = product(args.data, args.size, args.encoder, args.seed, work / side)
+        model = product(args.data, args.size, args.encoder, args.seed, work / side, args.device)
     seconds = time.perf_counter() - t0
     record = {"settings": settings, "seconds": seconds, **test_lesion_dice(model, args.data, work / f"{side}_eval")}
     work.mkdir(parents=True, exist_ok=True)
@@ -123,6 +135,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="bench_finetune_recipe")
     parser.add_argument("--part", choices=("reference", "product"), default=None)
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N; both sides")
     args = parser.parse_args()
     sides = [args.part] if args.part else ["reference", "product"]
     results = {side: run_side(side, args) for side in sides}
@@ -134,7 +147,8 @@ def main() -> None:
         **{f"{s}_{k}": v for s, r in results.items() for k, v in r.items() if k != "settings"},
     }
     if len(results) == 2:
-        out["dice_gain"] = results["product"]["lesion_dice"] - results["reference"]["lesion_dice"]
+        lesion = [results[s]["lesion_dice"] for s in ("product", "reference")]
+        out["dice_gain"] = None if None in lesion else lesion[0] - lesion[1]
         out["wall_time_ratio_product_to_reference"] = results["product"]["seconds"] / results["reference"]["seconds"]
     print(json.dumps(out))
 

@@ -26,8 +26,13 @@ TINY = [
 ]
 
 
-def blob_dataset(out: Path, n: int = 24, size: int = 48, seed: int = 0) -> Path:
-    """A labelled dataset of dark ellipses on speckle: uint8 images [n,1,S,S], masks [n,1,S,S]."""
+def blob_dataset(out: Path, n: int = 24, size: int = 48, seed: int = 0, split_cycle: tuple[str, ...] = ()) -> Path:
+    """A labelled dataset of dark ellipses on speckle: uint8 images [n,1,S,S], masks [n,1,S,S].
+
+    Scan ``i`` is benign, malignant or normal by ``i % 3`` and takes split ``split_cycle[i % len]``
+    (default: 4 train, 1 val, 1 test in 6, so that val is malignant and test normal).
+    """
+    split_cycle = split_cycle or ("train", "train", "train", "train", "val", "test")
     g = torch.Generator().manual_seed(seed)
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     images, masks, records = [], [], []
@@ -43,7 +48,7 @@ def blob_dataset(out: Path, n: int = 24, size: int = 48, seed: int = 0) -> Path:
         img = torch.where(inside, speckle * 0.3, speckle)
         images.append(img.clamp(0, 255).to(torch.uint8)[None])
         masks.append(inside.to(torch.uint8)[None])
-        split = ["train", "train", "train", "train", "val", "test"][i % 6]
+        split = split_cycle[i % len(split_cycle)]
         records.append(
             {
                 "id": f"s{i}",

@@ -6,7 +6,8 @@
 #
 # DATASET_DIR: BUSI prepared by `mosl prepare ../shared/data/busi --out busi` (256 px, 547/77/156).
 # Resumable: an arm whose test evaluation exists is skipped; a killed fine-tune resumes.
-# Settings (environment): SIZE (128), SEEDS ("0 1 2"), ARMS (names below), PARALLEL (1), MOSL (mosl).
+# Settings (environment): SIZE (128), SEEDS ("0 1 2"), ARMS (names below), PARALLEL (1), MOSL (mosl),
+# EPOCHS (empty: each recipe's own; a small number for a quick check of the script).
 set -euo pipefail
 DATA=${1:?dataset directory}
 WORK=${2:?work directory}
@@ -14,6 +15,7 @@ SIZE=${SIZE:-128}
 SEEDS=${SEEDS:-"0 1 2"}
 PARALLEL=${PARALLEL:-1}
 MOSL=${MOSL:-mosl}
+EPOCHS=${EPOCHS:-}
 ARMS=${ARMS:-"reference default mild_augment normal_scans lesion_head select_ema resnet34 fraction_0.1 fraction_0.25"}
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$WORK"
@@ -48,14 +50,16 @@ options() {  # the finetune options of an arm (added to the defaults)
 run_arm() {  # ARM SEED: fine-tune, then evaluate on val and test
   local arm=$1 seed=$2 dir="$WORK/$SIZE/$1/s$2"
   if [ "$arm" = reference ]; then  # the plain loop of benchmarks/finetune_recipe.py (test split only)
-    python "$HERE/../../benchmarks/finetune_recipe.py" --data "$DATA" --size "$SIZE" --seed "$seed" --work "$dir" --part reference
+    python "$HERE/../../benchmarks/finetune_recipe.py" --data "$DATA" --size "$SIZE" --seed "$seed" --work "$dir" \
+      --part reference ${EPOCHS:+--epochs $EPOCHS}
     return 0
   fi
   [ -f "$dir/eval_test/metrics.json" ] && return 0
   local resume=--overwrite
   [ -f "$dir/checkpoint.safetensors" ] && resume=--resume
   # shellcheck disable=SC2046
-  $MOSL finetune --data "$DATA" --init none --size "$SIZE" --seed "$seed" $(options "$arm") --out "$dir" $resume
+  $MOSL finetune --data "$DATA" --init none --size "$SIZE" --seed "$seed" $(options "$arm") ${EPOCHS:+--epochs $EPOCHS} \
+    --out "$dir" $resume
   $MOSL evaluate --model "$dir" --data "$DATA" --split val --out "$dir/eval_val"
   $MOSL evaluate --model "$dir" --data "$DATA" --split test --out "$dir/eval_test"
 }
