@@ -26,6 +26,7 @@ ORDER = [  # run.sh's arms, in the tables' order; others follow alphabetically
     "breast_simclr",
     "multiorgan_simclr",
     "multiorgan_natural_simclr",
+    "multiorgan_natural_mim",
     "multiorgan_moco",
     "multiorgan_simsiam",
     "multiorgan_mim",
@@ -35,6 +36,7 @@ ORDER = [  # run.sh's arms, in the tables' order; others follow alphabetically
 ]
 CONTRASTS = [  # (name, arm, reference) besides multi-organ vs breast-only
     ("natural images added", "multiorgan_natural_simclr", "multiorgan_simclr"),
+    ("natural images added", "multiorgan_natural_mim", "multiorgan_mim"),
     ("group positives (USCL)", "multiorgan_simclr_group", "multiorgan_simclr"),
 ]
 GAIN_BAR, LOW_FRACTIONS, NO_LOSS = 0.03, (0.1, 0.25), -0.005  # issue 19's acceptance

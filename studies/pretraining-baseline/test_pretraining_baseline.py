@@ -29,6 +29,7 @@ ARMS = [
     "breast_simclr",
     "multiorgan_simclr",
     "multiorgan_natural_simclr",
+    "multiorgan_natural_mim",
     "multiorgan_moco",
     "multiorgan_simsiam",
     "multiorgan_mim",
@@ -40,6 +41,7 @@ ULTRASOUND = {"busi", "hc18", "pocus", "nerve", "muscle", "lung"}
 METHOD_OPTIONS = {
     "simclr": ["--method", "simclr"],
     "natural_simclr": ["--method", "simclr"],
+    "natural_mim": ["--method", "mim"],
     "moco": ["--method", "moco"],
     "simsiam": ["--method", "simsiam"],
     "mim": ["--method", "mim"],
@@ -70,7 +72,7 @@ def test_dry_run_prints_the_whole_grid(tmp_path: Path) -> None:
     assert not work.exists()  # a dry run writes nothing
     calls = [shlex.split(line)[1:] for line in out.splitlines() if line.startswith("mosl ")]
     by_command = Counter(c[0] for c in calls)
-    assert by_command == {"prepare": 8, "pretrain": 9, "finetune": 10 * 3 * 5, "evaluate": 2 * 10 * 3 * 5}
+    assert by_command == {"prepare": 8, "pretrain": 10, "finetune": 11 * 3 * 5, "evaluate": 2 * 11 * 3 * 5}
     assert out.splitlines()[-1].endswith(f"summarise.py {work}")
 
     prepared = {}
@@ -231,7 +233,7 @@ def test_figure_rows_keep_every_arm() -> None:
     summarise = _summarise_module()
 
     assert summarise.panel_rows(["multiorgan_moco", "breast_moco"]) == [["multiorgan_moco", "breast_moco"]]
-    rows = summarise.panel_rows(ARMS)  # 9 arms: more than a panel holds
+    rows = summarise.panel_rows(ARMS)  # 10 arms: more than a panel holds
     assert rows == [[a for a in ARMS if a.startswith("breast_")], [a for a in ARMS if not a.startswith("breast_")]]
     assert all(len(r) <= summarise.MAX_SERIES for r in rows)
 
