@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -355,3 +356,67 @@ def test_animated_gif_first_frame_in_predict_and_prepare(model: Path, tmp_path: 
     from mosl_cli.data.store import load_dataset
 
     assert int(load_dataset(tmp_path / "ds").images.float().mean()) == 50  # prepare's reader: the same frame
+
+
+# --------------------------------------------------------------------------- outputs that would replace inputs
+
+
+def test_predict_measurements_never_replace_an_input_or_a_mask(model: Path, tmp_path: Path) -> None:
+    scan = shutil.copy(SCAN, tmp_path / "scan.png")
+    before = Path(scan).read_bytes()
+    base = ["predict", scan, "--model", model, "--device", "cpu", "--out", tmp_path / "mask.png", "--measurements"]
+    for target, words in (
+        (scan, "an input or a mask"),
+        (tmp_path / "mask.png", "an input or a mask"),
+        (tmp_path, "folder"),
+    ):
+        line = fails([*base, target])
+        assert f"--measurements {target}" in line and words in line, line
+        assert not (tmp_path / "mask.png").exists()  # refused before any mask is written
+    assert Path(scan).read_bytes() == before
+
+
+def test_predict_out_png_that_is_a_folder(model: Path, tmp_path: Path) -> None:
+    (tmp_path / "masks.png").mkdir()
+    line = fails(["predict", SCAN, "--model", model, "--device", "cpu", "--out", tmp_path / "masks.png"])
+    assert "masks.png" in line and "is a folder" in line
+    assert list((tmp_path / "masks.png").iterdir()) == []
+
+
+def test_evaluate_out_of_a_run_folder_keeps_its_metrics(model: Path, ds: Path, tmp_path: Path) -> None:
+    run = shutil.copytree(model.parent, tmp_path / "run")
+    before = (run / "metrics.json").read_bytes()
+    line = fails(["evaluate", "--model", run / "model.safetensors", "--data", ds, "--device", "cpu", "--out", run])
+    assert str(run) in line and "metrics.json" in line and "another --out" in line
+    assert (run / "metrics.json").read_bytes() == before and not (run / "per_case.csv").exists()
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "smp"])
+def test_export_never_replaces_a_weight_file(fmt: str, model: Path, tmp_path: Path) -> None:
+    run = shutil.copytree(model.parent, tmp_path / "run")
+    weights = run / "model.safetensors"
+    before = weights.read_bytes()
+    line = fails(["export", weights, "--format", fmt, "--out", weights if fmt == "torchscript" else run])
+    assert "would replace the mosl weight file" in line and str(weights) in line
+    assert weights.read_bytes() == before
+
+
+def test_finetune_without_labelled_val_reports_no_val_dice(ds: Path, tmp_path: Path) -> None:
+    def unlabel_val(m: dict[str, Any]) -> dict[str, Any]:
+        return {**m, "samples": [{**s, "has_mask": s["has_mask"] and s["split"] != "val"} for s in m["samples"]]}
+
+    no_val = edit_manifest(ds, tmp_path / "no_val", unlabel_val)
+    result = succeeds(["finetune", "--data", no_val, "--init", "none", *TINY, "--out", tmp_path / "ft"])
+    assert "no labelled val image" in result.stdout and "-1.0" not in result.stdout
+    metrics = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert metrics["best_val_dice"] is None and metrics["best_epoch"] is None  # not a -1 that reads as a Dice
+
+
+@pytest.mark.parametrize("step", ["info", "evaluate"])
+def test_data_that_is_a_file(step: str, model: Path, tmp_path: Path) -> None:
+    args = {
+        "info": ["info", SCAN],
+        "evaluate": ["evaluate", "--model", model, "--data", SCAN, "--device", "cpu", "--out", tmp_path / "out"],
+    }[step]
+    line = fails(args)
+    assert str(SCAN) in line and "a file, not a dataset directory" in line

@@ -5,6 +5,7 @@ inside the commands, so ``mosl --help`` never imports torch.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -865,10 +866,14 @@ def finetune(
     results = _call(bar.run, run_folds, cfg, out=out, interrupted=RESUME_HINT)
     if _is_main_rank():
         for result in results:
+            best = (
+                f"best val Dice {result.best_val_dice:.4f} at epoch {result.best_epoch}"
+                if not math.isnan(result.best_val_dice)
+                else "no labelled val image to score"
+            )
             out_console.print(
                 f"segmentation model: {result.out / C.WEIGHTS_FILE}  ({cfg.select} weights after "
-                f"{result.epochs_run} epochs; best val Dice {result.best_val_dice:.4f} at epoch "
-                f"{result.best_epoch}; {result.labelled} labelled images)",
+                f"{result.epochs_run} epochs; {best}; {result.labelled} labelled images)",
                 soft_wrap=True,
             )
 

@@ -19,6 +19,7 @@ and ``per_case.csv`` (one row per image) into ``--out``, atomically, after every
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,7 +93,21 @@ def _load_checked(cfg: EvaluateConfig, device: torch.device) -> tuple[Ensemble, 
     out = Path(cfg.out)
     if out.exists() and not out.is_dir():
         raise MoslError(f"--out {out}: exists and is not a folder; pass a folder name")
+    if (out / METRICS_FILE).is_file() and not _is_evaluation(out / METRICS_FILE):
+        raise MoslError(
+            f"--out {out}: its {METRICS_FILE} was not written by mosl evaluate (a training run's?) "
+            "and would be replaced; pass another --out"
+        )
     return ensemble, ds, indices
+
+
+def _is_evaluation(path: Path) -> bool:
+    """Whether ``path`` is a metrics.json that ``mosl evaluate`` wrote (one it may replace)."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(doc, dict) and doc.get("format") == METRICS_FORMAT
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -28,7 +28,8 @@ from torch import nn
 
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import atomic_path, write_json, write_text
-from mosl_cli.models import model_from_file, split_outputs
+from mosl_cli.models import model_from_file, mosl_metadata, split_outputs
+from mosl_cli.names import WEIGHTS_FILE
 
 FORMATS: tuple[str, ...] = ("onnx", "torchscript", "smp")
 TOLERANCE = 1e-3  # max |logit difference| between the exported model and PyTorch (float32, CPU)
@@ -303,6 +304,14 @@ def export_smp(model: nn.Module, meta: dict[str, Any], out: Path, model_path: Pa
     return [out / name for name in ("config.json", "model.safetensors", "mosl.json", "README.md")]
 
 
+def _is_mosl_weights(path: Path) -> bool:
+    """Whether ``path`` is a mosl weight file (a run's ``model.safetensors``, which an export must not replace)."""
+    try:
+        return mosl_metadata(path) is not None
+    except MoslError:
+        return False
+
+
 def run_export(
     model_path: str | Path, fmt: str, out: str | Path | None = None, metrics: str | None = None
 ) -> ExportResult:
@@ -314,6 +323,9 @@ def run_export(
     model = model.float().eval()
     default = {"onnx": ".onnx", "torchscript": ".pt", "smp": "_smp"}[fmt]
     target = Path(out) if out else model_path.with_name(model_path.stem + default)
+    replaced = target / WEIGHTS_FILE if fmt == "smp" else target
+    if replaced.is_file() and _is_mosl_weights(replaced):
+        raise MoslError(f"--out {target}: the export would replace the mosl weight file {replaced}; pass another --out")
     if fmt == "smp":
         files = export_smp(model, meta, target, model_path, metrics)
         return ExportResult(target, fmt, None, TOLERANCE, files)

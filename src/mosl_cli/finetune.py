@@ -555,8 +555,8 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     epochs_run = int(progress["epoch"])
     metrics = {
         "select": cfg.select,
-        "best_epoch": progress["best_epoch"],
-        "best_val_dice": progress["best_dice"],
+        "best_epoch": progress["best_epoch"] if val_idx else None,  # None: no labelled val image to score
+        "best_val_dice": progress["best_dice"] if val_idx else None,
         "epochs_run": epochs_run,
         "stopped_early": epochs_run < cfg.epochs,
         "label_fraction": cfg.label_fraction,
@@ -583,7 +583,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     return FinetuneResult(
         run.path,
         int(progress["best_epoch"]),
-        float(progress["best_dice"]),
+        float(progress["best_dice"]) if val_idx else float("nan"),
         epochs_run,
         len(train_idx),
         init_info,

@@ -121,6 +121,8 @@ def plan_outputs(files: Sequence[Path], out: str | None, overlay: bool) -> list[
     """
     target = Path(out) if out else None
     if target is not None and has_image_suffix(target):
+        if target.is_dir():
+            raise MoslError(f"--out {target}: is a folder; pass a new .png name, or a folder name without a suffix")
         if len(files) != 1:
             raise MoslError(f"--out {target}: names one file but {len(files)} scans were given; pass a folder")
         if target.suffix.lower() not in MASK_SUFFIXES:
@@ -149,6 +151,14 @@ def plan_outputs(files: Sequence[Path], out: str | None, overlay: bool) -> list[
                 )
             owner[key] = f
     return plans
+
+
+def check_measurements(path: Path, taken: set[Path]) -> None:
+    """:class:`MoslError` when ``--measurements`` is a folder or an input or output of this prediction."""
+    if path.is_dir():
+        raise MoslError(f"--measurements {path}: is a folder; pass a CSV file name, e.g. {path / 'measurements.csv'}")
+    if path.resolve() in taken:
+        raise MoslError(f"--measurements {path}: is an input or a mask of this prediction; pass another CSV name")
 
 
 def validate_scans(files: Sequence[Path], pool: ThreadPoolExecutor) -> None:
@@ -264,6 +274,8 @@ def run_predict(cfg: PredictConfig, on_image: Callable[[int, int], None] | None 
     plans = plan_outputs(files, cfg.out, cfg.overlay) if files else []
     taken = {p.resolve() for plan in plans for p in plan if p is not None} | {f.resolve() for f in files}
     cine.plan_clips(clips, cfg.out, cfg.overlay, taken, n_inputs, DEFAULT_PREDICT_DIR)
+    if cfg.measurements:
+        check_measurements(Path(cfg.measurements), taken | {c.path.resolve() for c in clips})
     results: list[PredictedFile] = []
     pin = device.type == "cuda"
     with ThreadPoolExecutor(max_workers=io_workers(), thread_name_prefix="mosl-io") as pool:

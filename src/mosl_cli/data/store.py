@@ -217,6 +217,8 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     to it (its header only: no tensors are loaded)."""
     path = Path(path)
     mfile = path / MANIFEST_FILE
+    if path.is_file():
+        raise MoslError(f"{path}: a file, not a dataset directory; pass the folder `mosl prepare --out` wrote")
     if not path.is_dir():
         raise MoslError(f"{path}: no such dataset directory; run `mosl prepare SOURCE --out {path}` first")
     if not mfile.is_file() or not (path / DATA_FILE).is_file():
