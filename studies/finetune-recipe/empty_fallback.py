@@ -49,7 +49,7 @@ def with_fallback(prob: torch.Tensor, mask: torch.Tensor, ratio: float | None) -
 
 
 def scores(mask: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
-    """Mean Dice of the lesion scans and of the normal scans, and the lesion scans left empty."""
+    """Mean Dice of the lesion scans and of the normal scans, and how many of each were left empty."""
     per_case = dice(*confusion(mask, target)[:3])
     lesion = target.flatten(1).any(1)
     empty = ~mask.flatten(1).any(1)
