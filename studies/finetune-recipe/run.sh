@@ -28,6 +28,7 @@ options() {  # the finetune options of an arm (added to the defaults)
     lesion_head) echo "--lesion-head" ;;
     select_ema) echo "--select ema" ;;
     resnet34) echo "--encoder resnet34" ;;
+    resnet50) echo "--encoder resnet50" ;;
     epochs_200) echo "--epochs 200" ;;
     epochs_60) echo "--epochs 60" ;;
     epochs_150) echo "--epochs 150" ;;
