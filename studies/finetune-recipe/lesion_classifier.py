@@ -36,6 +36,7 @@ from torch import nn
 from mosl_cli.augment import SegAugment
 from mosl_cli.data.store import Dataset, load_dataset
 from mosl_cli.device import autocast, cpu_bf16
+from mosl_cli.fsutil import write_json
 from mosl_cli.inference import load_ensemble
 from mosl_cli.models import model_inputs
 from mosl_cli.report.tables import write_csv
@@ -55,12 +56,18 @@ class LesionClassifier(nn.Module):
         return self.fc(features.mean(dim=(2, 3)))[:, 0]
 
 
+def has_lesion(ds: Dataset, idx: torch.Tensor) -> torch.Tensor:
+    """bool ``[N]``: the reference mask of each scan ``idx`` has a lesion pixel."""
+    assert ds.masks is not None
+    return ds.masks[idx].flatten(1).amax(1) > 0
+
+
 def train_classifier(ds: Dataset, size: int, epochs: int, batch: int, lr: float, seed: int) -> LesionClassifier:
     """Train on every train scan; returns the last-epoch model (eval mode)."""
     assert ds.masks is not None
     torch.manual_seed(seed)
     idx = torch.tensor(ds.indices("train", labelled=True))
-    lesion = ds.masks[idx].flatten(1).amax(1) > 0
+    lesion = has_lesion(ds, idx)
     # class-balanced BCE: each class carries half of the loss
     class_weight = {True: 0.5 / float(lesion.float().mean()), False: 0.5 / float((~lesion).float().mean())}
     model = LesionClassifier(ds.channels)
@@ -134,11 +141,9 @@ def main() -> None:
         settings = ("size", "epochs", "batch_size", "lr", "seed")
         scores["settings"] = {k: v for k, v in vars(args).items() if k in settings}
         args.out.mkdir(parents=True, exist_ok=True)
-        tmp = scores_file.with_suffix(".part")
-        tmp.write_text(json.dumps(scores))
-        tmp.replace(scores_file)
+        write_json(scores_file, scores)
     for split in ("val", "test"):
-        lesion = torch.tensor([bool(ds.masks[i].any()) for i in ds.indices(split, labelled=True)])
+        lesion = has_lesion(ds, torch.tensor(ds.indices(split, labelled=True)))
         print(f"classifier {split} AUC {auc(torch.tensor(scores[split]), lesion):.3f}")
 
     rows = []
@@ -149,6 +154,7 @@ def main() -> None:
         t = operating_point(val, "classifier", args.normal_target)
         ungated_lesion, ungated_normal = gated(test, "classifier", float("-inf"))
         lesion, normal = gated(test, "classifier", t)
+        val_ungated_lesion = gated(val, "classifier", float("-inf"))[0]
         val_lesion, val_normal = gated(val, "classifier", t)
         row = {
             "run": str(run),
@@ -157,7 +163,7 @@ def main() -> None:
             "val_auc": round(auc(val["classifier"], val["lesion"]), 3),
             "test_auc": round(auc(test["classifier"], test["lesion"]), 3),
             "threshold": round(t, 4),
-            "val_lesion_dice_ungated": round(gated(val, "classifier", float("-inf"))[0], 4),
+            "val_lesion_dice_ungated": round(val_ungated_lesion, 4),
             "val_lesion_dice": round(val_lesion, 4),
             "val_normal": round(val_normal, 4),
             "test_lesion_dice_ungated": round(ungated_lesion, 4),
