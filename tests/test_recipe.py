@@ -38,6 +38,14 @@ def _masks() -> torch.Tensor:
     return m
 
 
+def test_default_decoder_is_unetplusplus_from_256_px_and_unet_below_or_with_deep_supervision() -> None:
+    assert FinetuneConfig(size=128).arch == "unet"
+    assert FinetuneConfig(size=256).arch == FinetuneConfig(size=384).arch == "unetplusplus"
+    assert FinetuneConfig(size=256, deep_supervision=True).arch == "unet"
+    assert FinetuneConfig(size=256, arch="unet").arch == "unet"
+    assert FinetuneConfig(size=64, arch="unetplusplus").arch == "unetplusplus"
+
+
 def test_largest_component_keeps_one_8_connected_region() -> None:
     m = _masks()
     m[2, 0, 5, 5] = m[2, 0, 6, 6] = m[2, 0, 7, 7] = True  # diagonal touching: one 8-connected component

@@ -60,6 +60,14 @@ OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (weights, order, augmentation, label subset).")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
 Arch = Annotated[K.Arch, typer.Option("--arch", help="smp architecture (unet, unetplusplus, fpn, deeplabv3plus, ...).")]
+FinetuneArch = Annotated[
+    K.FinetuneArch,
+    typer.Option(
+        "--arch",
+        help="smp architecture (unet, unetplusplus, fpn, ...); auto: UNet++ from 256 px, U-Net below and with "
+        "--deep-supervision.",
+    ),
+]
 Encoder = Annotated[str, typer.Option("--encoder", help="smp encoder (resnet18, resnet34, resnet50, ...).")]
 Size = Annotated[
     int,
@@ -247,11 +255,11 @@ class _TrainingProgress:
             self.progress.__enter__()
 
     def _notice_other_model(self, init: dict[str, Any]) -> None:
-        built = {k: init.get(k) for k in self.expect}
-        if any(built[k] and built[k] != v for k, v in self.expect.items()):
+        if any(init.get(k) and init.get(k) != v for k, v in self.expect.items()):
+            asked = " ".join(f"--{k} {v}" for k, v in self.expect.items())
             console.print(
-                f"[yellow]note:[/] {init['init']} was made for {built['arch']}/{built['encoder']}, "
-                f"so that model is built, not --arch {self.expect['arch']} --encoder {self.expect['encoder']}",
+                f"[yellow]note:[/] {init['init']} was made for {init.get('arch')}/{init.get('encoder')}, "
+                f"so that model is built, not {asked}",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -684,7 +692,7 @@ def finetune(
             ),
         ),
     ] = C.FinetuneConfig.init,
-    arch: Arch = C.FinetuneConfig.arch,
+    arch: FinetuneArch = C.FinetuneConfig.arch,
     encoder: Encoder = C.FinetuneConfig.encoder,
     label_fraction: Annotated[
         float,
@@ -862,7 +870,10 @@ def finetune(
             f"{label_fraction} is outside (0, 1]; use e.g. 0.1 for 10 % of the labels", param_hint="--label-fraction"
         )
 
-    bar = _TrainingProgress(f"finetune {label_fraction:g} labels", expect={"arch": arch, "encoder": encoder})
+    asked = {"arch": arch, "encoder": encoder}
+    if arch == "auto":  # no decoder was asked for: the init file's is the right one
+        del asked["arch"]
+    bar = _TrainingProgress(f"finetune {label_fraction:g} labels", expect=asked)
     results = _call(bar.run, run_folds, cfg, out=out, interrupted=RESUME_HINT)
     if _is_main_rank():
         for result in results:

@@ -49,6 +49,13 @@ class PrepareConfig:
 # that `pretrain` then `finetune` with no options pre-train exactly the model that is fine-tuned.
 RECIPE_ENCODER = "resnet18"
 RECIPE_SIZE = 128
+UNETPLUSPLUS_MIN_SIZE = 256  # from here up the default decoder is UNet++ (studies/finetune-recipe/README.md)
+
+
+def recipe_arch(size: int, deep_supervision: bool = False) -> str:
+    """The default decoder at ``size`` px: UNet++ from 256 px, where it won on val; U-Net below that
+    and with deep supervision (built for U-Net only)."""
+    return "unetplusplus" if size >= UNETPLUSPLUS_MIN_SIZE and not deep_supervision else "unet"
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,7 @@ class FinetuneConfig:
 
     data: str = DEFAULT_DATASET
     init: str = "auto"
-    arch: str = "unet"
+    arch: str = "auto"  # resolved in __post_init__ by recipe_arch
     encoder: str = RECIPE_ENCODER
     label_fraction: float = 1.0
     size: int = RECIPE_SIZE
@@ -149,6 +156,10 @@ class FinetuneConfig:
     out: str = DEFAULT_FINETUNE_RUN
     resume: bool = False
     overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.arch == "auto":
+            object.__setattr__(self, "arch", recipe_arch(self.size, self.deep_supervision))
 
 
 @dataclass(frozen=True)

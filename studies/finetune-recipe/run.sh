@@ -22,7 +22,8 @@ mkdir -p "$WORK"
 
 options() {  # the finetune options of an arm (added to the defaults)
   case $1 in
-    default) echo "" ;;
+    default) echo "" ;;  # U-Net below 256 px, UNet++ from 256 px (--arch auto)
+    unet) echo "--arch unet" ;;  # the default at every size before UNet++ won on val at 256 px
     mild_augment) echo "--augment-strength mild" ;;
     normal_scans) echo "--empty-masks" ;;
     lesion_head) echo "--lesion-head" ;;
