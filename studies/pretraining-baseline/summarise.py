@@ -6,8 +6,14 @@ Reads ``WORK/ft/<arm>/f<fraction>_s<seed>/eval_{test,val}.json`` (``mosl evaluat
 ``lesion`` group's mean Dice, benign + malignant scans) and ``WORK/pre/<arm>/metrics.json`` (its
 ``cost``). Every comparison is paired: arm and reference fine-tuned with the same seed, hence the same
 label subset; the difference is averaged over the seeds both have, with a 95 % t-interval
-(n − 1 degrees of freedom). Writes ``WORK/summary.csv``, ``WORK/summary.md`` and ``WORK/gain.png``
-(skipped, with a note, when matplotlib is missing).
+(n − 1 degrees of freedom). Writes ``WORK/summary.csv``, ``WORK/summary.md``, ``WORK/gain.png``
+(skipped, with a note, when matplotlib is missing) and ``WORK/runs.csv`` (one row per fine-tune).
+
+    python studies/pretraining-baseline/summarise.py WORK --runs results/pilot64_mim/runs.csv
+
+``--runs`` adds the fine-tunes of an earlier ``runs.csv`` that WORK lacks, so that a new arm pairs
+with a baseline measured before (the fine-tunes are deterministic on one machine: the 64 px baseline
+reproduced exactly in every fresh WORK).
 """
 
 from __future__ import annotations
@@ -89,6 +95,32 @@ def read_scores(work: Path) -> Scores:
             cell["val"] = val
         scores.setdefault(run.parent.name, {}).setdefault(fraction, {})[int(seed)] = cell
     return scores
+
+
+RUN_COLUMNS = ["arm", "fraction", "seed", "test", "val"]
+
+
+def write_runs(scores: Scores, path: Path) -> None:
+    """One row per evaluated fine-tune: its arm, label fraction, seed, test and val lesion Dice."""
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=RUN_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        for arm in sorted(scores):
+            for fraction in sorted(scores[arm], key=float):
+                for seed, cell in sorted(scores[arm][fraction].items()):
+                    writer.writerow({"arm": arm, "fraction": fraction, "seed": seed, **cell})
+
+
+def add_runs(scores: Scores, path: Path) -> int:
+    """Add the fine-tunes of a ``runs.csv`` that ``scores`` lacks; returns how many were added."""
+    added = 0
+    for row in csv.DictReader(path.open()):
+        cells = scores.setdefault(row["arm"], {}).setdefault(row["fraction"], {})
+        if int(row["seed"]) in cells:
+            continue
+        cells[int(row["seed"])] = {k: float(row[k]) for k in ("test", "val") if row.get(k)}
+        added += 1
+    return added
 
 
 def paired(arm: dict[int, float], ref: dict[int, float]) -> dict[str, float | int | list[int]]:
@@ -336,10 +368,19 @@ def figure(table: list[dict], path: Path) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Tables and figure of issue 19's study (run.sh's WORK_DIR).")
     parser.add_argument("work", type=Path, help="the study's work folder (holds ft/ and pre/)")
-    work = parser.parse_args().work
+    parser.add_argument(
+        "--runs", type=Path, action="append", default=[], help="an earlier runs.csv whose fine-tunes WORK lacks"
+    )
+    args = parser.parse_args()
+    work = args.work
     if not (work / "ft").is_dir():
         parser.error(f"{work}: no ft/ folder; give the WORK_DIR of studies/pretraining-baseline/run.sh")
     scores = read_scores(work)
+    write_runs(scores, work / "runs.csv")  # WORK's own fine-tunes only
+    for extra in args.runs:
+        if not extra.is_file():
+            parser.error(f"{extra}: no such runs.csv; give one written by this script")
+        print(f"{extra}: {add_runs(scores, extra)} fine-tunes added")
     table = rows(work, scores)
     with open(work / "summary.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)

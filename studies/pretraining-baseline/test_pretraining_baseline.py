@@ -217,6 +217,33 @@ def _summarise_module():
     return module
 
 
+def test_runs_csv_keeps_each_fine_tune_and_pairs_a_new_arm_with_an_earlier_baseline(tmp_path: Path) -> None:
+    earlier, work = tmp_path / "earlier", tmp_path / "work"
+    for seed, v in enumerate(BASE["0.1"]):
+        _write(earlier, "baseline", "0.1", seed, v, v + 0.1)
+    for seed, v in enumerate(ARM["0.1"]):
+        _write(work, "multiorgan_simclr", "0.1", seed, v, v + 0.1)
+    _write(work, "baseline", "0.1", 0, 0.2, 0.3)  # WORK's own run wins over the earlier file's seed 0
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    summarise = [sys.executable, str(HERE / "summarise.py")]
+    assert subprocess.run([*summarise, str(earlier)], env=env, capture_output=True).returncode == 0
+    runs = list(csv.DictReader((earlier / "runs.csv").open()))
+    assert [(r["arm"], r["fraction"], r["seed"]) for r in runs] == [("baseline", "0.1", str(s)) for s in range(3)]
+    assert float(runs[1]["test"]) == BASE["0.1"][1] and float(runs[1]["val"]) == pytest.approx(BASE["0.1"][1] + 0.1)
+
+    proc = subprocess.run(
+        [*summarise, str(work), "--runs", str(earlier / "runs.csv")], env=env, text=True, capture_output=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "2 fine-tunes added" in proc.stdout
+    r = {(r["comparison"], r["arm"]): r for r in csv.DictReader((work / "summary.csv").open())}
+    row = r[("vs_baseline", "multiorgan_simclr")]
+    assert row["n"] == "3" and float(row["test_ref"]) == pytest.approx((0.2 + BASE["0.1"][1] + BASE["0.1"][2]) / 3)
+    assert len(list(csv.DictReader((work / "runs.csv").open()))) == 4  # WORK's own runs only
+    missing = subprocess.run([*summarise, str(work), "--runs", str(tmp_path / "nope.csv")], capture_output=True)
+    assert missing.returncode == 2 and b"no such runs.csv" in missing.stderr
+
+
 def test_verdict_applies_the_issue_bar() -> None:
     summarise = _summarise_module()
 
