@@ -76,6 +76,20 @@ def test_init_auto_uses_default_pretrain_weights(data: Path, tmp_path: Path, mon
     assert result.init["load"]["loaded"] == len(enc)
 
 
+@pytest.mark.parametrize("scope, built", [("encoder", "unetplusplus"), ("encoder-decoder", "unet")])
+def test_an_encoder_only_init_takes_the_asked_decoder_a_whole_unet_keeps_its_own(
+    data: Path, tmp_path: Path, scope: str, built: str
+) -> None:
+    state = build_model("unet", "resnet18", 1).state_dict()
+    meta = weights_metadata(kind="pretrained", arch="unet", encoder="resnet18", in_channels=1, size=32, scope=scope)
+    save_weights(tmp_path / "pre.safetensors", state, meta)
+    cfg = _cfg(data, tmp_path / "run", init=str(tmp_path / "pre.safetensors"), arch="unetplusplus", epochs=1)
+    result = run_finetune(cfg)
+    assert result.init["arch"] == built and type(result.model).__name__.lower() == built
+    assert result.init["load"]["loaded"] >= len([k for k in state if k.startswith("encoder.")])
+    assert read_metadata(tmp_path / "run" / "model.safetensors")["arch"] == built
+
+
 def _torchvision_resnet18_state() -> dict[str, torch.Tensor]:
     return torchvision.models.resnet18(weights=None).state_dict()
 

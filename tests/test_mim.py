@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from mosl_cli.cli import app
+from mosl_cli.config import PretrainConfig
 from mosl_cli.errors import MoslError
 from mosl_cli.finetune import build_finetune_model
 from mosl_cli.methods import METHODS, PooledBackbone
@@ -92,6 +93,17 @@ def test_thirty_steps_lower_the_loss_on_a_fixed_batch() -> None:
         optimizer.step()
         assert out.embedding.shape == (8, 512) and not out.embedding.requires_grad
     assert loss_on_fixed_mask() < 0.7 * start
+
+
+def test_pretrain_builds_finetunes_decoder_by_size_and_mim_trains_a_unetplusplus() -> None:
+    assert PretrainConfig(size=128).arch == "unet" and PretrainConfig(size=256).arch == "unetplusplus"
+    torch.manual_seed(0)
+    method = MIM(PooledBackbone(build_model("unetplusplus", "resnet18", 1), "encoder-decoder"))
+    x = torch.rand(4, 1, 32, 32) * 2 - 1
+    out = method(x, x)
+    out.loss.backward()
+    decoder = method.backbone.model.decoder
+    assert torch.isfinite(out.loss) and any(p.grad is not None and p.grad.abs().sum() > 0 for p in decoder.parameters())
 
 
 def test_settings_and_scope_errors() -> None:

@@ -30,5 +30,5 @@ Arch = Literal[
     "segformer",
     "dpt",
 ]  # smp.MODEL_ARCHITECTURES_MAPPING
-FinetuneArch = Literal["auto", Arch]  # auto: config.recipe_arch picks by --size
+ArchOrAuto = Literal["auto", Arch]  # auto: config.recipe_arch picks the decoder by --size
 ExportFormat = Literal["onnx", "torchscript", "smp"]  # export.FORMATS

@@ -59,9 +59,8 @@ DataDir = Annotated[Path, typer.Option("--data", "-d", help="Dataset directory w
 OutDir = Annotated[Path, typer.Option("--out", "-o", help="Output folder.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (weights, order, augmentation, label subset).")]
 Device = Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")]
-Arch = Annotated[K.Arch, typer.Option("--arch", help="smp architecture (unet, unetplusplus, fpn, deeplabv3plus, ...).")]
-FinetuneArch = Annotated[
-    K.FinetuneArch,
+Arch = Annotated[
+    K.ArchOrAuto,
     typer.Option(
         "--arch",
         help="smp architecture (unet, unetplusplus, fpn, ...); auto: UNet++ from 256 px, U-Net below and with "
@@ -521,7 +520,7 @@ def pretrain(
     data_weights: Annotated[
         Optional[str], typer.Option("--data-weights", help="Comma-separated sampling weight per --data.")
     ] = None,
-    arch: Arch = "unet",
+    arch: Arch = C.PretrainConfig.arch,
     encoder: Encoder = C.PretrainConfig.encoder,
     scope: Annotated[
         Optional[K.Scope],  # noqa: UP045 - typer reads the annotation
@@ -692,7 +691,7 @@ def finetune(
             ),
         ),
     ] = C.FinetuneConfig.init,
-    arch: FinetuneArch = C.FinetuneConfig.arch,
+    arch: Arch = C.FinetuneConfig.arch,
     encoder: Encoder = C.FinetuneConfig.encoder,
     label_fraction: Annotated[
         float,

@@ -68,7 +68,7 @@ class PretrainConfig:
     method: str = "mim"  # the best measured arm: studies/pretraining-baseline/README.md
     data: tuple[str, ...] = (DEFAULT_DATASET,)
     data_weights: tuple[float, ...] | None = None
-    arch: str = "unet"
+    arch: str = "auto"  # recipe_arch: the decoder finetune builds at this size, so that one is pre-trained
     encoder: str = RECIPE_ENCODER
     scope: str = None  # type: ignore[assignment]  # None: the method's own, resolved below
     positives: str = (
@@ -104,6 +104,8 @@ class PretrainConfig:
     overwrite: bool = False
 
     def __post_init__(self) -> None:
+        if self.arch == "auto":
+            object.__setattr__(self, "arch", recipe_arch(self.size))
         if self.scope is None:  # masked image modelling reconstructs through the decoder: the whole U-Net
             object.__setattr__(self, "scope", "encoder-decoder" if self.method == "mim" else "encoder")
 

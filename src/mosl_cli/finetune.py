@@ -199,8 +199,10 @@ def build_finetune_model(cfg: FinetuneConfig, init: str, channels: int) -> tuple
             meta = read_metadata(path)
         except MoslError:
             meta = None  # a plain safetensors state dict: loaded by name below
-    if meta is not None:  # a mosl file rebuilds its own architecture
-        arch, encoder = meta["arch"], meta["encoder"]
+    if meta is not None:  # a mosl file rebuilds its own network; only its encoder, if that is all it trained
+        encoder = meta["encoder"]
+        if meta.get("scope") != "encoder":
+            arch = meta["arch"]
         if int(meta["in_channels"]) != channels:
             raise MoslError(
                 f"{path}: made for {meta['in_channels']}-channel images but the dataset has {channels}; "
