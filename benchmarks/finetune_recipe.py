@@ -3,7 +3,8 @@
 The reference is the plain recipe a segmentation tutorial would write, in about 40 lines of its own
 (:func:`reference_loop`): an smp U-Net, AdamW at 1e-3 with a one-cycle schedule, soft Dice + BCE,
 horizontal flip and a mild affine (kornia), batch 16, trained on the lesion scans (benign + malignant)
-of the train split, the last epoch kept. The product is ``mosl finetune`` with its defaults. Both are
+of the train split, the last epoch kept. The product is ``mosl finetune`` with its defaults (its
+decoder by size: UNet++ from 256 px, ``product_arch`` in the output). Both are
 scored the same way, by ``mosl evaluate`` on the test split (lesion group: benign + malignant), so the
 two Dice values and the ratio of their wall times compare like with like.
 
@@ -146,6 +147,8 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         **{f"{s}_{k}": v for s, r in results.items() for k, v in r.items() if k != "settings"},
     }
+    if "product" in results:
+        out["product_arch"] = FinetuneConfig(size=args.size).arch
     if len(results) == 2:
         lesion = [results[s]["lesion_dice"] for s in ("product", "reference")]
         out["dice_gain"] = None if None in lesion else lesion[0] - lesion[1]
