@@ -63,8 +63,8 @@ Arch = Annotated[
     K.ArchOrAuto,
     typer.Option(
         "--arch",
-        help="smp architecture (unet, unetplusplus, fpn, ...); auto: UNet++ from 256 px, U-Net below and with "
-        "--deep-supervision.",
+        help="smp architecture (unet, unetplusplus, fpn, ...); auto: UNet++ from 256 px, U-Net below (and with "
+        "finetune --deep-supervision).",
     ),
 ]
 Encoder = Annotated[str, typer.Option("--encoder", help="smp encoder (resnet18, resnet34, resnet50, ...).")]
