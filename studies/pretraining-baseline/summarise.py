@@ -12,8 +12,10 @@ label subset; the difference is averaged over the seeds both have, with a 95 % t
     python studies/pretraining-baseline/summarise.py WORK --runs results/pilot64_mim/runs.csv
 
 ``--runs`` adds the fine-tunes of an earlier ``runs.csv`` that WORK lacks, so that a new arm pairs
-with a baseline measured before (the fine-tunes are deterministic on one machine: the 64 px baseline
-reproduced exactly in every fresh WORK).
+with a baseline measured before. Only pair runs of the same code on the same kind of CPU or GPU: a
+fine-tune is deterministic there (the 64 px baseline reproduced exactly in every fresh WORK), but the
+bf16 kernels differ between processors (that baseline is 0.608 / 0.660 on an AMD EPYC, 0.610 / 0.672
+on an Intel Xeon with AMX, same code).
 """
 
 from __future__ import annotations
