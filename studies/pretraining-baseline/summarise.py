@@ -29,6 +29,8 @@ from pathlib import Path
 
 from scipy import stats
 
+from mosl_cli.report.tables import write_csv
+
 BASELINE = "baseline"
 ORDER = [  # run.sh's arms, in the tables' order; others follow alphabetically
     "breast_simclr",
@@ -104,13 +106,16 @@ RUN_COLUMNS = ["arm", "fraction", "seed", "test", "val"]
 
 def write_runs(scores: Scores, path: Path) -> None:
     """One row per evaluated fine-tune: its arm, label fraction, seed, test and val lesion Dice."""
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=RUN_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        for arm in sorted(scores):
-            for fraction in sorted(scores[arm], key=float):
-                for seed, cell in sorted(scores[arm][fraction].items()):
-                    writer.writerow({"arm": arm, "fraction": fraction, "seed": seed, **cell})
+    write_csv(
+        path,
+        RUN_COLUMNS,
+        (
+            {"arm": arm, "fraction": fraction, "seed": seed, **cell}
+            for arm in sorted(scores)
+            for fraction in sorted(scores[arm], key=float)
+            for seed, cell in sorted(scores[arm][fraction].items())
+        ),
+    )
 
 
 def add_runs(scores: Scores, path: Path) -> int:
