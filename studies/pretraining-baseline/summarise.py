@@ -9,7 +9,7 @@ label subset; the difference is averaged over the seeds both have, with a 95 % t
 (n − 1 degrees of freedom). Writes ``WORK/summary.csv``, ``WORK/summary.md``, ``WORK/gain.png``
 (skipped, with a note, when matplotlib is missing) and ``WORK/runs.csv`` (one row per fine-tune).
 
-    python studies/pretraining-baseline/summarise.py WORK --runs results/pilot64_mim/runs.csv
+    python studies/pretraining-baseline/summarise.py WORK --runs results/pilot64_moco_breast/runs.csv
 
 ``--runs`` adds the fine-tunes of an earlier ``runs.csv`` that WORK lacks, so that a new arm pairs
 with a baseline measured before. Only pair runs of the same code on the same kind of CPU or GPU: a
