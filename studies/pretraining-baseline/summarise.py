@@ -389,10 +389,7 @@ def main() -> None:
             parser.error(f"{extra}: no such runs.csv; give one written by this script")
         print(f"{extra}: {add_runs(scores, extra)} fine-tunes added")
     table = rows(work, scores)
-    with open(work / "summary.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(table)
+    write_csv(work / "summary.csv", COLUMNS, table)
     text = markdown(work, table)
     (work / "summary.md").write_text(text)
     figure(table, work / "gain.png")

@@ -182,22 +182,26 @@ def test_summary_pairs_seeds_and_gives_t_intervals(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
 
-    rows = list(csv.DictReader((work / "summary.csv").open()))
+    rows = list(csv.DictReader((work / "summary.csv").open()))  # cells keep 6 decimals (write_csv)
     get = {(r["comparison"], r["arm"], r["fraction"]): r for r in rows}
     r = get[("vs_baseline", "multiorgan_simclr", "0.1")]
     mean, lo, hi = _hand(ARM["0.1"], BASE["0.1"])  # +0.0367 [−0.0013, +0.0746]
     assert r["n"] == "3" and r["seeds"] == "0 1 2"
-    assert float(r["test_diff"]) == pytest.approx(mean) and mean == pytest.approx(0.036667, abs=1e-6)
-    assert float(r["test_ci_low"]) == pytest.approx(lo) and float(r["test_ci_high"]) == pytest.approx(hi)
+    assert float(r["test_diff"]) == pytest.approx(mean, abs=1e-6) and mean == pytest.approx(0.036667, abs=1e-6)
+    assert float(r["test_ci_low"]) == pytest.approx(lo, abs=1e-6) and float(r["test_ci_high"]) == pytest.approx(
+        hi, abs=1e-6
+    )
     assert lo == pytest.approx(-0.001279, abs=1e-6)  # mean gain over +0.03, yet the interval reaches below 0
-    assert float(r["test_arm"]) == pytest.approx(sum(ARM["0.1"]) / 3)
-    assert float(r["val_diff"]) == pytest.approx(mean)  # val = test + 0.1 on both sides
+    assert float(r["test_arm"]) == pytest.approx(sum(ARM["0.1"]) / 3, abs=1e-6)
+    assert float(r["val_diff"]) == pytest.approx(mean, abs=1e-6)  # val = test + 0.1 on both sides
     assert float(r["pretrain_wall_min"]) == 12.5 and float(r["pretrain_gpu_min"]) == 11.0
 
     mo = get[("multiorgan_vs_breast_simclr", "multiorgan_simclr", "1.0")]
     mean, lo, hi = _hand(ARM["1.0"], BREAST["1.0"])
     assert mo["reference"] == "breast_simclr"
-    assert float(mo["test_diff"]) == pytest.approx(mean) and float(mo["test_ci_low"]) == pytest.approx(lo)
+    assert float(mo["test_diff"]) == pytest.approx(mean, abs=1e-6) and float(mo["test_ci_low"]) == pytest.approx(
+        lo, abs=1e-6
+    )
     assert float(get[("baseline", "baseline", "0.1")]["test_arm"]) == pytest.approx(0.5)
 
     md = (work / "summary.md").read_text()
@@ -238,7 +242,9 @@ def test_runs_csv_keeps_each_fine_tune_and_pairs_a_new_arm_with_an_earlier_basel
     assert "2 fine-tunes added" in proc.stdout
     r = {(r["comparison"], r["arm"]): r for r in csv.DictReader((work / "summary.csv").open())}
     row = r[("vs_baseline", "multiorgan_simclr")]
-    assert row["n"] == "3" and float(row["test_ref"]) == pytest.approx((0.2 + BASE["0.1"][1] + BASE["0.1"][2]) / 3)
+    assert row["n"] == "3" and float(row["test_ref"]) == pytest.approx(
+        (0.2 + BASE["0.1"][1] + BASE["0.1"][2]) / 3, abs=1e-6
+    )
     assert len(list(csv.DictReader((work / "runs.csv").open()))) == 4  # WORK's own runs only
     missing = subprocess.run([*summarise, str(work), "--runs", str(tmp_path / "nope.csv")], capture_output=True)
     assert missing.returncode == 2 and b"no such runs.csv" in missing.stderr
