@@ -29,6 +29,7 @@ from pathlib import Path
 
 from scipy import stats
 
+from mosl_cli.fsutil import write_text
 from mosl_cli.report.tables import write_csv
 
 BASELINE = "baseline"
@@ -391,7 +392,7 @@ def main() -> None:
     table = rows(work, scores)
     write_csv(work / "summary.csv", COLUMNS, table)
     text = markdown(work, table)
-    (work / "summary.md").write_text(text)
+    write_text(work / "summary.md", text)
     figure(table, work / "gain.png")
     print(text)
 
