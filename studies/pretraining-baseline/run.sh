@@ -15,6 +15,9 @@
 #   ARMS (all below)  PARALLEL (1: jobs at once; 8 on one H200)  OMP_NUM_THREADS (2 per job)
 #   EPOCHS_FT (unset: finetune's default)  MOSL (mosl)  PYTHON (python)
 #   DRY_RUN=1  print the commands (the whole grid), run nothing
+#
+# An arm ARM@VARIANT fine-tunes ARM's pre-trained weights with one more fine-tuning option (it shares
+# WORK/pre/ARM): @enc0.1 --encoder-lr-scale 0.1, @lr3e-4 --lr 3e-4, @freeze10 --freeze-encoder-epochs 10.
 #   TINY=1     smoke run: one synthetic set (40 scans, 64 px) in place of every dataset, 32 px,
 #              1 epoch of 2 steps, seed 0, fractions "0.5 1.0", arms breast_simclr multiorgan_simclr
 #
@@ -104,8 +107,19 @@ prepare() {  # DATASET: once, at 256 px like BUSI; every set but BUSI is an unla
   mosl_ prepare "${src[@]}" --size 256 "${splits[@]}" --out "$D/$name" --overwrite
 }
 
-data_of() {  # ARM: its pre-training datasets
+base_of() { echo "${1%%@*}"; }  # ARM[@VARIANT]: the pre-training it fine-tunes
+
+ft_opts_of() {  # ARM[@VARIANT]: the variant's fine-tuning options (one per line; none without a variant)
   case $1 in
+    *@enc0.1) printf '%s\n' --encoder-lr-scale 0.1 ;;  # the pre-trained encoder learns at a tenth of the lr
+    *@lr3e-4) printf '%s\n' --lr 3e-4 ;;  # the whole pre-trained U-Net at a third of the default lr
+    *@freeze10) printf '%s\n' --freeze-encoder-epochs 10 ;;  # the decoder alone first
+    *@*) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10)" >&2; exit 2 ;;
+  esac
+}
+
+data_of() {  # ARM: its pre-training datasets
+  case $(base_of "$1") in
     breast_*) echo busi ;;
     multiorgan_natural_*) echo "$ULTRASOUND $NATURAL" ;;
     multiorgan_*) echo "$ULTRASOUND" ;;
@@ -114,7 +128,7 @@ data_of() {  # ARM: its pre-training datasets
 }
 
 method_of() {  # ARM: its method options, always explicit (mosl pretrain's default method is the best measured arm)
-  case $1 in
+  case $(base_of "$1") in
     *_simclr) echo "--method simclr" ;;
     *_moco) echo "--method moco" ;;
     *_simsiam) echo "--method simsiam" ;;
@@ -150,21 +164,23 @@ evaluate() {  # RUN SPLIT: evaluate --json into RUN/eval_SPLIT.json (and RUN/eva
 }
 
 finetune() {  # ARM FRACTION SEED: fine-tune (baseline: --init none), then evaluate on val and test
-  local arm=$1 f=$2 s=$3 run=$WORK/ft/$1/f$2_s$3 init epochs=()
+  local arm=$1 f=$2 s=$3 run=$WORK/ft/$1/f$2_s$3 init epochs=() variant=()
   init=none
-  [ "$arm" = baseline ] || init=$WORK/pre/$arm/model.safetensors
+  [ "$arm" = baseline ] || init=$WORK/pre/$(base_of "$arm")/model.safetensors
   [ -n "$EPOCHS_FT" ] && epochs=(--epochs "$EPOCHS_FT")
+  mapfile -t variant < <(ft_opts_of "$arm")
   if [ ! -f "$run/metrics.json" ]; then
     # shellcheck disable=SC2046
     mosl_ finetune --data "$D/busi" --init "$init" --size "$SIZE" --seed "$s" --label-fraction "$f" \
-      "${epochs[@]}" "${FT_OPTS[@]}" --out "$run" $(resume_flag "$run") || return 1
+      "${epochs[@]}" "${variant[@]}" "${FT_OPTS[@]}" --out "$run" $(resume_flag "$run") || return 1
   fi
   evaluate "$run" val || return 1  # (errexit is off in a job run as `finetune ... || ...`)
   evaluate "$run" test
 }
 
 # ---------------------------------------------------------------------------------------- data
-for arm in $ARMS; do data_of "$arm" > /dev/null && method_of "$arm" > /dev/null; done  # unknown arms stop here
+for arm in $ARMS; do data_of "$arm" > /dev/null && method_of "$arm" > /dev/null && ft_opts_of "$arm" > /dev/null; done  # unknown arms stop here
+PRE_ARMS=$(for arm in $ARMS; do base_of "$arm"; done | awk '!seen[$0]++')  # each pre-training once
 needed=busi
 for arm in $ARMS; do needed="$needed $(data_of "$arm")"; done
 for name in $ULTRASOUND $NATURAL; do
@@ -176,7 +192,7 @@ tasks=()  # "ARM FRACTION SEED"; the baseline first, seeds outermost so that ear
 for s in $SEEDS; do for f in $FRACTIONS; do for arm in baseline $ARMS; do tasks+=("$arm $f $s"); done; done; done
 
 if [ "$DRY_RUN" = 1 ]; then
-  for arm in $ARMS; do pretrain "$arm"; done
+  for arm in $PRE_ARMS; do pretrain "$arm"; done
   for t in "${tasks[@]}"; do finetune $t; done
   echo "$PYTHON $HERE/summarise.py $WORK"
   exit 0
@@ -191,7 +207,7 @@ trap 'stop; exit 130' INT TERM
 
 declare -A pre_pid=()
 running() { jobs -rp | wc -l; }
-for arm in $ARMS; do  # pre-trainings first: the fine-tunes of the arms wait for them
+for arm in $PRE_ARMS; do  # pre-trainings first: the fine-tunes of the arms wait for them
   [ -f "$WORK/pre/$arm/metrics.json" ] && continue
   while [ "$(running)" -ge "$PARALLEL" ]; do sleep "$POLL"; done
   pretrain "$arm" > "$WORK/logs/pre_$arm.log" 2>&1 &
@@ -205,13 +221,14 @@ while :; do
   for t in "${tasks[@]}"; do
     [ -n "${started[$t]:-}" ] && continue
     read -r arm f s <<< "$t"
-    if [ "$arm" != baseline ] && [ ! -f "$WORK/pre/$arm/metrics.json" ]; then
-      if [ -n "${pre_pid[$arm]:-}" ] && kill -0 "${pre_pid[$arm]}" 2>/dev/null; then
+    pre=$(base_of "$arm")
+    if [ "$arm" != baseline ] && [ ! -f "$WORK/pre/$pre/metrics.json" ]; then
+      if [ -n "${pre_pid[$pre]:-}" ] && kill -0 "${pre_pid[$pre]}" 2>/dev/null; then
         left=1  # its weights are still being made
       else
         started[$t]=skipped
         failed=1
-        echo "no weights for $arm (see $WORK/logs/pre_$arm.log): skipping f$f s$s"
+        echo "no weights for $pre (see $WORK/logs/pre_$pre.log): skipping $arm f$f s$s"
       fi
       continue
     fi

@@ -8,6 +8,8 @@ Reads ``WORK/ft/<arm>/f<fraction>_s<seed>/eval_{test,val}.json`` (``mosl evaluat
 label subset; the difference is averaged over the seeds both have, with a 95 % t-interval
 (n − 1 degrees of freedom). Writes ``WORK/summary.csv``, ``WORK/summary.md``, ``WORK/gain.png``
 (skipped, with a note, when matplotlib is missing) and ``WORK/runs.csv`` (one row per fine-tune).
+An arm ``ARM@VARIANT`` (``ARM``'s weights fine-tuned with one more option) is compared with the
+baseline like any arm, and with ``ARM`` under "fine-tuning option".
 
     python studies/pretraining-baseline/summarise.py WORK --runs results/pilot64_moco_breast/runs.csv
 
@@ -50,6 +52,7 @@ CONTRASTS = [  # (name, arm, reference) besides multi-organ vs breast-only
     ("natural images added", "multiorgan_natural_mim", "multiorgan_mim"),
     ("group positives (USCL)", "multiorgan_simclr_group", "multiorgan_simclr"),
 ]
+VARIANT = "fine-tuning option"  # ARM@VARIANT (run.sh) against ARM: the same weights, one more option
 GAIN_BAR, LOW_FRACTIONS, NO_LOSS = 0.03, (0.1, 0.25), -0.005  # issue 19's acceptance
 MAX_SERIES = 8
 COLUMNS = [
@@ -151,8 +154,13 @@ def _split(scores: Scores, arm: str, fraction: str, split: str) -> dict[int, flo
     return {s: c[split] for s, c in scores.get(arm, {}).get(fraction, {}).items() if split in c}
 
 
+def base_arm(arm: str) -> str:
+    """The pre-training an arm fine-tunes: ``ARM`` of ``ARM@VARIANT``."""
+    return arm.split("@", 1)[0]
+
+
 def pretrain_cost(work: Path, arm: str) -> dict[str, float]:
-    path = work / "pre" / arm / "metrics.json"
+    path = work / "pre" / base_arm(arm) / "metrics.json"
     cost = json.loads(path.read_text()).get("cost", {}) if path.is_file() else {}
     return {k: cost[k] for k in ("wall_minutes", "cpu_minutes", "gpu_minutes") if k in cost}
 
@@ -208,10 +216,15 @@ def rows(work: Path, scores: Scores) -> list[dict]:
         out += [compare(scores, "vs_baseline", arm, BASELINE, f, cost) for f in fractions]
     for method, multi, breast in multiorgan_pairs(scores):
         out += [compare(scores, f"multiorgan_vs_breast_{method}", multi, breast, f, {}) for f in fractions]
-    for name, arm, ref in CONTRASTS:
+    for name, arm, ref in CONTRASTS + variant_pairs(scores):
         if arm in scores and ref in scores:
             out += [compare(scores, name, arm, ref, f, {}) for f in fractions]
     return out
+
+
+def variant_pairs(scores: Scores) -> list[tuple[str, str, str]]:
+    """(:data:`VARIANT`, ``ARM@VARIANT``, ``ARM``) for every variant arm."""
+    return [(VARIANT, a, base_arm(a)) for a in _arms(scores) if a != base_arm(a)]
 
 
 def multiorgan_pairs(scores: Scores) -> list[tuple[str, str, str]]:
@@ -296,7 +309,7 @@ def markdown(work: Path, table: list[dict]) -> str:
         _table(lines, mo, "multi-organ arm (reference: breast-only)")
     else:
         lines.append("No method has both a breast-only and a multi-organ arm yet.")
-    other = [r for r in table if r["comparison"] in {c[0] for c in CONTRASTS}]
+    other = [r for r in table if r["comparison"] in {c[0] for c in CONTRASTS} | {VARIANT}]
     if other:
         lines += ["", "## Other contrasts", ""]
         for name in dict.fromkeys(r["comparison"] for r in other):

@@ -143,6 +143,33 @@ def test_arms_and_fractions_come_from_the_environment(tmp_path: Path) -> None:
     assert bad.returncode != 0 and "unknown arm nope" in bad.stderr
 
 
+def test_a_variant_arm_fine_tunes_its_pre_training_with_one_more_option(tmp_path: Path) -> None:
+    arms = "breast_moco@enc0.1 breast_moco@freeze10 multiorgan_mim@lr3e-4 breast_moco"
+    env = {**os.environ, "DRY_RUN": "1", "ARMS": arms, "FRACTIONS": "0.1", "SEEDS": "0"}
+    env.pop("TINY", None)
+    out = subprocess.run(["bash", str(RUN), "/data", str(tmp_path / "w")], env=env, text=True, capture_output=True)
+    assert out.returncode == 0, out.stderr
+    calls = [shlex.split(line)[1:] for line in out.stdout.splitlines() if line.startswith("mosl ")]
+    pre = [Path(_options(c[1:])["--out"][0]).name for c in calls if c[0] == "pretrain"]
+    assert pre == ["breast_moco", "multiorgan_mim"]  # each pre-training once, shared by its variants
+    finetunes = {Path(o["--out"][0]).parent.name: o for o in (_options(c[1:]) for c in calls if c[0] == "finetune")}
+    assert set(finetunes) == {"baseline", *arms.split()}
+    assert finetunes["breast_moco@enc0.1"]["--encoder-lr-scale"] == ["0.1"]
+    assert finetunes["breast_moco@freeze10"]["--freeze-encoder-epochs"] == ["10"]
+    assert finetunes["multiorgan_mim@lr3e-4"]["--lr"] == ["3e-4"]
+    assert "--lr" not in finetunes["breast_moco"] and "--encoder-lr-scale" not in finetunes["breast_moco"]
+    for arm, options in finetunes.items():
+        if arm != "baseline":
+            assert Path(options["--init"][0]).parent.name == arm.split("@")[0]
+    bad = subprocess.run(
+        ["bash", str(RUN), "/data", str(tmp_path / "w")],
+        env={**env, "ARMS": "breast_moco@nope"},
+        text=True,
+        capture_output=True,
+    )
+    assert bad.returncode != 0 and "unknown variant in breast_moco@nope" in bad.stderr
+
+
 # ------------------------------------------------------------------------------------ summary
 
 BASE = {"0.1": [0.50, 0.52, 0.48], "1.0": [0.70, 0.72, 0.71]}
@@ -210,6 +237,30 @@ def test_summary_pairs_seeds_and_gives_t_intervals(tmp_path: Path) -> None:
     assert "| multiorgan_simclr | 12.5 | 20.0 | 11.0 |" in md
     if importlib.util.find_spec("matplotlib") is not None:
         assert (work / "gain.png").stat().st_size > 0
+
+
+def test_a_variant_arm_is_compared_with_the_baseline_and_with_its_plain_arm(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    variant = [v + 0.02 for v in ARM["0.1"]]
+    for arm, values in (("baseline", BASE["0.1"]), ("breast_moco", ARM["0.1"]), ("breast_moco@enc0.1", variant)):
+        for seed, v in enumerate(values):
+            _write(work, arm, "0.1", seed, v, v)
+    (work / "pre" / "breast_moco").mkdir(parents=True)
+    (work / "pre" / "breast_moco" / "metrics.json").write_text(json.dumps({"cost": {"cpu_minutes": 7.0}}))
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "summarise.py"), str(work)],
+        env={**os.environ, "MPLBACKEND": "Agg"},
+        text=True,
+        capture_output=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    get = {(r["comparison"], r["arm"]): r for r in csv.DictReader((work / "summary.csv").open())}
+    vs_base = get[("vs_baseline", "breast_moco@enc0.1")]
+    assert float(vs_base["test_diff"]) == pytest.approx(_hand(variant, BASE["0.1"])[0], abs=1e-6)
+    assert float(vs_base["pretrain_cpu_min"]) == 7.0  # the cost of the weights it fine-tunes
+    vs_plain = get[("fine-tuning option", "breast_moco@enc0.1")]
+    assert vs_plain["reference"] == "breast_moco" and float(vs_plain["test_diff"]) == pytest.approx(0.02, abs=1e-6)
+    assert "fine-tuning option:" in (work / "summary.md").read_text()
 
 
 def _summarise_module():
