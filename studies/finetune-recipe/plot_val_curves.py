@@ -14,6 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from mosl_cli.fsutil import atomic_path  # noqa: E402
+
 HERE = Path(__file__).parent
 RUNS = {  # results/<file>: label
     64: {
@@ -44,7 +46,8 @@ def main() -> None:
         ax.legend(fontsize=7, loc="lower right")
     axes[0].set_ylabel("val Dice, all 77 val scans (training size, no TTA)")
     fig.tight_layout()
-    fig.savefig(HERE / "results" / "val_curves.png", dpi=120)
+    with atomic_path(HERE / "results" / "val_curves.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
 
 
 if __name__ == "__main__":
