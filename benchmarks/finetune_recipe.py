@@ -28,7 +28,7 @@ import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 
-from mosl_cli.config import EvaluateConfig, FinetuneConfig
+from mosl_cli.config import EvaluateConfig, FinetuneConfig, recipe_arch
 from mosl_cli.data.store import load_dataset
 from mosl_cli.device import resolve_device
 from mosl_cli.evaluate import run_evaluate
@@ -148,7 +148,7 @@ def main() -> None:
         **{f"{s}_{k}": v for s, r in results.items() for k, v in r.items() if k != "settings"},
     }
     if "product" in results:
-        out["product_arch"] = FinetuneConfig(size=args.size).arch
+        out["product_arch"] = recipe_arch(args.size)  # the decoder the default builds at this size
     if len(results) == 2:
         lesion = [results[s]["lesion_dice"] for s in ("product", "reference")]
         out["dice_gain"] = None if None in lesion else lesion[0] - lesion[1]
