@@ -359,7 +359,7 @@ def figure(table: list[dict], path: Path) -> bool:
         return False
     arm_rows = panel_rows(list(dict.fromkeys(r["arm"] for r in vs)))
     fig, axes = plt.subplots(
-        len(arm_rows), len(fractions), figsize=(4.5 * len(fractions), 4 * len(arm_rows)), sharey=True, squeeze=False
+        len(arm_rows), len(fractions), figsize=(4.5 * len(fractions), 4.5 * len(arm_rows)), sharey=True, squeeze=False
     )
     for ax_row, arms in zip(axes, arm_rows):
         for ax, f in zip(ax_row, fractions):
@@ -379,7 +379,7 @@ def figure(table: list[dict], path: Path) -> bool:
             ax.margins(x=0.15)
             ax.legend(fontsize=8)
             ax.set_title(f"{_pct(f)} labels (n = {max(r['n'] for r in rs)} seeds)")
-        ax_row[0].set_ylabel("test lesion Dice gain over the baseline")
+        ax_row[0].set_ylabel("Δ test lesion Dice")  # short: rotated arm names take the panel's height
     fig.tight_layout()
     with atomic_path(path) as tmp:  # a reader never sees half a PNG
         fig.savefig(tmp, format="png", dpi=120)
