@@ -15,11 +15,11 @@
 #   ARMS (all below)  PARALLEL (1: jobs at once; 8 on one H200)  OMP_NUM_THREADS (2 per job)
 #   EPOCHS_FT (unset: finetune's default)  MOSL (mosl)  PYTHON (python)
 #   DRY_RUN=1  print the commands (the whole grid), run nothing
+#   TINY=1     smoke run: one synthetic set (40 scans, 64 px) in place of every dataset, 32 px,
+#              1 epoch of 2 steps, seed 0, fractions "0.5 1.0", arms breast_simclr multiorgan_simclr
 #
 # An arm ARM@VARIANT fine-tunes ARM's pre-trained weights with one more fine-tuning option (it shares
 # WORK/pre/ARM): @enc0.1 --encoder-lr-scale 0.1, @lr3e-4 --lr 3e-4, @freeze10 --freeze-encoder-epochs 10.
-#   TINY=1     smoke run: one synthetic set (40 scans, 64 px) in place of every dataset, 32 px,
-#              1 epoch of 2 steps, seed 0, fractions "0.5 1.0", arms breast_simclr multiorgan_simclr
 #
 # Layout: WORK/data/<dataset>, WORK/pre/<arm>, WORK/ft/<arm|baseline>/f<fraction>_s<seed>/ with
 # eval_val.json and eval_test.json (`mosl evaluate --json`; eval_val/, eval_test/ hold per_case.csv),
