@@ -383,6 +383,12 @@ def test_predict_out_png_that_is_a_folder(model: Path, tmp_path: Path) -> None:
     assert list((tmp_path / "masks.png").iterdir()) == []
 
 
+def test_predict_on_a_prepared_dataset_points_to_evaluate(model: Path, ds: Path, tmp_path: Path) -> None:
+    line = fails(["predict", ds, "--model", model, "--device", "cpu", "--out", tmp_path / "masks"])
+    assert str(ds) in line and "mosl prepare" in line and f"mosl evaluate --data {ds}" in line
+    assert not (tmp_path / "masks").exists()
+
+
 def test_evaluate_out_of_a_run_folder_keeps_its_metrics(model: Path, ds: Path, tmp_path: Path) -> None:
     run = shutil.copytree(model.parent, tmp_path / "run")
     before = (run / "metrics.json").read_bytes()

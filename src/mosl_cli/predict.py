@@ -39,6 +39,7 @@ from mosl_cli.evaluate import check_thresholds
 from mosl_cli.fastio import read_scan
 from mosl_cli.imageio import IMAGE_SUFFIXES, MASK_SUFFIXES, check_image, has_image_suffix, write_image
 from mosl_cli.inference import Ensemble, load_ensemble
+from mosl_cli.names import MANIFEST_FILE
 from mosl_cli.postprocess import PostProcess
 
 DEFAULT_PREDICT_DIR = "mosl_predict"
@@ -86,6 +87,11 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
         path = Path(item)
         if path.is_dir():
             files = _images_in(path)
+            if not files and (path / MANIFEST_FILE).is_file():
+                raise MoslError(
+                    f"{path}: a dataset prepared by `mosl prepare`, not a folder of scans; score it with "
+                    f"`mosl evaluate --data {path}`, or give predict the original scans"
+                )
             if not files:
                 raise MoslError(f"{path}: no {'/'.join(s[1:].upper() for s in IMAGE_SUFFIXES)} files in this folder")
         elif path.exists():
