@@ -454,7 +454,7 @@ def test_baselines_that_differ_get_their_own_line_style(tmp_path: Path, monkeypa
     import mosl_cli.report.figures as report
 
     figures: list[Any] = []
-    monkeypatch.setattr(report, "_save_png", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(report, "save_png", lambda fig, path: figures.append(fig))
     groups = [
         {
             "method": method,
@@ -487,7 +487,7 @@ def test_many_series_are_spread_over_panels_of_at_most_eight(tmp_path: Path, mon
     import mosl_cli.report.figures as figures_module
 
     figures: list[Any] = []
-    monkeypatch.setattr(figures_module, "_save_png", lambda fig, path: figures.append(fig))
+    monkeypatch.setattr(figures_module, "save_png", lambda fig, path: figures.append(fig))
     arms = [("supervised", "–", "–", f"epochs={e}") for e in (20, 40)]
     arms += [("simclr", "busi", "encoder", f"pretrain epochs={e}") for e in range(1, 16)]  # 17 series in all
     groups = [

@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 
 from mosl_cli.data.store import Dataset, load_dataset
-from mosl_cli.fsutil import atomic_path
 from mosl_cli.inference import Ensemble, load_ensemble, model_outputs
 from mosl_cli.metrics import confusion, dice
+from mosl_cli.report.figures import save_png
 
 
 @torch.inference_mode()
@@ -140,8 +140,7 @@ def main() -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower left")
         fig.tight_layout()
-        with atomic_path(args.figure) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
+        save_png(fig, args.figure, dpi=120)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from mosl_cli.fsutil import atomic_path  # noqa: E402
+from mosl_cli.report.figures import save_png  # noqa: E402
 
 HERE = Path(__file__).parent
 RUNS = {  # results/<file>: label
@@ -46,8 +46,7 @@ def main() -> None:
         ax.legend(fontsize=7, loc="lower right")
     axes[0].set_ylabel("val Dice, all 77 val scans (training size, no TTA)")
     fig.tight_layout()
-    with atomic_path(HERE / "results" / "val_curves.png") as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    save_png(fig, HERE / "results" / "val_curves.png", dpi=120)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,8 @@ from pathlib import Path
 
 from scipy import stats
 
-from mosl_cli.fsutil import atomic_path, write_text
+from mosl_cli.fsutil import write_text
+from mosl_cli.report.figures import save_png
 from mosl_cli.report.tables import write_csv
 
 BASELINE = "baseline"
@@ -381,8 +382,7 @@ def figure(table: list[dict], path: Path) -> bool:
             ax.set_title(f"{_pct(f)} labels (n = {max(r['n'] for r in rs)} seeds)")
         ax_row[0].set_ylabel("Δ test lesion Dice")  # short: rotated arm names take the panel's height
     fig.tight_layout()
-    with atomic_path(path) as tmp:  # a reader never sees half a PNG
-        fig.savefig(tmp, format="png", dpi=120)
+    save_png(fig, path, dpi=120)
     plt.close(fig)
     return True
 

@@ -31,9 +31,10 @@ def _series_label(method: str, data: str, scope: str, variant: str = "") -> str:
     return f"{label} · {variant}" if variant else label
 
 
-def _save_png(fig: Any, path: Path) -> None:
+def save_png(fig: Any, path: str | Path, dpi: int = 110) -> None:
+    """Save a matplotlib figure as PNG atomically: a reader never sees half a file."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=dpi)
 
 
 def panel_series(keys: Sequence[SeriesKey], max_series: int = MAX_SERIES) -> list[list[SeriesKey]]:
@@ -144,7 +145,7 @@ def plot_dice_vs_fraction(groups: Sequence[dict[str, Any]], path: Path, max_seri
         fig.legend(
             [handles[k] for k in shown], [labels[k] for k in shown], loc="outside lower center", fontsize="small"
         )
-    _save_png(fig, path)
+    save_png(fig, path)
 
 
 def choose_grid_models(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -257,7 +258,7 @@ def plot_mask_grid(models: Sequence[dict[str, Any]], per_class: int, path: Path)
         axes[r][0].set_ylabel(f"{ds.records[i].get('class')}\n{ds.records[i]['id']}", fontsize=7)
     for c, title in enumerate(["scan", "ground truth", *(t for t, _, _ in columns)]):
         axes[0][c].set_title(title, fontsize=7)
-    _save_png(fig, path)
+    save_png(fig, path)
     return notes
 
 
