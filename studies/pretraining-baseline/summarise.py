@@ -375,13 +375,20 @@ def figure(table: list[dict], path: Path) -> bool:
             ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, label="test Δ, 95 % CI")
             ax.axhline(0, color="black", lw=0.5)
             bar = NO_LOSS if float(f) == 1.0 else GAIN_BAR
-            ax.axhline(bar, color="grey", ls="--", lw=1, label=f"issue 19 bar ({bar:+.3f})")
+            ax.axhline(bar, color="grey", ls="--", lw=1, label="issue 19 bar")
             ax.set_xticks(list(x), [r["arm"] for r in rs], rotation=45, ha="right", fontsize=8)
             ax.margins(x=0.15)
-            ax.legend(fontsize=8)
             ax.set_title(f"{_pct(f)} labels (n = {max(r['n'] for r in rs)} seeds)")
         ax_row[0].set_ylabel("Δ test lesion Dice")  # short: rotated arm names take the panel's height
-    fig.tight_layout()
+    # one legend above the panels, where it cannot hide a whisker
+    handles, names = next(ax for ax in axes.flat if ax.get_visible()).get_legend_handles_labels()
+    low = [_pct(f) for f in fractions if float(f) != 1.0]
+    bars = ([f"{GAIN_BAR:+.3f} at " + " and ".join(low)] if low else []) + (
+        [f"{NO_LOSS:+.3f} at 100 %"] if len(low) < len(fractions) else []
+    )
+    labels = [n + ": " + ", ".join(bars) if n == "issue 19 bar" else n for n in names]
+    fig.legend(handles, labels, loc="upper center", ncol=2, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))
     save_png(fig, path, dpi=120)
     plt.close(fig)
     return True

@@ -322,6 +322,26 @@ def test_figure_rows_keep_every_arm() -> None:
     assert all(len(r) <= summarise.MAX_SERIES for r in rows)
 
 
+def test_figure_has_one_legend_above_the_panels(monkeypatch, tmp_path: Path) -> None:
+    """A legend inside a panel can hide a whisker: the figure carries one legend, naming each bar."""
+    pytest.importorskip("matplotlib")
+    summarise = _summarise_module()
+    figures = []
+    monkeypatch.setattr(summarise, "save_png", lambda fig, path, dpi: figures.append(fig))
+    table = [
+        {"comparison": "vs_baseline", "n": 5, "arm": arm, "fraction": f, "test_diff": d, "test_ci_low": d - 0.1}
+        | {"test_ci_high": d + 0.1}
+        for arm, d in [("breast_moco", -0.05), ("multiorgan_moco", 0.01)]
+        for f in ["0.1", "0.25", "1.0"]
+    ]
+    assert summarise.figure(table, tmp_path / "gain.png")
+    (fig,) = figures
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert sorted(labels) == ["issue 19 bar: +0.030 at 10 % and 25 %, -0.005 at 100 %", "test Δ, 95 % CI"]
+
+
 # ------------------------------------------------- the job pool, with a stand-in mosl (seconds)
 
 FAKE_MOSL = r"""
