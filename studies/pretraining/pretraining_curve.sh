@@ -94,6 +94,8 @@ python3 - "$EPOCHS_LIST" "$NAME" <<'EOF'
 """curve.json and a table: test lesion Dice (mean ± sample std over seeds) and the gain over the
 baseline on the same seeds, per pre-training length and label fraction."""
 import json, os, pathlib, statistics as st, sys
+from mosl_cli.fsutil import write_text  # atomic: a reader never sees half a file
+from mosl_cli.report.figures import save_png
 def dice(arm, f):
     out = {}
     for p in pathlib.Path("ft", arm).glob(f"f{f}_s*/eval/metrics.json"):
@@ -118,7 +120,7 @@ for arm in ["supervised"] + [f"{sys.argv[2]}_e{e}" for e in sys.argv[1].split()]
             cell["gain"] = cell["mean"] - st.mean(b[s] for s in seeds)
         row[f] = cell
     curve.append(row)
-pathlib.Path("curve.json").write_text(json.dumps(curve, indent=1))
+write_text("curve.json", json.dumps(curve, indent=1))
 try:  # curve.png: gain (mean and std of the per-seed differences) against pre-training epochs
     import matplotlib
     matplotlib.use("Agg")
@@ -144,7 +146,7 @@ if plt is not None:
     top.set_xlabel("minutes of the 2-core CPU")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig("curve.png", dpi=120)
+    save_png(fig, "curve.png", dpi=120)
 fmt = lambda c: (f"{c['mean']:.3f} ± {c['std'] or 0:.3f} (n={len(c['seeds'])}) Δ {c['gain']:+.3f}" if c["seeds"] else "—")
 for r in curve:
     print(f"{r['arm']:>12} {r['pretrain_epochs_done']:>4} ep {r['pretrain_seconds'] or 0:7.0f} s | 10 %: {fmt(r['0.1'])} | 25 %: {fmt(r['0.25'])}")
