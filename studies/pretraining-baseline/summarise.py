@@ -18,6 +18,11 @@ with a baseline measured before. Only pair runs of the same code on the same kin
 fine-tune is deterministic there (the 64 px baseline reproduced exactly in every fresh WORK), but the
 bf16 kernels differ between processors (that baseline is 0.608 / 0.660 on an AMD EPYC, 0.610 / 0.672
 on an Intel Xeon with AMX, same code).
+
+    python studies/pretraining-baseline/summarise.py --redraw results/pilot64_moco
+
+``--redraw`` draws a results folder's ``gain.png`` again from its ``summary.csv`` (a results folder
+keeps the tables, not the fine-tunes).
 """
 
 from __future__ import annotations
@@ -343,9 +348,15 @@ def panel_rows(arms: list[str]) -> list[list[str]]:
     return [r for r in [breast] + [other[i : i + MAX_SERIES] for i in range(0, len(other), MAX_SERIES)] if r]
 
 
+def _label(r: dict) -> str:
+    """An x tick: the arm, or for a contrast the arm over its reference."""
+    return r["arm"] if r["comparison"] == "vs_baseline" else f"{r['arm']}\n− {r['reference']}"
+
+
 def figure(table: list[dict], path: Path) -> bool:
     """One panel per label fraction (columns) and row of arms (:func:`panel_rows`): each arm's paired
-    test gain over the baseline with its 95 % CI."""
+    test gain over the baseline with its 95 % CI; then rows of the contrasts (multi-organ against
+    breast-only, natural images added, fine-tuning options), each arm against its reference."""
     try:
         import matplotlib
 
@@ -358,13 +369,24 @@ def figure(table: list[dict], path: Path) -> bool:
     fractions = sorted({r["fraction"] for r in vs}, key=float)
     if not fractions:
         return False
-    arm_rows = panel_rows(list(dict.fromkeys(r["arm"] for r in vs)))
+    contrasts = [r for r in table if r["comparison"] not in {"baseline", "vs_baseline"} and r["n"]]
+    pairs = list(dict.fromkeys((r["arm"], r["reference"]) for r in contrasts))
+    panel_sets = [[r for r in vs if r["arm"] in arms] for arms in panel_rows(list(dict.fromkeys(r["arm"] for r in vs)))]
+    panel_sets += [
+        [r for r in contrasts if (r["arm"], r["reference"]) in pairs[i : i + MAX_SERIES]]
+        for i in range(0, len(pairs), MAX_SERIES)
+    ]
     fig, axes = plt.subplots(
-        len(arm_rows), len(fractions), figsize=(4.5 * len(fractions), 4.5 * len(arm_rows)), sharey=True, squeeze=False
+        len(panel_sets),
+        len(fractions),
+        figsize=(4.5 * len(fractions), 4.8 * len(panel_sets)),
+        sharey=True,
+        squeeze=False,
     )
-    for ax_row, arms in zip(axes, arm_rows):
+    for ax_row, row_set in zip(axes, panel_sets):
+        against_baseline = row_set[0]["comparison"] == "vs_baseline"
         for ax, f in zip(ax_row, fractions):
-            rs = [r for r in vs if r["fraction"] == f and r["arm"] in arms]
+            rs = [r for r in row_set if r["fraction"] == f]
             if not rs:
                 ax.set_visible(False)
                 continue
@@ -374,14 +396,19 @@ def figure(table: list[dict], path: Path) -> bool:
             err.append([0 if math.isnan(r["test_ci_high"]) else r["test_ci_high"] - r["test_diff"] for r in rs])
             ax.errorbar(x, y, yerr=err, fmt="o", capsize=3, label="test Δ, 95 % CI")
             ax.axhline(0, color="black", lw=0.5)
-            bar = NO_LOSS if float(f) == 1.0 else GAIN_BAR
-            ax.axhline(bar, color="grey", ls="--", lw=1, label="issue 19 bar")
-            ax.set_xticks(list(x), [r["arm"] for r in rs], rotation=45, ha="right", fontsize=8)
+            if against_baseline:
+                bar = NO_LOSS if float(f) == 1.0 else GAIN_BAR
+                ax.axhline(bar, color="grey", ls="--", lw=1, label="issue 19 bar")
+            ax.set_xticks(
+                list(x), [_label(r) for r in rs], rotation=45, ha="right", fontsize=7 if not against_baseline else 8
+            )
             ax.margins(x=0.15)
-            ax.set_title(f"{_pct(f)} labels (n = {max(r['n'] for r in rs)} seeds)")
-        ax_row[0].set_ylabel("Δ test lesion Dice")  # short: rotated arm names take the panel's height
+            what = "" if against_baseline else "contrasts, "
+            ax.set_title(f"{what}{_pct(f)} labels (n = {max(r['n'] for r in rs)} seeds)")
+        # short: rotated arm names take the panel's height
+        ax_row[0].set_ylabel("Δ test lesion Dice" if against_baseline else "Δ test Dice, arm − reference")
     # one legend above the panels, where it cannot hide a whisker
-    handles, names = next(ax for ax in axes.flat if ax.get_visible()).get_legend_handles_labels()
+    handles, names = next(ax for ax in axes[0] if ax.get_visible()).get_legend_handles_labels()
     low = [_pct(f) for f in fractions if float(f) != 1.0]
     bars = ([f"{GAIN_BAR:+.3f} at " + " and ".join(low)] if low else []) + (
         [f"{NO_LOSS:+.3f} at 100 %"] if len(low) < len(fractions) else []
@@ -394,14 +421,33 @@ def figure(table: list[dict], path: Path) -> bool:
     return True
 
 
+def read_summary(path: Path) -> list[dict]:
+    """The rows of a ``summary.csv`` written by this script, numbers as numbers."""
+    with path.open(newline="") as f:
+        table = list(csv.DictReader(f))
+    for r in table:
+        r["n"] = int(r["n"] or 0)
+        for k in ("test_diff", "test_ci_low", "test_ci_high"):
+            r[k] = float(r[k]) if r[k] else float("nan")
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Tables and figure of issue 19's study (run.sh's WORK_DIR).")
     parser.add_argument("work", type=Path, help="the study's work folder (holds ft/ and pre/)")
     parser.add_argument(
         "--runs", type=Path, action="append", default=[], help="an earlier runs.csv whose fine-tunes WORK lacks"
     )
+    parser.add_argument(
+        "--redraw", action="store_true", help="WORK is a results folder: draw its gain.png again from its summary.csv"
+    )
     args = parser.parse_args()
     work = args.work
+    if args.redraw:
+        if not (work / "summary.csv").is_file():
+            parser.error(f"{work}: no summary.csv; give a folder this script wrote")
+        figure(read_summary(work / "summary.csv"), work / "gain.png")
+        return
     if not (work / "ft").is_dir():
         parser.error(f"{work}: no ft/ folder; give the WORK_DIR of studies/pretraining-baseline/run.sh")
     scores = read_scores(work)

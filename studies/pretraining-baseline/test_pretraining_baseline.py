@@ -342,6 +342,37 @@ def test_figure_has_one_legend_above_the_panels(monkeypatch, tmp_path: Path) -> 
     assert sorted(labels) == ["issue 19 bar: +0.030 at 10 % and 25 %, -0.005 at 100 %", "test Δ, 95 % CI"]
 
 
+def test_figure_draws_the_contrasts_below_and_redraws_from_a_summary_csv(monkeypatch, tmp_path: Path) -> None:
+    """Multi-organ against breast-only gets its own row of panels; ``--redraw`` draws the same figure
+    from the ``summary.csv`` a results folder keeps."""
+    pytest.importorskip("matplotlib")
+    summarise = _summarise_module()
+    work = tmp_path / "work"
+    for arm, table in (("baseline", BASE), ("multiorgan_simclr", ARM), ("breast_simclr", BREAST)):
+        for f, values in table.items():
+            for seed, v in enumerate(values):
+                _write(work, arm, f, seed, v, v + 0.1)
+    table = summarise.rows(work, summarise.read_scores(work))
+    summarise.write_csv(work / "summary.csv", summarise.COLUMNS, table)
+    figures = []
+    monkeypatch.setattr(summarise, "save_png", lambda fig, path, dpi: figures.append(fig))
+    assert summarise.figure(table, work / "gain.png")
+    monkeypatch.setattr(sys, "argv", ["summarise.py", "--redraw", str(work)])
+    summarise.main()
+    drawn, redrawn = (
+        [(ax.get_title(), [t.get_text() for t in ax.get_xticklabels()]) for ax in f.axes] for f in figures
+    )
+    assert drawn == redrawn
+    assert drawn == [
+        ("10 % labels (n = 3 seeds)", ["breast_simclr", "multiorgan_simclr"]),
+        ("100 % labels (n = 3 seeds)", ["breast_simclr", "multiorgan_simclr"]),
+        ("contrasts, 10 % labels (n = 3 seeds)", ["multiorgan_simclr\n− breast_simclr"]),
+        ("contrasts, 100 % labels (n = 3 seeds)", ["multiorgan_simclr\n− breast_simclr"]),
+    ]
+    contrast = figures[1].axes[2].lines[0].get_ydata()  # the marker: the paired difference, 6 decimals
+    assert contrast[0] == pytest.approx(_hand(ARM["0.1"], BREAST["0.1"])[0], abs=1e-6)
+
+
 # ------------------------------------------------- the job pool, with a stand-in mosl (seconds)
 
 FAKE_MOSL = r"""
