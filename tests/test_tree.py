@@ -123,6 +123,13 @@ def test_group_pattern() -> None:
         group_regex("(")
 
 
+def test_bad_group_pattern_fails_before_any_source_is_read(tmp_path: Path) -> None:
+    """``synthetic`` reads no file names, yet a pattern that is no regex is still the user's error."""
+    result = CliRunner().invoke(app, ["prepare", "synthetic", "--out", str(tmp_path / "x"), "--group-pattern", "([a-z"])
+    assert result.exit_code == 1 and "--group-pattern '([a-z': not a regular expression" in result.output
+    assert not (tmp_path / "x").exists()
+
+
 def test_cli_frames_per_video(tmp_path: Path, tree_root: Path) -> None:
     runner = CliRunner()
     bad = runner.invoke(app, ["prepare", str(tree_root), "--out", str(tmp_path / "x"), "--frames-per-video", "most"])

@@ -34,6 +34,7 @@ from mosl_cli.config import PrepareConfig, to_dict
 from mosl_cli.data import hashing
 from mosl_cli.data.readers import READERS, check_format, choose
 from mosl_cli.data.readers.base import DECODE_ERRORS, Item, SkipSample
+from mosl_cli.data.readers.tree import group_regex
 from mosl_cli.data.splits import SPLITS, assign_splits, check_fractions, group_samples
 from mosl_cli.data.store import check_target
 from mosl_cli.errors import MoslError, UsageError
@@ -215,6 +216,7 @@ def _check(cfg: PrepareConfig) -> tuple[float, float, float]:
         raise UsageError(
             f"--dedup-distance {cfg.dedup_distance}: use 0 to 64 bits, or -1 to group identical images only"
         )
+    group_regex(cfg.group_pattern)  # before any decoding, whichever readers the sources pick
     fractions = check_fractions(tuple(cfg.splits))
     check_target(Path(cfg.out), cfg.overwrite)
     return fractions
