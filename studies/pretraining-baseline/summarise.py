@@ -400,7 +400,7 @@ def figure(table: list[dict], path: Path) -> bool:
                 bar = NO_LOSS if float(f) == 1.0 else GAIN_BAR
                 ax.axhline(bar, color="grey", ls="--", lw=1, label="issue 19 bar")
             ax.set_xticks(
-                list(x), [_label(r) for r in rs], rotation=45, ha="right", fontsize=7 if not against_baseline else 8
+                list(x), [_label(r) for r in rs], rotation=45, ha="right", fontsize=8 if against_baseline else 7
             )
             ax.margins(x=0.15)
             what = "" if against_baseline else "contrasts, "
@@ -434,7 +434,9 @@ def read_summary(path: Path) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Tables and figure of issue 19's study (run.sh's WORK_DIR).")
-    parser.add_argument("work", type=Path, help="the study's work folder (holds ft/ and pre/)")
+    parser.add_argument(
+        "work", type=Path, help="the study's work folder (holds ft/ and pre/); with --redraw, a results folder"
+    )
     parser.add_argument(
         "--runs", type=Path, action="append", default=[], help="an earlier runs.csv whose fine-tunes WORK lacks"
     )
