@@ -404,7 +404,9 @@ def figure(table: list[dict], path: Path) -> bool:
             )
             ax.margins(x=0.15)
             what = "" if against_baseline else "contrasts, "
-            ax.set_title(f"{what}{_pct(f)} labels (n = {max(r['n'] for r in rs)} seeds)")
+            low, high = min(r["n"] for r in rs), max(r["n"] for r in rs)
+            seeds = f"{low}–{high}" if low != high else f"{high}"
+            ax.set_title(f"{what}{_pct(f)} labels (n = {seeds} seeds)")
         # short: rotated arm names take the panel's height
         ax_row[0].set_ylabel("Δ test lesion Dice" if against_baseline else "Δ test Dice, arm − reference")
     # one legend above the panels, where it cannot hide a whisker
