@@ -14,6 +14,8 @@
 #   SIZE (128)  PRETRAIN_EPOCHS (100)  SEEDS ("0 1 2 3 4")  FRACTIONS ("0.1 0.25 1.0")
 #   ARMS (all below)  PARALLEL (1: jobs at once; 8 on one H200)  OMP_NUM_THREADS (2 per job)
 #   EPOCHS_FT (unset: finetune's default)  MOSL (mosl)  PYTHON (python)
+#   BASELINE=0 skip the baseline's fine-tunes (new arms then pair with an earlier run's baseline:
+#              summarise.py WORK --runs EARLIER/runs.csv, same code and the same kind of processor)
 #   DRY_RUN=1  print the commands (the whole grid), run nothing
 #   TINY=1     smoke run: one synthetic set (40 scans, 64 px) in place of every dataset, 32 px,
 #              1 epoch of 2 steps, seed 0, fractions "0.5 1.0", arms breast_simclr multiorgan_simclr
@@ -29,6 +31,7 @@ DATA=${1:-../shared/data}
 WORK=${2:-pretraining_baseline}
 TINY=${TINY:-0}
 DRY_RUN=${DRY_RUN:-0}
+BASELINE=${BASELINE:-1}
 MOSL=${MOSL:-mosl}
 PYTHON=${PYTHON:-python}
 PARALLEL=${PARALLEL:-1}
@@ -189,7 +192,9 @@ done
 
 # --------------------------------------------------------------- pre-trainings, then fine-tunes
 tasks=()  # "ARM FRACTION SEED"; the baseline first, seeds outermost so that early results are whole seeds
-for s in $SEEDS; do for f in $FRACTIONS; do for arm in baseline $ARMS; do tasks+=("$arm $f $s"); done; done; done
+FT_ARMS=$ARMS
+[ "$BASELINE" = 0 ] || FT_ARMS="baseline $ARMS"
+for s in $SEEDS; do for f in $FRACTIONS; do for arm in $FT_ARMS; do tasks+=("$arm $f $s"); done; done; done
 
 if [ "$DRY_RUN" = 1 ]; then
   for arm in $PRE_ARMS; do pretrain "$arm"; done

@@ -143,6 +143,25 @@ def test_arms_and_fractions_come_from_the_environment(tmp_path: Path) -> None:
     assert bad.returncode != 0 and "unknown arm nope" in bad.stderr
 
 
+def test_baseline_0_leaves_out_the_baseline_fine_tunes(tmp_path: Path) -> None:
+    env = {**os.environ, "DRY_RUN": "1", "ARMS": "breast_mim", "FRACTIONS": "1.0", "SEEDS": "0 1"}
+    env.pop("TINY", None)
+    inits = {}
+    for baseline in ("1", "0"):
+        out = subprocess.run(
+            ["bash", str(RUN), "/data", str(tmp_path / "w")],
+            env={**env, "BASELINE": baseline},
+            text=True,
+            capture_output=True,
+        )
+        assert out.returncode == 0, out.stderr
+        calls = [shlex.split(line)[1:] for line in out.stdout.splitlines() if line.startswith("mosl ")]
+        inits[baseline] = sorted(_options(c[1:])["--init"][0] for c in calls if c[0] == "finetune")
+    pretrained = str(tmp_path / "w/pre/breast_mim/model.safetensors")
+    assert inits["1"] == sorted(["none", "none", pretrained, pretrained])
+    assert inits["0"] == [pretrained, pretrained]
+
+
 def test_a_variant_arm_fine_tunes_its_pre_training_with_one_more_option(tmp_path: Path) -> None:
     arms = "breast_moco@enc0.1 breast_moco@freeze10 multiorgan_mim@lr3e-4 breast_moco"
     env = {**os.environ, "DRY_RUN": "1", "ARMS": arms, "FRACTIONS": "0.1", "SEEDS": "0"}
