@@ -63,6 +63,15 @@ def _options(args: list[str]) -> dict[str, list[str]]:
     return out
 
 
+def _dry_run_calls(work: Path, env: dict[str, str]) -> list[list[str]]:
+    """The mosl commands ``run.sh`` prints with DRY_RUN=1 for ``env``, each without its ``mosl``."""
+    out = subprocess.run(
+        ["bash", str(RUN), "/data", str(work)], env={**env, "DRY_RUN": "1"}, text=True, capture_output=True
+    )
+    assert out.returncode == 0, out.stderr
+    return [shlex.split(line)[1:] for line in out.stdout.splitlines() if line.startswith("mosl ")]
+
+
 def test_dry_run_prints_the_whole_grid(tmp_path: Path) -> None:
     work = tmp_path / "work"
     env = {k: v for k, v in os.environ.items() if k not in {"SIZE", "SEEDS", "FRACTIONS", "ARMS", "TINY", "EPOCHS_FT"}}
@@ -131,9 +140,7 @@ def test_dry_run_prints_the_whole_grid(tmp_path: Path) -> None:
 def test_arms_and_fractions_come_from_the_environment(tmp_path: Path) -> None:
     env = {**os.environ, "DRY_RUN": "1", "ARMS": "breast_mim", "FRACTIONS": "0.5", "SEEDS": "7", "EPOCHS_FT": "3"}
     env.pop("TINY", None)
-    out = subprocess.run(["bash", str(RUN), "/data", str(tmp_path / "w")], env=env, text=True, capture_output=True)
-    assert out.returncode == 0, out.stderr
-    calls = [shlex.split(line)[1:] for line in out.stdout.splitlines() if line.startswith("mosl ")]
+    calls = _dry_run_calls(tmp_path / "w", env)
     assert [c[0] for c in calls if c[0] == "prepare"] == ["prepare"]  # breast-only: BUSI alone is prepared
     finetunes = [_options(c[1:]) for c in calls if c[0] == "finetune"]
     assert len(finetunes) == 2 and all(o["--epochs"] == ["3"] and o["--seed"] == ["7"] for o in finetunes)
@@ -148,14 +155,7 @@ def test_baseline_0_leaves_out_the_baseline_fine_tunes(tmp_path: Path) -> None:
     env.pop("TINY", None)
     inits = {}
     for baseline in ("1", "0"):
-        out = subprocess.run(
-            ["bash", str(RUN), "/data", str(tmp_path / "w")],
-            env={**env, "BASELINE": baseline},
-            text=True,
-            capture_output=True,
-        )
-        assert out.returncode == 0, out.stderr
-        calls = [shlex.split(line)[1:] for line in out.stdout.splitlines() if line.startswith("mosl ")]
+        calls = _dry_run_calls(tmp_path / "w", {**env, "BASELINE": baseline})
         inits[baseline] = sorted(_options(c[1:])["--init"][0] for c in calls if c[0] == "finetune")
     pretrained = str(tmp_path / "w/pre/breast_mim/model.safetensors")
     assert inits["1"] == sorted(["none", "none", pretrained, pretrained])
@@ -166,9 +166,7 @@ def test_a_variant_arm_fine_tunes_its_pre_training_with_one_more_option(tmp_path
     arms = "breast_moco@enc0.1 breast_moco@freeze10 multiorgan_mim@lr3e-4 breast_moco"
     env = {**os.environ, "DRY_RUN": "1", "ARMS": arms, "FRACTIONS": "0.1", "SEEDS": "0"}
     env.pop("TINY", None)
-    out = subprocess.run(["bash", str(RUN), "/data", str(tmp_path / "w")], env=env, text=True, capture_output=True)
-    assert out.returncode == 0, out.stderr
-    calls = [shlex.split(line)[1:] for line in out.stdout.splitlines() if line.startswith("mosl ")]
+    calls = _dry_run_calls(tmp_path / "w", env)
     pre = [Path(_options(c[1:])["--out"][0]).name for c in calls if c[0] == "pretrain"]
     assert pre == ["breast_moco", "multiorgan_mim"]  # each pre-training once, shared by its variants
     finetunes = {Path(o["--out"][0]).parent.name: o for o in (_options(c[1:]) for c in calls if c[0] == "finetune")}
