@@ -49,6 +49,8 @@ def test_each_step_has_help_with_an_example(step: str) -> None:
         (["pretrain", "--jitter", "1.5"], "--jitter", 2),
         (["pretrain", "--checkpoint-every", "-5"], "--checkpoint-every", 2),
         (["finetune", "--checkpoint-every", "-5"], "--checkpoint-every", 2),
+        (["finetune", "--fold", "1"], "--fold needs --folds K", 2),
+        (["finetune", "--folds", "5", "--fold", "5"], "--fold 5 is outside 0..4", 2),
     ],
 )
 def test_user_errors_are_one_line(

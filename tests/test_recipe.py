@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from mosl_cli.augment import RandomLowResolution, SegAugment
@@ -160,6 +161,15 @@ def test_folds_train_one_model_each_and_evaluate_averages_them(data: Path, tmp_p
         EvaluateConfig(model=str(tmp_path / "cv"), data=str(data), out=str(tmp_path / "e"), device="cpu")
     ).metrics
     assert len(doc["models"]) == 2 and doc["tta"] is True
+
+
+def test_fold_option_trains_that_fold_only(data: Path, tmp_path: Path) -> None:
+    """``--fold 1``: the second of two folds alone, the same model as the full run's fold_1."""
+    (result,) = run_folds(_cfg(data, tmp_path / "cv", folds=2, fold=1))
+    assert result.out == tmp_path / "cv" / "fold_1" and not (tmp_path / "cv" / "fold_0").exists()
+    full = run_folds(_cfg(data, tmp_path / "all", folds=2))
+    alone, in_full_run = (load_file(str(r.out / "model.safetensors")) for r in (result, full[1]))
+    torch.testing.assert_close(alone, in_full_run)
 
 
 def test_several_model_files_are_one_ensemble(tmp_path: Path) -> None:

@@ -814,6 +814,13 @@ def finetune(
             ),
         ),
     ] = C.FinetuneConfig.folds,
+    fold: Annotated[
+        Optional[int],
+        typer.Option(
+            "--fold",
+            help="With --folds K: train fold k only (0 to K-1), so that the K folds run as separate processes or jobs.",
+        ),
+    ] = C.FinetuneConfig.fold,
     seed: Seed = 0,
     device: Device = "auto",
     no_amp: NoAmp = False,
@@ -854,6 +861,7 @@ def finetune(
         decoder_attention=decoder_attention,
         postprocess=not no_postprocess,
         folds=folds,
+        fold=fold,
         seed=seed,
         device=device,
         amp=not no_amp,

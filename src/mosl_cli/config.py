@@ -149,7 +149,7 @@ class FinetuneConfig:
     deep_supervision: bool = False  # auxiliary mask heads on the decoder's coarser blocks while training
     decoder_attention: str = "none"  # or "scse": squeeze-and-excitation in each U-Net decoder block
     folds: int = 1  # > 1: cross-validation over train+val, one model per fold in out/fold_<k>
-    fold: int | None = None  # the fold this run trains (set by the folds driver)
+    fold: int | None = None  # with folds > 1: train this fold only (else every fold, one after another)
     seed: int = 0
     device: str = "auto"
     amp: bool = True

@@ -608,11 +608,16 @@ def _final_weights(
 
 def run_folds(cfg: FinetuneConfig, callback: Callback = no_callback) -> list[FinetuneResult]:
     """``--folds K``: K fine-tunes, fold k validating on the k-th group-aware part of train+val and
-    training on the others, written to ``out/fold_<k>``; ``evaluate``/``predict --model out`` average them."""
+    training on the others, written to ``out/fold_<k>``; ``evaluate``/``predict --model out`` average them.
+    With ``cfg.fold`` set (``--fold k``), only that fold, so that folds can run in separate processes."""
+    if cfg.fold is not None and cfg.folds < 2:
+        raise UsageError("--fold needs --folds K (K > 1)")
+    if cfg.fold is not None and not 0 <= cfg.fold < cfg.folds:
+        raise UsageError(f"--fold {cfg.fold} is outside 0..{cfg.folds - 1}")
     if cfg.folds < 2:
         return [run_finetune(cfg, callback)]
     results = []
-    for k in range(cfg.folds):
+    for k in range(cfg.folds) if cfg.fold is None else [cfg.fold]:
         callback("message", {"text": f"fold {k + 1} of {cfg.folds}"})
         results.append(run_finetune(replace(cfg, fold=k, out=str(Path(cfg.out) / f"fold_{k}")), callback))
     return results

@@ -8,6 +8,8 @@
 # Resumable: an arm whose test evaluation exists is skipped; a killed fine-tune resumes.
 # Settings (environment): SIZE (128), SEEDS ("0 1 2"), ARMS (names below), PARALLEL (1), MOSL (mosl),
 # EPOCHS (empty: each recipe's own; a small number for a quick check of the script).
+# An arm folds_K is a K-fold cross-validation ensemble (`--folds K`) over train+val: one job per fold
+# (`--fold k`), each fold's model scored on test, then the ensemble of the K (test only: val is trained on).
 set -euo pipefail
 DATA=${1:?dataset directory}
 WORK=${2:?work directory}
@@ -66,12 +68,38 @@ run_arm() {  # ARM SEED: fine-tune, then evaluate on val and test
   $MOSL evaluate --model "$dir" --data "$DATA" --split test --out "$dir/eval_test"
 }
 
+run_fold() {  # ARM SEED FOLD: one fold of a folds_K arm, scored on test
+  local arm=$1 seed=$2 fold=$3 dir="$WORK/$SIZE/$1/s$2"
+  local run="$dir/fold_$fold"
+  [ -f "$run/eval_test/metrics.json" ] && return 0
+  local resume=--overwrite
+  [ -f "$run/checkpoint.safetensors" ] && resume=--resume
+  $MOSL finetune --data "$DATA" --init none --size "$SIZE" --seed "$seed" --folds "${arm#folds_}" --fold "$fold" \
+    ${EPOCHS:+--epochs $EPOCHS} --out "$dir" $resume
+  $MOSL evaluate --model "$run" --data "$DATA" --split test --out "$run/eval_test"
+}
+
 jobs_running() { jobs -rp | wc -l; }
 for seed in $SEEDS; do
   for arm in $ARMS; do
-    while [ "$(jobs_running)" -ge "$PARALLEL" ]; do sleep 5; done
-    run_arm "$arm" "$seed" > "$WORK/log_${SIZE}_${arm}_s${seed}.txt" 2>&1 &
+    case $arm in
+      folds_*)
+        for fold in $(seq 0 $((${arm#folds_} - 1))); do
+          while [ "$(jobs_running)" -ge "$PARALLEL" ]; do sleep 5; done
+          run_fold "$arm" "$seed" "$fold" > "$WORK/log_${SIZE}_${arm}_s${seed}_fold${fold}.txt" 2>&1 &
+        done ;;
+      *)
+        while [ "$(jobs_running)" -ge "$PARALLEL" ]; do sleep 5; done
+        run_arm "$arm" "$seed" > "$WORK/log_${SIZE}_${arm}_s${seed}.txt" 2>&1 & ;;
+    esac
   done
 done
 wait
+for seed in $SEEDS; do  # the ensembles, once all their folds are trained
+  for arm in $ARMS; do
+    dir="$WORK/$SIZE/$arm/s$seed"
+    case $arm in folds_*) [ -f "$dir/eval_test/metrics.json" ] ||
+      $MOSL evaluate --model "$dir" --data "$DATA" --split test --out "$dir/eval_test" ;; esac
+  done
+done
 python "$HERE/summarise.py" "$WORK/$SIZE"

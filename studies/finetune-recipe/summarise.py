@@ -6,13 +6,17 @@ Reads ``ARM/sSEED/eval_val/metrics.json`` and ``eval_test/metrics.json`` (writte
 evaluate``), ``metrics.json`` of the fine-tune (val Dice before and after TTA and post-processing,
 seconds) and, for the reference loop, ``reference/sSEED/reference.json``; prints a Markdown table.
 ``--csv`` also writes one row per run (arm, seed, val and test lesion Dice, test IoU, test normal
-Dice, training minutes; the reference loop's val and IoU cells are empty).
+Dice, training minutes; the reference loop's val and IoU cells are empty). A ``folds_K`` arm
+(``ARM/sSEED/fold_<k>/``, cross-validation over train+val) has no val score: its row is the ensemble
+on test with the folds' training minutes summed, and a second row, ``folds_K one fold``, averages
+its single fold models on test.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 import sys
 from pathlib import Path
@@ -38,6 +42,9 @@ def rows(root: Path, runs: list[list[object]] | None = None) -> list[list[str]]:
     table = []
     for arm in sorted(p for p in root.iterdir() if p.is_dir()):
         val, test, normal, minutes, seeds = [], [], [], [], []
+        if arm.name.startswith("folds_"):
+            table += _folds_rows(arm, runs)
+            continue
         for run in sorted(arm.glob("s*")):
             if arm.name == "reference":
                 ref = _read(run / "reference.json")
@@ -59,7 +66,7 @@ def rows(root: Path, runs: list[list[object]] | None = None) -> list[list[str]]:
             seeds.append(run.name[1:])
             val.append(ev_val["lesion"]["dice"]["mean"])
             test.append(ev_test["lesion"]["dice"]["mean"])
-            normal.append(ev_test["per_class"]["normal"]["dice"]["mean"])
+            normal.append(_normal_dice(ev_test))
             minutes.append(ft["seconds"] / 60)
             if runs is not None:
                 iou = ev_test["lesion"]["iou"]["mean"]
@@ -69,6 +76,47 @@ def rows(root: Path, runs: list[list[object]] | None = None) -> list[list[str]]:
                 [arm.name, ",".join(seeds), _fmt(val), _fmt(test), _fmt(normal), f"{statistics.mean(minutes):.0f}"]
             )
     return table
+
+
+def _normal_dice(ev: dict) -> float:
+    """The normal scans' Dice (empty-mask rule) of an evaluation; NaN for a dataset without them."""
+    return ev["per_class"]["normal"]["dice"]["mean"] if "normal" in ev["per_class"] else math.nan
+
+
+def _test_scores(ev: dict) -> list[float]:
+    """Test lesion Dice, lesion IoU and normal-scan Dice of an ``eval_test/metrics.json``."""
+    return [ev["lesion"]["dice"]["mean"], ev["lesion"]["iou"]["mean"], _normal_dice(ev)]
+
+
+def _folds_rows(arm: Path, runs: list[list[object]] | None) -> list[list[str]]:
+    """The ensemble row and the single-fold row of a ``folds_K`` arm (test only)."""
+    seeds, test, normal, minutes, single, single_normal = [], [], [], [], [], []
+    for run in sorted(arm.glob("s*")):
+        ensemble = _read(run / "eval_test" / "metrics.json")
+        folds = sorted(run.glob("fold_*"))
+        members = [(_read(f / "eval_test" / "metrics.json"), _read(f / "metrics.json")) for f in folds]
+        if not (ensemble and members and all(ev and ft for ev, ft in members)):
+            continue
+        dice, iou, normal_dice = _test_scores(ensemble)
+        fold_scores = [_test_scores(ev) for ev, _ in members]
+        fold_minutes = [ft["seconds"] / 60 for _, ft in members]
+        seeds.append(run.name[1:])
+        test.append(dice)
+        normal.append(normal_dice)
+        minutes.append(sum(fold_minutes))
+        single.append(statistics.mean(f[0] for f in fold_scores))
+        single_normal.append(statistics.mean(f[2] for f in fold_scores))
+        if runs is not None:
+            runs.append([arm.name, run.name[1:], "", dice, iou, normal_dice, minutes[-1]])
+            for folder, scores, mins in zip(folds, fold_scores, fold_minutes, strict=True):
+                runs.append([f"{arm.name}/{folder.name}", run.name[1:], "", *scores, mins])
+    if not seeds:
+        return []
+    ids, mean_minutes = ",".join(seeds), statistics.mean(minutes)
+    return [
+        [arm.name, ids, "–", _fmt(test), _fmt(normal), f"{mean_minutes:.0f}"],
+        [f"{arm.name} one fold", ids, "–", _fmt(single), _fmt(single_normal), f"{mean_minutes / len(folds):.0f}"],
+    ]
 
 
 def main() -> None:

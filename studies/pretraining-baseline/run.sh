@@ -13,6 +13,8 @@
 # Settings (environment):
 #   SIZE (128)  PRETRAIN_EPOCHS (100)  SEEDS ("0 1 2 3 4")  FRACTIONS ("0.1 0.25 1.0")
 #   ARMS (all below)  PARALLEL (1: jobs at once; 8 on one H200)  OMP_NUM_THREADS (2 per job)
+#   PRETRAIN_THREADS (OMP_NUM_THREADS: the threads of a pre-training job; more than a fine-tune's
+#              where pre-trainings run alone, e.g. one arm on a 2-core CPU: 2, with OMP_NUM_THREADS=1)
 #   EPOCHS_FT (unset: finetune's default)  MOSL (mosl)  PYTHON (python)
 #   BASELINE=0 skip the baseline's fine-tunes (new arms then pair with an earlier run's baseline:
 #              summarise.py WORK --runs EARLIER/runs.csv, same code and the same kind of processor)
@@ -37,6 +39,7 @@ PYTHON=${PYTHON:-python}
 PARALLEL=${PARALLEL:-1}
 POLL=${POLL:-5}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+PRETRAIN_THREADS=${PRETRAIN_THREADS:-$OMP_NUM_THREADS}
 ALL_ARMS="breast_simclr multiorgan_simclr multiorgan_natural_simclr multiorgan_natural_mim multiorgan_moco multiorgan_simsiam multiorgan_mim multiorgan_simclr_group breast_mim breast_moco"
 if [ "$TINY" = 1 ]; then
   SIZE=${SIZE:-32}
@@ -150,7 +153,7 @@ pretrain() {  # ARM: the recipe's network (resnet18 U-Net) at SIZE, so arms and 
   [ -f "$dir/metrics.json" ] && return 0
   for d in $(data_of "$arm"); do data+=(--data "$D/$d"); done
   # shellcheck disable=SC2046
-  mosl_ pretrain $(method_of "$arm") "${data[@]}" --encoder resnet18 --size "$SIZE" --epochs "$PRETRAIN_EPOCHS" \
+  OMP_NUM_THREADS=$PRETRAIN_THREADS mosl_ pretrain $(method_of "$arm") "${data[@]}" --encoder resnet18 --size "$SIZE" --epochs "$PRETRAIN_EPOCHS" \
     "${PRE_OPTS[@]}" --out "$dir" $(resume_flag "$dir")
 }
 

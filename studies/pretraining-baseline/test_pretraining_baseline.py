@@ -399,6 +399,8 @@ args = sys.argv[1:]
 command, out = args[0], Path(args[args.index("--out") + 1])
 with open(os.environ["CALLS"], "a") as log:
     log.write(json.dumps([time.time(), *args]) + "\n")
+with open(os.environ["CALLS"] + ".threads", "a") as log:
+    log.write(f"{command} {os.environ.get('OMP_NUM_THREADS')}\n")
 if command == "prepare":
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.json").write_text("{}")
@@ -463,6 +465,13 @@ def test_pool_waits_for_weights_resumes_killed_runs_and_skips_finished_ones(tmp_
     again, calls_again = _pool_run(tmp_path)
     assert again.returncode == 0
     assert [c[1] for c in calls_again[len(calls) :]] == []  # everything was done: nothing ran again
+
+
+def test_pretrain_threads_set_the_threads_of_pre_trainings_only(tmp_path: Path) -> None:
+    proc, _ = _pool_run(tmp_path, OMP_NUM_THREADS="1", PRETRAIN_THREADS="2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    threads = Counter((tmp_path / "calls.jsonl.threads").read_text().splitlines())
+    assert threads == {"prepare 1": 6, "pretrain 2": 2, "finetune 1": 12, "evaluate 1": 24}
 
 
 def test_a_failed_pretraining_skips_its_fine_tunes_and_fails_the_run(tmp_path: Path) -> None:
