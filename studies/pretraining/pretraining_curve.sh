@@ -10,7 +10,7 @@
 # WORKDIR holds busi, hc18 and pocus made by `mosl prepare` (as in studies/pretraining/pretraining_study.sh, any
 # --size). Results: WORKDIR/pre, WORKDIR/ft, WORKDIR/curve.json and WORKDIR/curve.png (gain against
 # pre-training epochs; CPU_SECONDS_PER_EPOCH sets its CPU-minutes axis). Finished runs are skipped,
-# so an interrupted run resumes. Environment:
+# so an interrupted run resumes; WORKDIR/logs/started.txt lists the fine-tunes as they start. Environment:
 #   EPOCHS_LIST  pre-training lengths (default "15 50 100 200")
 #   SEEDS, EXTRA_SEEDS  fine-tuning seeds; an arm's EXTRA_SEEDS start after its SEEDS
 #   FRACTIONS    label fractions (default "0.1 0.25")
@@ -79,6 +79,7 @@ while :; do
     fi
     [ "$(jobs -rp | wc -l)" -lt $((PARALLEL + $(pretraining))) ] || break
     started[$t]=1
+    echo "$(date +%T) $arm f$f s$s" >> logs/started.txt  # the order the fine-tunes start in
     finetune $arm $init $f $s > logs/ft_${arm}_f${f}_s$s.log 2>&1 &
   done
   [ $left = 0 ] && [ "$(jobs -rp | wc -l)" = 0 ] && break

@@ -31,9 +31,7 @@ command = args[0]
 opt = lambda name: args[args.index(name) + 1]
 out = Path(opt("--out"))
 with open(os.environ["CURVE_CALLS"], "a") as log:
-    # the parent is the job the script started in the background for this task: its pid gives the
-    # order the script started the jobs in, where their start times can swap by a millisecond
-    log.write(f"{time.time():.3f} {command} {out} {opt('--init') if command == 'finetune' else '-'} {os.getppid()}\n")
+    log.write(f"{time.time():.3f} {command} {out} {opt('--init') if command == 'finetune' else '-'}\n")
 out.mkdir(parents=True, exist_ok=True)
 if command == "pretrain":
     epochs = int(opt("--epochs"))
@@ -94,10 +92,12 @@ def test_runs_every_arm_after_its_weights_and_reports_the_gains(curve_env: dict[
     finetunes = [c for c in calls if c[1] == "finetune"]
     assert len(finetunes) == 3 * 3 * 2  # (baseline + 2 lengths) × 3 seeds × 2 fractions
     assert sum(c[1] == "evaluate" for c in calls) == len(finetunes)
-    job = {c[2]: int(c[4]) for c in finetunes}  # pids of the script's jobs, in the order it started them
+    # the script's start order (two jobs started in one pass can reach mosl in either order)
+    order = [line.split()[1:] for line in (work / "logs" / "started.txt").read_text().splitlines()]
+    assert sorted(f"ft/{arm}/{f}_{s}" for arm, f, s in order) == sorted(c[2] for c in finetunes)
     for arm in ("supervised", "simclr_e2", "simclr_e6"):  # an arm's extra seed starts after its seeds 0 and 1
-        runs = [(run.rsplit("_s", 1)[1], pid) for run, pid in job.items() if run.startswith(f"ft/{arm}/")]
-        assert min(pid for seed, pid in runs if seed == "2") > max(pid for seed, pid in runs if seed in ("0", "1"))
+        at = [(s, i) for i, (a, _, s) in enumerate(order) if a == arm]
+        assert min(i for s, i in at if s == "s2") > max(i for s, i in at if s in ("s0", "s1"))
     curve = {row["arm"]: row for row in json.loads((work / "curve.json").read_text())}
     assert curve["simclr_e6"]["pretrain_epochs_done"] == 6 and curve["simclr_e6"]["pretrain_seconds"] == 3.0
     for arm, epochs in (("simclr_e2", 2), ("simclr_e6", 6)):
