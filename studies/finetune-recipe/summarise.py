@@ -90,7 +90,7 @@ def _test_scores(ev: dict) -> list[float]:
 
 def _folds_rows(arm: Path, runs: list[list[object]] | None) -> list[list[str]]:
     """The ensemble row and the single-fold row of a ``folds_K`` arm (test only)."""
-    seeds, test, normal, minutes, single, single_normal = [], [], [], [], [], []
+    seeds, test, normal, minutes, single, single_normal, single_minutes = [], [], [], [], [], [], []
     for run in sorted(arm.glob("s*")):
         ensemble = _read(run / "eval_test" / "metrics.json")
         folds = sorted(run.glob("fold_*"))
@@ -104,6 +104,7 @@ def _folds_rows(arm: Path, runs: list[list[object]] | None) -> list[list[str]]:
         test.append(dice)
         normal.append(normal_dice)
         minutes.append(sum(fold_minutes))
+        single_minutes.append(statistics.mean(fold_minutes))
         single.append(statistics.mean(f[0] for f in fold_scores))
         single_normal.append(statistics.mean(f[2] for f in fold_scores))
         if runs is not None:
@@ -112,10 +113,10 @@ def _folds_rows(arm: Path, runs: list[list[object]] | None) -> list[list[str]]:
                 runs.append([f"{arm.name}/{folder.name}", run.name[1:], "", *scores, mins])
     if not seeds:
         return []
-    ids, mean_minutes = ",".join(seeds), statistics.mean(minutes)
+    ids = ",".join(seeds)
     return [
-        [arm.name, ids, "–", _fmt(test), _fmt(normal), f"{mean_minutes:.0f}"],
-        [f"{arm.name} one fold", ids, "–", _fmt(single), _fmt(single_normal), f"{mean_minutes / len(folds):.0f}"],
+        [arm.name, ids, "–", _fmt(test), _fmt(normal), f"{statistics.mean(minutes):.0f}"],
+        [f"{arm.name} one fold", ids, "–", _fmt(single), _fmt(single_normal), f"{statistics.mean(single_minutes):.0f}"],
     ]
 
 

@@ -46,8 +46,10 @@ def test_folds_arm_trains_each_fold_as_a_job_then_scores_the_ensemble(tmp_path: 
         import summarise
     finally:
         sys.path.remove(str(HERE))
+    (work / "32" / "folds_2" / "s1" / "fold_0").mkdir(parents=True)  # a seed still training: left out
     runs: list[list[object]] = []
     table = summarise.rows(work / "32", runs)
+    assert [row[:2] for row in table] == [["folds_2", "0"], ["folds_2 one fold", "0"]]
     assert [r[0] for r in runs] == ["folds_2", "folds_2/fold_0", "folds_2/fold_1"]
     single = (runs[1][3] + runs[2][3]) / 2
     assert runs[0][3] == ensemble["lesion"]["dice"]["mean"] and table[1][3] == f"{single:.3f}"
