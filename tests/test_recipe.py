@@ -170,6 +170,9 @@ def test_fold_option_trains_that_fold_only(data: Path, tmp_path: Path) -> None:
     full = run_folds(_cfg(data, tmp_path / "all", folds=2))
     alone, in_full_run = (load_file(str(r.out / "model.safetensors")) for r in (result, full[1]))
     torch.testing.assert_close(alone, in_full_run)
+    with pytest.raises(MoslError, match="fold_0 of its 2 folds has no model.safetensors"):
+        model_paths(tmp_path / "cv")  # an ensemble of the folds there would silently average 1 of 2
+    assert model_paths(tmp_path / "cv" / "fold_1") == [result.out / "model.safetensors"]
 
 
 def test_several_model_files_are_one_ensemble(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ resized back to the input's H×W and averaged over members, as nnU-Net averages 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,22 +19,46 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mosl_cli.config import WEIGHTS_FILE
 from mosl_cli.device import autocast, memory_format
 from mosl_cli.errors import MoslError
 from mosl_cli.models import model_from_file, model_inputs, split_outputs
+from mosl_cli.names import CONFIG_FILE, WEIGHTS_FILE
 from mosl_cli.postprocess import PostProcess, combine
+
+
+def _check_folds_complete(path: Path) -> None:
+    """Refuse a ``finetune --folds K`` folder that lacks a fold's weights (a fold still training, killed,
+    or not started with ``--fold k``): its ensemble would silently average fewer than K models."""
+    folds = 0
+    for config in sorted(path.glob(f"fold_*/{CONFIG_FILE}")):
+        try:
+            folds = max(folds, int(json.loads(config.read_text())["config"]["folds"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a mosl fold run: nothing to check
+    missing = [f"fold_{k}" for k in range(folds) if not (path / f"fold_{k}" / WEIGHTS_FILE).is_file()]
+    if missing:
+        raise MoslError(
+            f"{path}: {', '.join(missing)} of its {folds} folds {'has' if len(missing) == 1 else 'have'} no "
+            f"{WEIGHTS_FILE} yet; finish {'it' if len(missing) == 1 else 'them'} "
+            f"(mosl finetune --folds {folds} --fold k --out {path}, with --resume for a killed fold) "
+            "or pass the finished fold folders to --model one by one"
+        )
 
 
 def model_paths(spec: str | Path | Sequence[str | Path]) -> list[Path]:
     """Weight files named by ``spec``: a file, a run folder (its ``model.safetensors``), a folder of
-    runs (``*/model.safetensors``, e.g. ``finetune --folds`` output), or a list of any of these."""
+    runs (``*/model.safetensors``, e.g. ``finetune --folds`` output, which must hold every fold), or a
+    list of any of these."""
     items = [spec] if isinstance(spec, (str, Path)) else list(spec)
     paths: list[Path] = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = [path / WEIGHTS_FILE] if (path / WEIGHTS_FILE).is_file() else sorted(path.glob(f"*/{WEIGHTS_FILE}"))
+            if (path / WEIGHTS_FILE).is_file():
+                found = [path / WEIGHTS_FILE]
+            else:
+                _check_folds_complete(path)
+                found = sorted(path.glob(f"*/{WEIGHTS_FILE}"))
             if not found:
                 raise MoslError(
                     f"{path}: no {WEIGHTS_FILE} in this folder or its sub-folders; pass a weight file or a run folder"
