@@ -57,6 +57,10 @@ CONTRASTS = [  # (name, arm, reference) besides multi-organ vs breast-only
     ("natural images added", "multiorgan_natural_simclr", "multiorgan_simclr"),
     ("natural images added", "multiorgan_natural_mim", "multiorgan_mim"),
     ("group positives (USCL)", "multiorgan_simclr_group", "multiorgan_simclr"),
+    # breast_mim_600ep: breast_mim pre-trained for 600 epochs (PRETRAIN_EPOCHS=600, a WORK of its own,
+    # its ft/breast_mim linked in under this name): 5,400 steps, as many as multiorgan_natural_mim's 35 epochs
+    ("6× the pre-training steps", "breast_mim_600ep", "breast_mim"),
+    ("multi-organ + natural vs breast-only, same steps", "multiorgan_natural_mim", "breast_mim_600ep"),
 ]
 VARIANT = "fine-tuning option"  # ARM@VARIANT (run.sh) against ARM: the same weights, one more option
 GAIN_BAR, LOW_FRACTIONS, NO_LOSS = 0.03, (0.1, 0.25), -0.005  # issue 19's acceptance
