@@ -45,6 +45,7 @@ from mosl_cli.models import (
     split_outputs,
     weights_metadata,
 )
+from mosl_cli.names import FOLD_PREFIX
 from mosl_cli.postprocess import choose_gate, choose_postprocess
 from mosl_cli.train import (
     METRICS_FILE,
@@ -619,7 +620,7 @@ def run_folds(cfg: FinetuneConfig, callback: Callback = no_callback) -> list[Fin
     results = []
     for k in range(cfg.folds) if cfg.fold is None else [cfg.fold]:
         callback("message", {"text": f"fold {k + 1} of {cfg.folds}"})
-        results.append(run_finetune(replace(cfg, fold=k, out=str(Path(cfg.out) / f"fold_{k}")), callback))
+        results.append(run_finetune(replace(cfg, fold=k, out=str(Path(cfg.out) / f"{FOLD_PREFIX}{k}")), callback))
     return results
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from mosl_cli.device import autocast, memory_format
 from mosl_cli.errors import MoslError
 from mosl_cli.models import model_from_file, model_inputs, split_outputs
-from mosl_cli.names import CONFIG_FILE, WEIGHTS_FILE
+from mosl_cli.names import CONFIG_FILE, FOLD_PREFIX, WEIGHTS_FILE
 from mosl_cli.postprocess import PostProcess, combine
 
 
@@ -30,12 +30,12 @@ def _check_folds_complete(path: Path) -> None:
     """Refuse a ``finetune --folds K`` folder that lacks a fold's weights (a fold still training, killed,
     or not started with ``--fold k``): its ensemble would silently average fewer than K models."""
     folds = 0
-    for config in sorted(path.glob(f"fold_*/{CONFIG_FILE}")):
+    for config in sorted(path.glob(f"{FOLD_PREFIX}*/{CONFIG_FILE}")):
         try:
             folds = max(folds, int(json.loads(config.read_text())["config"]["folds"]))
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not a mosl fold run: nothing to check
-    missing = [f"fold_{k}" for k in range(folds) if not (path / f"fold_{k}" / WEIGHTS_FILE).is_file()]
+    missing = [f"{FOLD_PREFIX}{k}" for k in range(folds) if not (path / f"{FOLD_PREFIX}{k}" / WEIGHTS_FILE).is_file()]
     if missing:
         raise MoslError(
             f"{path}: {', '.join(missing)} of its {folds} folds {'has' if len(missing) == 1 else 'have'} no "

@@ -20,6 +20,7 @@ METRICS_FILE = "metrics.json"  # a run's final figures; also the file ``mosl eva
 CHECKPOINT_FILE = "checkpoint.safetensors"  # the state ``--resume`` continues from
 WEIGHTS_FORMAT = "mosl-weights"  # the weight file's metadata ``format``
 DATA_TAG_FILE = "data_tag.txt"  # optional, beside a pre-training's weights: the name ``mosl report`` gives its data
+FOLD_PREFIX = "fold_"  # ``mosl finetune --folds K --out OUT``: fold k's run directory is OUT/fold_<k>
 
 # Evaluation folder (``mosl evaluate --out``)
 METRICS_FORMAT = "mosl-metrics"  # ``format`` of an evaluation's metrics.json
@@ -37,6 +38,7 @@ __all__ = [
     "CHECKPOINT_FILE",
     "WEIGHTS_FORMAT",
     "DATA_TAG_FILE",
+    "FOLD_PREFIX",
     "METRICS_FORMAT",
     "PER_CASE_FILE",
 ]
