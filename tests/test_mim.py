@@ -133,7 +133,9 @@ def test_mim_usage_errors_are_one_line(data: Path, tmp_path: Path, extra: list[s
     assert not (tmp_path / "r").exists()
 
 
-def test_default_pretrain_is_mim_end_to_end_then_finetune_loads_encoder_and_decoder(data: Path, tmp_path: Path) -> None:
+def test_default_pretrain_is_mim_end_to_end_then_finetune_loads_encoder_and_decoder_or_the_encoder_alone(
+    data: Path, tmp_path: Path
+) -> None:
     """No --method: mim, the best measured arm (studies/pretraining-baseline/README.md), on the whole U-Net."""
     out = tmp_path / "mim"
     args = ["pretrain", "--data", str(data), "--encoder", "resnet18"]  # method: mim, scope: encoder-decoder
@@ -156,3 +158,27 @@ def test_default_pretrain_is_mim_end_to_end_then_finetune_loads_encoder_and_deco
     _, init = build_finetune_model(cfg, str(weights), 1)
     assert init["scope"] == "encoder-decoder" and init["load"]["loaded"] == len(names)
     assert init["load"]["unexpected"] == 0
+
+    # --init-part encoder: the same file's encoder alone; the decoder keeps its random start
+    file = load_file(str(weights))
+    encoder_names = {n for n in names if n.startswith("encoder.")}
+    cfg = tiny_finetune_config(data, tmp_path / "ft_enc", init=str(weights), init_part="encoder")
+    model, init = build_finetune_model(cfg, str(weights), 1)
+    state = model.state_dict()
+    assert init["init_part"] == "encoder" and init["load"]["loaded"] == len(encoder_names) > 0
+    assert all(torch.equal(state[n], file[n]) for n in encoder_names)
+    decoder_convs = [n for n in names - encoder_names if file[n].dim() == 4]
+    assert decoder_convs and not any(torch.equal(state[n], file[n]) for n in decoder_convs)
+    wrong = [
+        "finetune",
+        "--data",
+        str(data),
+        "--init",
+        str(weights),
+        "--init-part",
+        "decoder",
+        "--out",
+        str(tmp_path / "x"),
+    ]
+    result = runner.invoke(app, wrong, env={"COLUMNS": "400"})
+    assert result.exit_code == 2 and "--init-part 'decoder' is not one of all, encoder" in result.output, result.output

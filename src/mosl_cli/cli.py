@@ -302,8 +302,9 @@ def _describe_init(init: dict[str, Any]) -> str:
         return "random weights (supervised baseline)"
     load = init.get("load", {})
     auto = " (found by --init auto)" if init.get("auto") else ""
+    part = ", encoder only" if init.get("init_part") == "encoder" else ""
     return (
-        f"{init['init']}{auto}: {load.get('loaded', 0)} tensors loaded, {load.get('missing', 0)} missing, "
+        f"{init['init']}{auto}{part}: {load.get('loaded', 0)} tensors loaded, {load.get('missing', 0)} missing, "
         f"{load.get('unexpected', 0)} unexpected"
     )
 
@@ -691,6 +692,13 @@ def finetune(
             ),
         ),
     ] = C.FinetuneConfig.init,
+    init_part: Annotated[
+        str,
+        typer.Option(
+            "--init-part",
+            help="What --init loads: all (every tensor that fits), or encoder (the decoder and head start random).",
+        ),
+    ] = C.FinetuneConfig.init_part,
     arch: Arch = C.FinetuneConfig.arch,
     encoder: Encoder = C.FinetuneConfig.encoder,
     label_fraction: Annotated[
@@ -834,6 +842,7 @@ def finetune(
     cfg = C.FinetuneConfig(
         data=str(data),
         init=init,
+        init_part=init_part,
         arch=arch,
         encoder=encoder,
         label_fraction=label_fraction,

@@ -122,6 +122,7 @@ class FinetuneConfig:
 
     data: str = DEFAULT_DATASET
     init: str = "auto"
+    init_part: str = "all"  # or "encoder": load only the encoder of --init (decoder and head start random)
     arch: str = "auto"  # resolved in __post_init__ by recipe_arch
     encoder: str = RECIPE_ENCODER
     label_fraction: float = 1.0

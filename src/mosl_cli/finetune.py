@@ -74,6 +74,7 @@ from mosl_cli.train import (
 MIN_STEPS_PER_EPOCH = 10
 SELECTIONS: tuple[str, ...] = ("last", "ema", "best")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
+INIT_PARTS: tuple[str, ...] = ("all", "encoder")  # what --init loads: every tensor that fits, or the encoder's alone
 SCHEDULES = {"cosine": cosine_lr, "poly": poly_lr}  # the lr after warm-up: half-cosine or nnU-Net's poly, to 0
 DICE_KINDS: tuple[str, ...] = ("batch", "image")  # the soft Dice term over the batch's pixels or per image
 SGD_MOMENTUM = 0.99  # nnU-Net's SGD: Nesterov momentum 0.99 (Isensee et al. 2021)
@@ -200,9 +201,10 @@ def build_finetune_model(cfg: FinetuneConfig, init: str, channels: int) -> tuple
             meta = read_metadata(path)
         except MoslError:
             meta = None  # a plain safetensors state dict: loaded by name below
+    encoder_only = cfg.init_part == "encoder"
     if meta is not None:  # a mosl file rebuilds its own network; only its encoder, if that is all it trained
         encoder = meta["encoder"]
-        if meta.get("scope") != "encoder":
+        if meta.get("scope") != "encoder" and not encoder_only:
             arch = meta["arch"]
         if int(meta["in_channels"]) != channels:
             raise MoslError(
@@ -210,9 +212,10 @@ def build_finetune_model(cfg: FinetuneConfig, init: str, channels: int) -> tuple
                 f"prepare with --channels {meta['in_channels']}"
             )
     model = build_model(arch, encoder, channels, **opts)
-    report = load_into(model, path)
+    report = load_into(model, path, prefix="encoder." if encoder_only else "")
     return model, {
         "init": str(path),
+        "init_part": cfg.init_part,
         "arch": arch,
         "encoder": encoder,
         "method": (meta or {}).get("method"),
@@ -406,6 +409,7 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
         ("--select", cfg.select, SELECTIONS),
         ("--augment-strength", cfg.augment_strength, SEG_AUGMENTS),
         ("--decoder-attention", cfg.decoder_attention, DECODER_ATTENTIONS),
+        ("--init-part", cfg.init_part, INIT_PARTS),
     ):
         if value not in choices:
             raise UsageError(f"{option} {value!r} is not one of {', '.join(choices)}")

@@ -344,8 +344,9 @@ def _adapt_channels(name: str, tensor: torch.Tensor, target: torch.Tensor) -> to
     return None
 
 
-def load_into(model: nn.Module, path: str | Path) -> LoadReport:
-    """Load a mosl weight file or an external checkpoint into ``model`` by name (non-strict).
+def load_into(model: nn.Module, path: str | Path, prefix: str = "") -> LoadReport:
+    """Load a mosl weight file or an external checkpoint into ``model`` by name (non-strict); with
+    ``prefix`` (e.g. ``"encoder."``) only the file's tensors whose names start with it.
 
     Raises :class:`MoslError` when no tensor matched (the file is not for this architecture).
     """
@@ -360,6 +361,7 @@ def load_into(model: nn.Module, path: str | Path) -> LoadReport:
             state = map_external_names(state)
     else:
         state = map_external_names(_read_external(path))
+    state = {name: tensor for name, tensor in state.items() if name.startswith(prefix)}
     target = model.state_dict()
     report = LoadReport(source=str(path), meta=meta)
     fitting: dict[str, torch.Tensor] = {}

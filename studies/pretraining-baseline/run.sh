@@ -23,7 +23,8 @@
 #              1 epoch of 2 steps, seed 0, fractions "0.5 1.0", arms breast_simclr multiorgan_simclr
 #
 # An arm ARM@VARIANT fine-tunes ARM's pre-trained weights with one more fine-tuning option (it shares
-# WORK/pre/ARM): @enc0.1 --encoder-lr-scale 0.1, @lr3e-4 --lr 3e-4, @freeze10 --freeze-encoder-epochs 10.
+# WORK/pre/ARM): @enc0.1 --encoder-lr-scale 0.1, @lr3e-4 --lr 3e-4, @freeze10 --freeze-encoder-epochs 10,
+# @encoder --init-part encoder (the decoder of a MIM pre-training left out).
 #
 # Layout: WORK/data/<dataset>, WORK/pre/<arm>, WORK/ft/<arm|baseline>/f<fraction>_s<seed>/ with
 # eval_val.json and eval_test.json (`mosl evaluate --json`; eval_val/, eval_test/ hold per_case.csv),
@@ -120,7 +121,8 @@ ft_opts_of() {  # ARM[@VARIANT]: the variant's fine-tuning options (one per line
     *@enc0.1) printf '%s\n' --encoder-lr-scale 0.1 ;;  # the pre-trained encoder learns at a tenth of the lr
     *@lr3e-4) printf '%s\n' --lr 3e-4 ;;  # the whole pre-trained U-Net at a third of the default lr
     *@freeze10) printf '%s\n' --freeze-encoder-epochs 10 ;;  # the decoder alone first
-    *@*) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10)" >&2; exit 2 ;;
+    *@encoder) printf '%s\n' --init-part encoder ;;  # only the encoder of a whole-U-Net pre-training
+    *@*) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10 @encoder)" >&2; exit 2 ;;
   esac
 }
 

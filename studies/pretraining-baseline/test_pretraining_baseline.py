@@ -163,7 +163,7 @@ def test_baseline_0_leaves_out_the_baseline_fine_tunes(tmp_path: Path) -> None:
 
 
 def test_a_variant_arm_fine_tunes_its_pre_training_with_one_more_option(tmp_path: Path) -> None:
-    arms = "breast_moco@enc0.1 breast_moco@freeze10 multiorgan_mim@lr3e-4 breast_moco"
+    arms = "breast_moco@enc0.1 breast_moco@freeze10 multiorgan_mim@lr3e-4 multiorgan_mim@encoder breast_moco"
     env = {**os.environ, "DRY_RUN": "1", "ARMS": arms, "FRACTIONS": "0.1", "SEEDS": "0"}
     env.pop("TINY", None)
     calls = _dry_run_calls(tmp_path / "w", env)
@@ -174,6 +174,7 @@ def test_a_variant_arm_fine_tunes_its_pre_training_with_one_more_option(tmp_path
     assert finetunes["breast_moco@enc0.1"]["--encoder-lr-scale"] == ["0.1"]
     assert finetunes["breast_moco@freeze10"]["--freeze-encoder-epochs"] == ["10"]
     assert finetunes["multiorgan_mim@lr3e-4"]["--lr"] == ["3e-4"]
+    assert finetunes["multiorgan_mim@encoder"]["--init-part"] == ["encoder"]
     assert "--lr" not in finetunes["breast_moco"] and "--encoder-lr-scale" not in finetunes["breast_moco"]
     for arm, options in finetunes.items():
         if arm != "baseline":
