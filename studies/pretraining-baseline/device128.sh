@@ -14,7 +14,8 @@
 # WHEELS (.whl): kornia, kornia_rs and segmentation_models_pytorch wheels (the machine lacks them),
 #          installed into /tmp/site; WHEELS= (empty) uses the installed packages.
 # PRETRAIN_EPOCHS (35: 5,915 steps of 64 on this pool, as the 64 px pilot's default arm)
-# SECONDS: the wall-clock budget for both phases (default 480); a phase cut short keeps what finished.
+# SECONDS: the wall-clock budget for both phases (default 480); a phase cut short keeps what finished,
+#          and the same command again on the same machine (WORK kept) resumes it.
 #
 # OUT gets runs.csv, summary.md, summary.csv, gain.png, the pre-training's metrics.json and logs.tar.xz.
 set -uo pipefail
