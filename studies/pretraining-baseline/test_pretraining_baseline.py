@@ -281,6 +281,35 @@ def test_a_variant_arm_is_compared_with_the_baseline_and_with_its_plain_arm(tmp_
     assert "fine-tuning option:" in (work / "summary.md").read_text()
 
 
+def test_half_the_labels_are_paired_with_the_baseline_at_all_of_them(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    half_base, half_arm = [0.66, 0.70, 0.69], [0.68, 0.71, 0.73]
+    for arm, f, values in (
+        ("baseline", "1.0", BASE["1.0"]),
+        ("baseline", "0.5", half_base),
+        ("breast_mim", "0.5", half_arm),
+    ):
+        for seed, v in enumerate(values):
+            _write(work, arm, f, seed, v, v + 0.1)
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "summarise.py"), str(work)],
+        env={**os.environ, "MPLBACKEND": "Agg"},
+        text=True,
+        capture_output=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    get = {(r["comparison"], r["arm"]): r for r in csv.DictReader((work / "summary.csv").open())}
+    for arm, values in (("baseline", half_base), ("breast_mim", half_arm)):
+        r = get[("half the labels", arm)]
+        mean, lo, hi = _hand(values, BASE["1.0"])
+        assert r["fraction"] == "0.5" and r["reference"] == "baseline" and r["n"] == "3"
+        assert float(r["test_ref"]) == pytest.approx(0.71, abs=1e-6)  # the baseline at 100 %, not at 50 %
+        assert float(r["test_diff"]) == pytest.approx(mean, abs=1e-6)
+        assert float(r["test_ci_low"]) == pytest.approx(lo, abs=1e-6)
+    assert get[("half the labels", "breast_mim")]["test_diff"] != get[("vs_baseline", "breast_mim")]["test_diff"]
+    assert "## Half the labels against the baseline with all of them" in (work / "summary.md").read_text()
+
+
 def _summarise_module():
     """summarise.py, imported from its file (the study folder is not a package)."""
     spec = importlib.util.spec_from_file_location("summarise", HERE / "summarise.py")
