@@ -211,6 +211,17 @@ def _hand(a: list[float], b: list[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
+def _summarise(work: Path) -> None:
+    """summarise.py on WORK, which must succeed."""
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "summarise.py"), str(work)],
+        env={**os.environ, "MPLBACKEND": "Agg"},
+        text=True,
+        capture_output=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_summary_pairs_seeds_and_gives_t_intervals(tmp_path: Path) -> None:
     work = tmp_path / "work"
     for arm, table in (("baseline", BASE), ("multiorgan_simclr", ARM), ("breast_simclr", BREAST)):
@@ -221,11 +232,7 @@ def test_summary_pairs_seeds_and_gives_t_intervals(tmp_path: Path) -> None:
     (work / "pre" / "multiorgan_simclr").mkdir(parents=True)
     cost = {"device": "cuda", "wall_minutes": 12.5, "cpu_minutes": 20.0, "gpu_minutes": 11.0}
     (work / "pre" / "multiorgan_simclr" / "metrics.json").write_text(json.dumps({"cost": cost}))
-    env = {**os.environ, "MPLBACKEND": "Agg"}
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "summarise.py"), str(work)], env=env, text=True, capture_output=True
-    )
-    assert proc.returncode == 0, proc.stderr
+    _summarise(work)
 
     rows = list(csv.DictReader((work / "summary.csv").open()))  # cells keep 6 decimals (write_csv)
     get = {(r["comparison"], r["arm"], r["fraction"]): r for r in rows}
@@ -265,13 +272,7 @@ def test_a_variant_arm_is_compared_with_the_baseline_and_with_its_plain_arm(tmp_
             _write(work, arm, "0.1", seed, v, v)
     (work / "pre" / "breast_moco").mkdir(parents=True)
     (work / "pre" / "breast_moco" / "metrics.json").write_text(json.dumps({"cost": {"cpu_minutes": 7.0}}))
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "summarise.py"), str(work)],
-        env={**os.environ, "MPLBACKEND": "Agg"},
-        text=True,
-        capture_output=True,
-    )
-    assert proc.returncode == 0, proc.stderr
+    _summarise(work)
     get = {(r["comparison"], r["arm"]): r for r in csv.DictReader((work / "summary.csv").open())}
     vs_base = get[("vs_baseline", "breast_moco@enc0.1")]
     assert float(vs_base["test_diff"]) == pytest.approx(_hand(variant, BASE["0.1"])[0], abs=1e-6)
@@ -291,13 +292,7 @@ def test_half_the_labels_are_paired_with_the_baseline_at_all_of_them(tmp_path: P
     ):
         for seed, v in enumerate(values):
             _write(work, arm, f, seed, v, v + 0.1)
-    proc = subprocess.run(
-        [sys.executable, str(HERE / "summarise.py"), str(work)],
-        env={**os.environ, "MPLBACKEND": "Agg"},
-        text=True,
-        capture_output=True,
-    )
-    assert proc.returncode == 0, proc.stderr
+    _summarise(work)
     get = {(r["comparison"], r["arm"]): r for r in csv.DictReader((work / "summary.csv").open())}
     for arm, values in (("baseline", half_base), ("breast_mim", half_arm)):
         r = get[("half the labels", arm)]
