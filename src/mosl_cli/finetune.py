@@ -36,6 +36,7 @@ from mosl_cli.inference import apply_gate, forward_probabilities, model_outputs
 from mosl_cli.metrics import confusion, dice
 from mosl_cli.models import (
     DECODER_ATTENTIONS,
+    ENCODER_PREFIX,
     build_model,
     decoder_attention_conflict,
     load_into,
@@ -212,7 +213,7 @@ def build_finetune_model(cfg: FinetuneConfig, init: str, channels: int) -> tuple
                 f"prepare with --channels {meta['in_channels']}"
             )
     model = build_model(arch, encoder, channels, **opts)
-    report = load_into(model, path, prefix="encoder." if encoder_only else "")
+    report = load_into(model, path, prefix=ENCODER_PREFIX if encoder_only else "")
     return model, {
         "init": str(path),
         "init_part": cfg.init_part,
@@ -370,8 +371,8 @@ def final_validation(
 
 
 def _param_groups(model: nn.Module, cfg: FinetuneConfig) -> list[dict[str, Any]]:
-    encoder = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
-    rest = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    encoder = [p for n, p in model.named_parameters() if n.startswith(ENCODER_PREFIX)]
+    rest = [p for n, p in model.named_parameters() if not n.startswith(ENCODER_PREFIX)]
     return [{"params": encoder, "lr_scale": cfg.encoder_lr_scale}, {"params": rest, "lr_scale": 1.0}]
 
 

@@ -255,6 +255,7 @@ def model_from_file(path: str | Path, device: torch.device | str = "cpu") -> tup
 # --------------------------------------------------------------------------- external checkpoints
 
 # lightly builds a ResNet backbone as nn.Sequential(*children()[:-1]): child index → torchvision name.
+ENCODER_PREFIX = "encoder."  # smp's name for the encoder's tensors in a U-Net's state dict (the rest: decoder, head)
 _SEQUENTIAL_RESNET = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
 # Known prefixes of backbone weights in other projects' checkpoints, most specific first.
 _EXTERNAL_PREFIXES = (

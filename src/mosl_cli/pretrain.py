@@ -28,7 +28,7 @@ from mosl_cli.methods.backbone import SCOPES, PooledBackbone
 from mosl_cli.methods.base import embedding_std
 from mosl_cli.methods.dense import DENSE_POINTS, check_dense_weight
 from mosl_cli.methods.mim import default_patch
-from mosl_cli.models import build_model, save_weights, weights_metadata
+from mosl_cli.models import ENCODER_PREFIX, build_model, save_weights, weights_metadata
 from mosl_cli.train import (
     METRICS_FILE,
     Callback,
@@ -379,7 +379,7 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
 def _save_pretrained(path: Path, method: torch.nn.Module, cfg: PretrainConfig, sources: list[dict[str, Any]]) -> None:
     """Write the U-Net's encoder (and decoder for ``encoder-decoder``) under smp's names."""
     model = method.backbone.model
-    keep = ("encoder.",) if cfg.scope == "encoder" else ("encoder.", "decoder.")
+    keep = (ENCODER_PREFIX,) if cfg.scope == "encoder" else (ENCODER_PREFIX, "decoder.")
     state = {k: v for k, v in model.state_dict().items() if k.startswith(keep)}
     meta = weights_metadata(
         kind="pretrained",
