@@ -792,6 +792,17 @@ def finetune(
             ),
         ),
     ] = C.FinetuneConfig.lesion_head,
+    teacher: Annotated[
+        Optional[str],
+        typer.Option(
+            "--teacher",
+            help=(
+                "Self-training: a segmentation model (file, run folder or folds) whose masks label the train scans "
+                "outside --label-fraction; the run trains on them too (scans it leaves empty are dropped unless "
+                "--empty-masks)."
+            ),
+        ),
+    ] = C.FinetuneConfig.teacher,
     deep_supervision: Annotated[
         bool,
         typer.Option(
@@ -866,6 +877,7 @@ def finetune(
         augment_strength=augment_strength,
         empty_masks=empty_masks,
         lesion_head=lesion_head,
+        teacher=teacher,
         deep_supervision=deep_supervision,
         decoder_attention=decoder_attention,
         postprocess=not no_postprocess,

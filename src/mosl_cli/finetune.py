@@ -8,7 +8,8 @@ Dice per image (``--dice batch``: over the batch's pixels) + BCE; nnU-Net-like j
 kornia on the device; the last epoch's weights are what ``model.safetensors`` holds (``--select ema``
 / ``best``: the weights' moving average, or the epoch with the best val Dice). The val split is
 watched every epoch and, at the end, picks the post-processing rule the weight file carries
-(``postprocess.py``). ``--folds K`` trains K models on train+val folds (``run_folds``).
+(``postprocess.py``). ``--folds K`` trains K models on train+val folds (``run_folds``). ``--teacher``
+adds the train scans outside the label fraction with a trained model's masks (``pseudo_labels.py``).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from mosl_cli.models import (
 )
 from mosl_cli.names import FOLD_PREFIX
 from mosl_cli.postprocess import choose_gate, choose_postprocess
+from mosl_cli.pseudo_labels import PseudoLabels, teacher_masks, unlabelled_pool
 from mosl_cli.train import (
     METRICS_FILE,
     Callback,
@@ -422,6 +424,8 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
         raise UsageError(f"--ema-decay {cfg.ema_decay} must be in [0, 1), e.g. 0.998")
     if cfg.warmup_epochs < 0 or cfg.patience < 0:
         raise UsageError("--warmup-epochs and --patience must be 0 or more")
+    if cfg.teacher is not None and (cfg.folds > 1 or cfg.fold is not None):
+        raise UsageError("--teacher labels the train split's unlabelled scans; it does not work with --folds")
 
 
 def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> FinetuneResult:
@@ -439,6 +443,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
             "pass pre-trained weights or drop the flag"
         )
     dist_info, device = init_distributed(cfg.device)
+    pseudo = pseudo_labels(cfg, ds, train_idx, device)  # before any output: a bad teacher stops the run here
     run = RunDir(Path(cfg.out))
     resume = run.prepare(cfg.resume, cfg.overwrite, dist_info.is_main)
     check_resume(run, cfg, resume)
@@ -459,6 +464,11 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         extra["aux_heads"] = net.heads
     augment = SegAugment(cfg.size, cfg.augment, strength=cfg.augment_strength).to(device)
     images, masks = ds.images.to(device), ds.masks.to(device)
+    labelled_idx = train_idx  # the scans whose own masks the run reads
+    if pseudo is not None and pseudo.indices:  # the teacher's masks replace those scans' rows in a copy
+        masks = masks.clone()
+        masks[torch.tensor(pseudo.indices, device=device)] = pseudo.masks.to(device)
+        train_idx = sorted(train_idx + pseudo.indices)
     train_order_src = torch.tensor(train_idx)
     steps_per_epoch = cfg.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(len(train_idx) / cfg.batch_size))
     total_steps = cfg.epochs * steps_per_epoch
@@ -474,14 +484,15 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     arch_meta = {"arch": init_info.get("arch", cfg.arch), "encoder": init_info.get("encoder", cfg.encoder)}
     resolved = {
         "init": init_info,
-        "labelled_train": len(train_idx),
+        "labelled_train": len(labelled_idx),
+        **(pseudo.describe() if pseudo is not None else {}),
         "val": len(val_idx),
         "steps_per_epoch": steps_per_epoch,
         "global_batch": cfg.batch_size,
         "world_size": dist_info.world_size,
         "device": str(device),
         "data_fingerprint": ds.fingerprint(),
-        "classes": _class_counts(ds, train_idx),
+        "classes": _class_counts(ds, labelled_idx),
         **arch_meta,
     }
     if dist_info.is_main:
@@ -568,7 +579,8 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         "epochs_run": epochs_run,
         "stopped_early": epochs_run < cfg.epochs,
         "label_fraction": cfg.label_fraction,
-        "labelled_train": len(train_idx),
+        "labelled_train": len(labelled_idx),
+        **(pseudo.describe() if pseudo is not None else {}),
         "val": len(val_idx),
         "fold": cfg.fold,
         "init": init_info.get("init"),
@@ -593,10 +605,21 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         int(progress["best_epoch"]),
         float(progress["best_dice"]) if val_idx else float("nan"),
         epochs_run,
-        len(train_idx),
+        len(labelled_idx),
         init_info,
         model,
     )
+
+
+def pseudo_labels(cfg: FinetuneConfig, ds: Dataset, labelled: list[int], device: torch.device) -> PseudoLabels | None:
+    """With ``cfg.teacher``: its masks of the train scans whose labels the run does not have
+    (:mod:`pseudo_labels`). The labels it has are the fraction's subset with the empty masks counted
+    (the recipe trains on ``labelled``, its lesion scans, unless ``--empty-masks``), so at fraction 1
+    the teacher labels only the train scans without a mask."""
+    if cfg.teacher is None:
+        return None
+    known = set(labelled) | set(label_subset(ds, cfg.label_fraction, cfg.seed, empty_masks=True))
+    return teacher_masks(cfg.teacher, ds, unlabelled_pool(ds, sorted(known)), device, keep_empty=cfg.empty_masks)
 
 
 def _final_weights(
@@ -656,6 +679,7 @@ def _segmentation_meta(
             "fold": cfg.fold,
             "lesion_head": cfg.lesion_head,
             "decoder_attention": cfg.decoder_attention,
+            "teacher": cfg.teacher,
         },
     )
 

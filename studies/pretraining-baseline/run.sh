@@ -2,7 +2,9 @@
 # Issue 19: does self-supervised pre-training pay on the strong baseline (today's `mosl finetune`
 # defaults: resnet18 U-Net at 128 px, 100 epochs)? Every arm pre-trains with `mosl pretrain`, then
 # fine-tunes on BUSI's leakage-safe split at each label fraction and seed with the baseline's options
-# plus `--init <its weights>`; every fine-tune is scored by `mosl evaluate` on val and test.
+# plus `--init <its weights>`; every fine-tune is scored by `mosl evaluate` on val and test. The arm
+# self_training pre-trains nothing: it fine-tunes from scratch with `--teacher` the baseline's model of
+# the same fraction and seed (the unlabelled train scans with that model's masks).
 #
 #   bash studies/pretraining-baseline/run.sh [DATA_DIR] [WORK_DIR]      (defaults: ../shared/data pretraining_baseline)
 #
@@ -41,7 +43,8 @@ PARALLEL=${PARALLEL:-1}
 POLL=${POLL:-5}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 PRETRAIN_THREADS=${PRETRAIN_THREADS:-$OMP_NUM_THREADS}
-ALL_ARMS="breast_simclr multiorgan_simclr multiorgan_natural_simclr multiorgan_natural_mim multiorgan_moco multiorgan_simsiam multiorgan_mim multiorgan_simclr_group breast_mim breast_moco"
+ALL_ARMS="breast_simclr multiorgan_simclr multiorgan_natural_simclr multiorgan_natural_mim multiorgan_moco multiorgan_simsiam multiorgan_mim multiorgan_simclr_group breast_mim breast_moco self_training"
+TEACHER_ARM=self_training  # no pre-training: the baseline's model of its fraction and seed is its --teacher
 if [ "$TINY" = 1 ]; then
   SIZE=${SIZE:-32}
   PRETRAIN_EPOCHS=${PRETRAIN_EPOCHS:-1}
@@ -128,6 +131,7 @@ ft_opts_of() {  # ARM[@VARIANT]: the variant's fine-tuning options (one per line
 
 data_of() {  # ARM: its pre-training datasets
   case $(base_of "$1") in
+    "$TEACHER_ARM") echo busi ;;
     breast_*) echo busi ;;
     multiorgan_natural_*) echo "$ULTRASOUND $NATURAL" ;;
     multiorgan_*) echo "$ULTRASOUND" ;;
@@ -142,8 +146,13 @@ method_of() {  # ARM: its method options, always explicit (mosl pretrain's defau
     *_simsiam) echo "--method simsiam" ;;
     *_mim) echo "--method mim" ;;  # its default scope: the whole U-Net
     *_simclr_group) echo "--method simclr --positives group" ;;
+    "$TEACHER_ARM") echo "" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
   esac
+}
+
+teacher_of() {  # FRACTION SEED: the baseline's model that labels the self_training arm's unlabelled scans
+  echo "$WORK/ft/baseline/f$1_s$2/model.safetensors"
 }
 
 resume_flag() {  # DIR: --resume a killed run, else start afresh (a run killed before its first checkpoint)
@@ -174,9 +183,10 @@ evaluate() {  # RUN SPLIT: evaluate --json into RUN/eval_SPLIT.json (and RUN/eva
 finetune() {  # ARM FRACTION SEED: fine-tune (baseline: --init none), then evaluate on val and test
   local arm=$1 f=$2 s=$3 run=$WORK/ft/$1/f$2_s$3 init epochs=() variant=()
   init=none
-  [ "$arm" = baseline ] || init=$WORK/pre/$(base_of "$arm")/model.safetensors
+  [ "$arm" = baseline ] || [ "$arm" = "$TEACHER_ARM" ] || init=$WORK/pre/$(base_of "$arm")/model.safetensors
   [ -n "$EPOCHS_FT" ] && epochs=(--epochs "$EPOCHS_FT")
   mapfile -t variant < <(ft_opts_of "$arm")
+  [ "$arm" = "$TEACHER_ARM" ] && variant+=(--teacher "$(teacher_of "$f" "$s")")
   if [ ! -f "$run/metrics.json" ]; then
     # shellcheck disable=SC2046
     mosl_ finetune --data "$D/busi" --init "$init" --size "$SIZE" --seed "$s" --label-fraction "$f" \
@@ -188,7 +198,7 @@ finetune() {  # ARM FRACTION SEED: fine-tune (baseline: --init none), then evalu
 
 # ---------------------------------------------------------------------------------------- data
 for arm in $ARMS; do data_of "$arm" > /dev/null && method_of "$arm" > /dev/null && ft_opts_of "$arm" > /dev/null; done  # unknown arms stop here
-PRE_ARMS=$(for arm in $ARMS; do base_of "$arm"; done | awk '!seen[$0]++')  # each pre-training once
+PRE_ARMS=$(for arm in $ARMS; do base_of "$arm"; done | grep -vx "$TEACHER_ARM" | awk '!seen[$0]++' || true)  # each pre-training once
 needed=busi
 for arm in $ARMS; do needed="$needed $(data_of "$arm")"; done
 for name in $ULTRASOUND $NATURAL; do
@@ -232,7 +242,18 @@ while :; do
     [ -n "${started[$t]:-}" ] && continue
     read -r arm f s <<< "$t"
     pre=$(base_of "$arm")
-    if [ "$arm" != baseline ] && [ ! -f "$WORK/pre/$pre/metrics.json" ]; then
+    if [ "$arm" = "$TEACHER_ARM" ]; then
+      if [ ! -f "$WORK/ft/baseline/f${f}_s$s/metrics.json" ]; then
+        if [ "$BASELINE" != 0 ] && [ -z "${started[baseline $f $s]:-}" ] || [ -n "$(jobs -rp)" ]; then
+          left=1  # its teacher is still to be trained (or may be training)
+        else
+          started[$t]=skipped
+          failed=1
+          echo "no baseline model $(teacher_of "$f" "$s"): skipping $arm f$f s$s"
+        fi
+        continue
+      fi
+    elif [ "$arm" != baseline ] && [ ! -f "$WORK/pre/$pre/metrics.json" ]; then
       if [ -n "${pre_pid[$pre]:-}" ] && kill -0 "${pre_pid[$pre]}" 2>/dev/null; then
         left=1  # its weights are still being made
       else

@@ -52,6 +52,7 @@ ORDER = [  # run.sh's arms, in the tables' order; others follow alphabetically
     "multiorgan_simclr_group",
     "breast_mim",
     "breast_moco",
+    "self_training",
 ]
 CONTRASTS = [  # (name, arm, reference) besides multi-organ vs breast-only
     ("natural images added", "multiorgan_natural_simclr", "multiorgan_simclr"),

@@ -1,0 +1,87 @@
+"""`mosl finetune --teacher`: the teacher labels the train scans outside the label fraction, and only those."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from mosl_cli.data.store import load_dataset
+from mosl_cli.errors import MoslError, UsageError
+from mosl_cli.finetune import label_subset, run_finetune
+from mosl_cli.models import read_metadata, save_weights
+from mosl_cli.pseudo_labels import teacher_masks, unlabelled_pool
+from tiny import blob_dataset, tiny_finetune_config
+
+HEAD_BIAS = "segmentation_head.0.bias"  # smp's last 1×1 convolution: its bias sets every pixel's logit offset
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return blob_dataset(tmp_path_factory.mktemp("pl") / "ds", n=48)
+
+
+@pytest.fixture(scope="module")
+def trained(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny fine-tuned model (its post-processing rule switched off, so a bias alone decides its masks)."""
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    run_finetune(tiny_finetune_config(data, out, postprocess=False))
+    return out / "model.safetensors"
+
+
+def _biased(trained: Path, out: Path, bias: float) -> Path:
+    """A copy of ``trained`` whose mask logits are shifted by ``bias``: +50 draws a lesion on every pixel."""
+    state = load_file(str(trained))
+    state[HEAD_BIAS] = torch.full_like(state[HEAD_BIAS], bias)
+    save_weights(out, state, read_metadata(trained))
+    return out
+
+
+def test_the_pool_is_the_train_split_outside_the_labelled_scans(data: Path) -> None:
+    ds = load_dataset(data)
+    labelled = label_subset(ds, 0.25, seed=0, empty_masks=False)
+    pool = unlabelled_pool(ds, labelled)
+    assert pool and not set(pool) & set(labelled)
+    assert set(pool) | set(labelled) == set(ds.indices("train"))
+    assert all(ds.records[i]["split"] == "train" for i in pool)
+
+
+def test_teacher_masks_are_the_teachers_not_the_labels(data: Path, trained: Path, tmp_path: Path) -> None:
+    ds = load_dataset(data)
+    pool = unlabelled_pool(ds, label_subset(ds, 0.25, seed=0))
+    assert any(ds.records[i]["class"] == "normal" for i in pool)  # scans whose true mask is empty
+    full = teacher_masks(str(_biased(trained, tmp_path / "full.safetensors", 50.0)), ds, pool, torch.device("cpu"))
+    assert full.indices == pool and full.dropped == 0
+    assert full.masks.shape == (len(pool), 1, *ds.images.shape[-2:]) and full.masks.dtype == torch.uint8
+    assert bool((full.masks == 1).all())  # a lesion everywhere, normal scans included: no label was read
+    empty_teacher = str(_biased(trained, tmp_path / "empty.safetensors", -50.0))
+    empty = teacher_masks(empty_teacher, ds, pool, torch.device("cpu"))
+    assert empty.indices == [] and empty.dropped == len(pool) and empty.masks.shape[0] == 0
+    kept = teacher_masks(empty_teacher, ds, pool, torch.device("cpu"), keep_empty=True)
+    assert kept.indices == pool and not bool(kept.masks.any())
+
+
+def test_a_student_trains_on_its_labels_and_the_teachers_masks(data: Path, trained: Path, tmp_path: Path) -> None:
+    teacher = _biased(trained, tmp_path / "full.safetensors", 50.0)
+    ds = load_dataset(data)
+    lesion = label_subset(ds, 0.25, seed=0, empty_masks=False)  # what the recipe trains on
+    labelled = label_subset(ds, 0.25, seed=0)  # the labels the run has: normal scans' empty masks too
+    assert set(lesion) < set(labelled)
+    result = run_finetune(tiny_finetune_config(data, tmp_path / "student", label_fraction=0.25, teacher=str(teacher)))
+    resolved = json.loads((tmp_path / "student" / "config.json").read_text())["resolved"]
+    assert result.labelled == resolved["labelled_train"] == len(lesion)
+    assert resolved["pseudo_labelled"] == len(unlabelled_pool(ds, labelled)) and resolved["pseudo_dropped_empty"] == 0
+    assert read_metadata(tmp_path / "student" / "model.safetensors")["teacher"] == str(teacher)
+    full = run_finetune(tiny_finetune_config(data, tmp_path / "all", teacher=str(teacher)))  # every label known
+    assert json.loads((full.out / "config.json").read_text())["resolved"]["pseudo_labelled"] == 0
+
+
+def test_teacher_errors_come_before_any_output(data: Path, tmp_path: Path) -> None:
+    with pytest.raises(MoslError, match="nope"):
+        run_finetune(tiny_finetune_config(data, tmp_path / "a", teacher=str(tmp_path / "nope.safetensors")))
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(UsageError, match="--folds"):
+        run_finetune(tiny_finetune_config(data, tmp_path / "b", teacher="x", folds=2))
