@@ -1,0 +1,69 @@
+"""How good are the masks a teacher gives the ``self_training`` arm? (section "Self-training" of README.md)
+
+For each baseline run ``WORK/ft/baseline/f<fraction>_s<seed>`` it draws the masks that
+``mosl finetune --teacher`` would train on (``pseudo_labels.teacher_masks`` on the same pool) and
+scores them against the reference masks the run never reads: the Dice of the kept lesion scans
+(empty-mask rule), the lesion scans dropped (the teacher drew nothing), and the normal scans kept
+(a false lesion the student learns). Prints one JSON line per run; ``--csv`` writes the rows.
+
+    python studies/pretraining-baseline/pseudo_label_quality.py WORK --csv results/NAME/pseudo_labels.csv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from mosl_cli.data.store import Dataset, load_dataset
+from mosl_cli.finetune import label_subset
+from mosl_cli.metrics import confusion, dice
+from mosl_cli.pseudo_labels import teacher_masks, unlabelled_pool
+from mosl_cli.report.tables import write_csv
+
+RUN = re.compile(r"f(?P<fraction>[0-9.]+)_s(?P<seed>\d+)$")
+
+
+def quality(ds: Dataset, run: Path, fraction: float, seed: int) -> dict[str, float | int]:
+    """The teacher ``run``'s masks of its fraction's unlabelled pool against the reference masks."""
+    assert ds.masks is not None
+    pool = unlabelled_pool(ds, label_subset(ds, fraction, seed, empty_masks=True))
+    labels = teacher_masks(str(run / "model.safetensors"), ds, pool, torch.device("cpu"))
+    lesion = {i for i in pool if bool(ds.masks[i].any())}
+    kept = dict(zip(labels.indices, labels.masks, strict=True))
+    kept_lesion = [i for i in labels.indices if i in lesion]
+    scores = dice(*confusion(torch.stack([kept[i] for i in kept_lesion]) > 0, ds.masks[kept_lesion] > 0)[:3])
+    return {
+        "fraction": fraction,
+        "seed": seed,
+        "pool": len(pool),
+        "pool_lesion": len(lesion),
+        "kept": len(labels.indices),
+        "lesion_dropped": len(lesion) - len(kept_lesion),
+        "normal_kept": len(labels.indices) - len(kept_lesion),
+        "normal_pool": len(pool) - len(lesion),
+        "kept_lesion_dice": round(float(scores.mean()), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("work", type=Path, help="run.sh's WORK folder (data/busi and ft/baseline/)")
+    parser.add_argument("--csv", type=Path, help="write the rows here")
+    args = parser.parse_args()
+    ds, rows = load_dataset(args.work / "data" / "busi"), []
+    for run in sorted((args.work / "ft" / "baseline").iterdir()):
+        match = RUN.match(run.name)
+        if match is None or float(match["fraction"]) >= 1 or not (run / "model.safetensors").is_file():
+            continue
+        rows.append(quality(ds, run, float(match["fraction"]), int(match["seed"])))
+        print(json.dumps(rows[-1]), flush=True)
+    if args.csv and rows:
+        write_csv(args.csv, list(rows[0]), rows)
+
+
+if __name__ == "__main__":
+    main()
