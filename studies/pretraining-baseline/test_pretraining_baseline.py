@@ -81,7 +81,8 @@ def test_dry_run_prints_the_whole_grid(tmp_path: Path) -> None:
     assert not work.exists()  # a dry run writes nothing
     calls = [shlex.split(line)[1:] for line in out.splitlines() if line.startswith("mosl ")]
     by_command = Counter(c[0] for c in calls)
-    assert by_command == {"prepare": 8, "pretrain": 10, "finetune": 11 * 3 * 5, "evaluate": 2 * 11 * 3 * 5}
+    inits = 1 + len(ARMS) + 1  # the baseline, each pre-training, and self_training
+    assert by_command == {"prepare": 8, "pretrain": 10, "finetune": inits * 3 * 5, "evaluate": 2 * inits * 3 * 5}
     assert out.splitlines()[-1].endswith(f"summarise.py {work}")
 
     prepared = {}
@@ -118,15 +119,21 @@ def test_dry_run_prints_the_whole_grid(tmp_path: Path) -> None:
     runs = set()
     for c in (c for c in calls if c[0] == "finetune"):
         opts = _options(c[1:])
+        teacher = opts.pop("--teacher", None)
         assert set(opts) == {"--data", "--init", "--size", "--seed", "--label-fraction", "--out", "--overwrite"}, c
         assert Path(opts["--data"][0]).name == "busi" and opts["--size"] == ["128"]
-        init = opts["--init"][0]
+        init, fraction, seed = opts["--init"][0], opts["--label-fraction"][0], opts["--seed"][0]
         arm = "baseline" if init == "none" else Path(init).parent.name
-        if arm != "baseline":
+        if teacher is not None:  # self-training from scratch, the baseline of the same fraction and seed teaching
+            assert init == "none" and teacher == [f"{work}/ft/baseline/f{fraction}_s{seed}/model.safetensors"]
+            arm = Path(opts["--out"][0]).parent.name
+        elif arm != "baseline":
             assert init == f"{pretrained[arm]}/model.safetensors"
-        grid[(arm, opts["--label-fraction"][0], opts["--seed"][0])] += 1
+        grid[(arm, fraction, seed)] += 1
         runs.add(opts["--out"][0])
-    expected = {(a, f, s) for a in ["baseline", *ARMS] for f in ("0.1", "0.25", "1.0") for s in "01234"}
+    expected = {
+        (a, f, s) for a in ["baseline", *ARMS, "self_training"] for f in ("0.1", "0.25", "1.0") for s in "01234"
+    }
     assert set(grid) == expected and set(grid.values()) == {1}
 
     evaluated = Counter()
