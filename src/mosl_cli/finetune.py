@@ -465,6 +465,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     augment = SegAugment(cfg.size, cfg.augment, strength=cfg.augment_strength).to(device)
     images, masks = ds.images.to(device), ds.masks.to(device)
     labelled_idx = train_idx  # the scans whose own masks the run reads
+    pseudo_counts = pseudo.describe() if pseudo is not None else {}
     if pseudo is not None and pseudo.indices:  # the teacher's masks replace those scans' rows in a copy
         masks = masks.clone()
         masks[torch.tensor(pseudo.indices, device=device)] = pseudo.masks.to(device)
@@ -485,7 +486,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     resolved = {
         "init": init_info,
         "labelled_train": len(labelled_idx),
-        **(pseudo.describe() if pseudo is not None else {}),
+        **pseudo_counts,
         "val": len(val_idx),
         "steps_per_epoch": steps_per_epoch,
         "global_batch": cfg.batch_size,
@@ -580,7 +581,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         "stopped_early": epochs_run < cfg.epochs,
         "label_fraction": cfg.label_fraction,
         "labelled_train": len(labelled_idx),
-        **(pseudo.describe() if pseudo is not None else {}),
+        **pseudo_counts,
         "val": len(val_idx),
         "fold": cfg.fold,
         "init": init_info.get("init"),
@@ -611,15 +612,20 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     )
 
 
+def teacher_pool(ds: Dataset, fraction: float, seed: int, labelled: list[int]) -> list[int]:
+    """The train scans whose labels a run at ``fraction`` and ``seed`` does not have: outside the
+    fraction's subset with the empty masks counted (the recipe trains on ``labelled``, its lesion scans,
+    unless ``--empty-masks``), so at fraction 1 only the train scans without a mask."""
+    known = set(labelled) | set(label_subset(ds, fraction, seed, empty_masks=True))
+    return unlabelled_pool(ds, sorted(known))
+
+
 def pseudo_labels(cfg: FinetuneConfig, ds: Dataset, labelled: list[int], device: torch.device) -> PseudoLabels | None:
-    """With ``cfg.teacher``: its masks of the train scans whose labels the run does not have
-    (:mod:`pseudo_labels`). The labels it has are the fraction's subset with the empty masks counted
-    (the recipe trains on ``labelled``, its lesion scans, unless ``--empty-masks``), so at fraction 1
-    the teacher labels only the train scans without a mask."""
+    """With ``cfg.teacher``: its masks of :func:`teacher_pool` (:mod:`pseudo_labels`)."""
     if cfg.teacher is None:
         return None
-    known = set(labelled) | set(label_subset(ds, cfg.label_fraction, cfg.seed, empty_masks=True))
-    return teacher_masks(cfg.teacher, ds, unlabelled_pool(ds, sorted(known)), device, keep_empty=cfg.empty_masks)
+    pool = teacher_pool(ds, cfg.label_fraction, cfg.seed, labelled)
+    return teacher_masks(cfg.teacher, ds, pool, device, keep_empty=cfg.empty_masks)
 
 
 def _final_weights(

@@ -32,10 +32,10 @@ class PseudoLabels:
         return {"pseudo_labelled": len(self.indices), "pseudo_dropped_empty": self.dropped}
 
 
-def unlabelled_pool(ds: Dataset, labelled: list[int], pool: list[int] | None = None) -> list[int]:
-    """Train-split indices (or ``pool``'s) outside ``labelled``: the scans the teacher labels."""
+def unlabelled_pool(ds: Dataset, labelled: list[int]) -> list[int]:
+    """Train-split indices outside ``labelled``: the scans the teacher labels."""
     taken = set(labelled)
-    return [i for i in (ds.indices("train") if pool is None else pool) if i not in taken]
+    return [i for i in ds.indices("train") if i not in taken]
 
 
 @torch.inference_mode()
@@ -51,16 +51,10 @@ def teacher_masks(
             f"{ds.channels}; pass a teacher trained on this kind of data"
         )
     rule = ensemble.postprocess()
-    kept, masks, dropped = [], [], 0
+    masks = torch.zeros((len(idx), 1, *ds.images.shape[-2:]), dtype=torch.uint8)
     for start in range(0, len(idx), batch):
-        sel = idx[start : start + batch]
-        prob = ensemble.probabilities(ds.images[torch.tensor(sel)].to(device), tta=True)
-        pred = rule(prob > 0.5).to(torch.uint8).cpu()
-        for j, i in enumerate(sel):
-            if keep_empty or bool(pred[j].any()):
-                kept.append(i)
-                masks.append(pred[j])
-            else:
-                dropped += 1
-    shape = (0, 1, *ds.images.shape[-2:])
-    return PseudoLabels(kept, torch.stack(masks) if masks else torch.zeros(shape, dtype=torch.uint8), dropped)
+        prob = ensemble.probabilities(ds.images[torch.tensor(idx[start : start + batch])].to(device), tta=True)
+        masks[start : start + batch] = rule(prob > 0.5).cpu()
+    keep = masks.flatten(1).any(dim=1) | keep_empty
+    kept = [i for i, k in zip(idx, keep.tolist(), strict=True) if k]
+    return PseudoLabels(kept, masks[keep], len(idx) - len(kept))

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from mosl_cli.data.store import Dataset, load_dataset
-from mosl_cli.finetune import label_subset
+from mosl_cli.finetune import label_subset, teacher_pool
 from mosl_cli.metrics import confusion, dice
-from mosl_cli.pseudo_labels import teacher_masks, unlabelled_pool
+from mosl_cli.pseudo_labels import teacher_masks
 from mosl_cli.report.tables import write_csv
 
 RUN = re.compile(r"f(?P<fraction>[0-9.]+)_s(?P<seed>\d+)$")
@@ -30,7 +30,7 @@ RUN = re.compile(r"f(?P<fraction>[0-9.]+)_s(?P<seed>\d+)$")
 def quality(ds: Dataset, run: Path, fraction: float, seed: int) -> dict[str, float | int]:
     """The teacher ``run``'s masks of its fraction's unlabelled pool against the reference masks."""
     assert ds.masks is not None
-    pool = unlabelled_pool(ds, label_subset(ds, fraction, seed, empty_masks=True))
+    pool = teacher_pool(ds, fraction, seed, label_subset(ds, fraction, seed, empty_masks=False))
     labels = teacher_masks(str(run / "model.safetensors"), ds, pool, torch.device("cpu"))
     lesion = {i for i in pool if bool(ds.masks[i].any())}
     kept = dict(zip(labels.indices, labels.masks, strict=True))

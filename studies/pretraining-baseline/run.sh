@@ -131,8 +131,7 @@ ft_opts_of() {  # ARM[@VARIANT]: the variant's fine-tuning options (one per line
 
 data_of() {  # ARM: its pre-training datasets
   case $(base_of "$1") in
-    "$TEACHER_ARM") echo busi ;;
-    breast_*) echo busi ;;
+    breast_* | "$TEACHER_ARM") echo busi ;;
     multiorgan_natural_*) echo "$ULTRASOUND $NATURAL" ;;
     multiorgan_*) echo "$ULTRASOUND" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
