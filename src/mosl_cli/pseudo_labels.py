@@ -55,6 +55,6 @@ def teacher_masks(
     for start in range(0, len(idx), batch):
         prob = ensemble.probabilities(ds.images[torch.tensor(idx[start : start + batch])].to(device), tta=True)
         masks[start : start + batch] = rule(prob > 0.5).cpu()
-    keep = masks.flatten(1).any(dim=1) | keep_empty
+    keep = (masks.flatten(1) > 0).any(dim=1) | keep_empty  # bool: uint8.any() stays uint8
     kept = [i for i, k in zip(idx, keep.tolist(), strict=True) if k]
     return PseudoLabels(kept, masks[keep], len(idx) - len(kept))

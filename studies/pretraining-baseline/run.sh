@@ -26,7 +26,9 @@
 #
 # An arm ARM@VARIANT fine-tunes ARM's pre-trained weights with one more fine-tuning option (it shares
 # WORK/pre/ARM): @enc0.1 --encoder-lr-scale 0.1, @lr3e-4 --lr 3e-4, @freeze10 --freeze-encoder-epochs 10,
-# @encoder --init-part encoder (the decoder of a MIM pre-training left out).
+# @encoder --init-part encoder (the decoder of a MIM pre-training left out), @teacher --teacher ARM's own
+# fine-tune of the same fraction and seed (self-training on top of ARM: breast_mim@teacher starts from
+# breast_mim's weights and learns from its fine-tune's masks; self_training@teacher is a second round).
 #
 # Layout: WORK/data/<dataset>, WORK/pre/<arm>, WORK/ft/<arm|baseline>/f<fraction>_s<seed>/ with
 # eval_val.json and eval_test.json (`mosl evaluate --json`; eval_val/, eval_test/ hold per_case.csv),
@@ -125,7 +127,8 @@ ft_opts_of() {  # ARM[@VARIANT]: the variant's fine-tuning options (one per line
     *@lr3e-4) printf '%s\n' --lr 3e-4 ;;  # the whole pre-trained U-Net at a third of the default lr
     *@freeze10) printf '%s\n' --freeze-encoder-epochs 10 ;;  # the decoder alone first
     *@encoder) printf '%s\n' --init-part encoder ;;  # only the encoder of a whole-U-Net pre-training
-    *@*) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10 @encoder)" >&2; exit 2 ;;
+    *@teacher) ;;  # --teacher, added by finetune (teacher_arm_of)
+    *@*) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10 @encoder @teacher)" >&2; exit 2 ;;
   esac
 }
 
@@ -150,8 +153,12 @@ method_of() {  # ARM: its method options, always explicit (mosl pretrain's defau
   esac
 }
 
-teacher_of() {  # FRACTION SEED: the baseline's model that labels the self_training arm's unlabelled scans
-  echo "$WORK/ft/baseline/f$1_s$2/model.safetensors"
+teacher_arm_of() {  # ARM: the arm whose fine-tune of the same fraction and seed is ARM's --teacher ("": none)
+  case $1 in
+    "$TEACHER_ARM") echo baseline ;;
+    *@teacher) base_of "$1" ;;
+    *) echo "" ;;
+  esac
 }
 
 resume_flag() {  # DIR: --resume a killed run, else start afresh (a run killed before its first checkpoint)
@@ -180,12 +187,13 @@ evaluate() {  # RUN SPLIT: evaluate --json into RUN/eval_SPLIT.json (and RUN/eva
 }
 
 finetune() {  # ARM FRACTION SEED: fine-tune (baseline: --init none), then evaluate on val and test
-  local arm=$1 f=$2 s=$3 run=$WORK/ft/$1/f$2_s$3 init epochs=() variant=()
+  local arm=$1 f=$2 s=$3 run=$WORK/ft/$1/f$2_s$3 init epochs=() variant=() teacher
   init=none
-  [ "$arm" = baseline ] || [ "$arm" = "$TEACHER_ARM" ] || init=$WORK/pre/$(base_of "$arm")/model.safetensors
+  teacher=$(teacher_arm_of "$arm")
+  [ "$arm" = baseline ] || [ "$(base_of "$arm")" = "$TEACHER_ARM" ] || init=$WORK/pre/$(base_of "$arm")/model.safetensors
   [ -n "$EPOCHS_FT" ] && epochs=(--epochs "$EPOCHS_FT")
   mapfile -t variant < <(ft_opts_of "$arm")
-  [ "$arm" = "$TEACHER_ARM" ] && variant+=(--teacher "$(teacher_of "$f" "$s")")
+  [ -n "$teacher" ] && variant+=(--teacher "$WORK/ft/$teacher/f${f}_s$s/model.safetensors")
   if [ ! -f "$run/metrics.json" ]; then
     # shellcheck disable=SC2046
     mosl_ finetune --data "$D/busi" --init "$init" --size "$SIZE" --seed "$s" --label-fraction "$f" \
@@ -233,7 +241,8 @@ for arm in $PRE_ARMS; do  # pre-trainings first: the fine-tunes of the arms wait
   pre_pid[$arm]=$!
 done
 
-declare -A started=()
+declare -A started=() queued=()
+for t in "${tasks[@]}"; do queued[$t]=1; done
 failed=0
 while :; do
   left=0
@@ -241,18 +250,18 @@ while :; do
     [ -n "${started[$t]:-}" ] && continue
     read -r arm f s <<< "$t"
     pre=$(base_of "$arm")
-    if [ "$arm" = "$TEACHER_ARM" ]; then
-      if [ ! -f "$WORK/ft/baseline/f${f}_s$s/metrics.json" ]; then
-        if [ "$BASELINE" != 0 ] && [ -z "${started[baseline $f $s]:-}" ] || [ -n "$(jobs -rp)" ]; then
-          left=1  # its teacher is still to be trained (or may be training)
-        else
-          started[$t]=skipped
-          failed=1
-          echo "no baseline model $(teacher_of "$f" "$s"): skipping $arm f$f s$s"
-        fi
-        continue
+    teacher=$(teacher_arm_of "$arm")
+    if [ -n "$teacher" ] && [ ! -f "$WORK/ft/$teacher/f${f}_s$s/metrics.json" ]; then
+      if { [ -n "${queued[$teacher $f $s]:-}" ] && [ -z "${started[$teacher $f $s]:-}" ]; } || [ -n "$(jobs -rp)" ]; then
+        left=1  # its teacher is still to be trained (or may be training)
+      else
+        started[$t]=skipped
+        failed=1
+        echo "no teacher model $WORK/ft/$teacher/f${f}_s$s/model.safetensors: skipping $arm f$f s$s"
       fi
-    elif [ "$arm" != baseline ] && [ ! -f "$WORK/pre/$pre/metrics.json" ]; then
+      continue
+    fi
+    if [ "$arm" != baseline ] && [ "$pre" != "$TEACHER_ARM" ] && [ ! -f "$WORK/pre/$pre/metrics.json" ]; then
       if [ -n "${pre_pid[$pre]:-}" ] && kill -0 "${pre_pid[$pre]}" 2>/dev/null; then
         left=1  # its weights are still being made
       else

@@ -195,6 +195,40 @@ def test_a_variant_arm_fine_tunes_its_pre_training_with_one_more_option(tmp_path
     assert bad.returncode != 0 and "unknown variant in breast_moco@nope" in bad.stderr
 
 
+def test_a_teacher_variant_learns_from_its_own_arms_fine_tune(tmp_path: Path) -> None:
+    env = {**os.environ, "ARMS": "breast_mim@teacher self_training@teacher", "FRACTIONS": "0.1", "SEEDS": "3"}
+    env.pop("TINY", None)
+    work = tmp_path / "w"
+    finetunes = {
+        Path(o["--out"][0]).parent.name: o
+        for o in (_options(c[1:]) for c in _dry_run_calls(work, env) if c[0] == "finetune")
+    }
+    assert set(finetunes) == {"baseline", "breast_mim@teacher", "self_training@teacher"}
+    mim = finetunes["breast_mim@teacher"]  # the pre-trained weights, taught by their own fine-tune's masks
+    assert mim["--init"] == [f"{work}/pre/breast_mim/model.safetensors"]
+    assert mim["--teacher"] == [f"{work}/ft/breast_mim/f0.1_s3/model.safetensors"]
+    second = finetunes["self_training@teacher"]  # a second round: from scratch, the first round's student teaching
+    assert second["--init"] == ["none"]
+    assert second["--teacher"] == [f"{work}/ft/self_training/f0.1_s3/model.safetensors"]
+    assert "--teacher" not in finetunes["baseline"]
+
+
+def test_pool_starts_a_student_only_after_its_teacher(tmp_path: Path) -> None:
+    proc, calls = _pool_run(
+        tmp_path, ARMS="self_training@teacher self_training breast_mim@teacher breast_mim", FRACTIONS="0.1"
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = {c[c.index("--out") + 1]: c for c in calls if c[1] == "finetune"}
+    assert len(out) == 2 * 5  # 2 seeds of the baseline and of four arms, each once
+    for c in out.values():
+        if "--teacher" in c:  # the fake mosl also fails a student whose teacher has no metrics.json yet
+            teacher = str(Path(c[c.index("--teacher") + 1]).parent)
+            assert out[teacher][0] < c[0]
+    (tmp_path / "again").mkdir()
+    proc, _ = _pool_run(tmp_path / "again", ARMS="breast_mim@teacher", BASELINE="0", FRACTIONS="0.1")
+    assert proc.returncode != 0 and "no teacher model" in proc.stdout  # nothing taught it: skipped, and said
+
+
 # ------------------------------------------------------------------------------------ summary
 
 BASE = {"0.1": [0.50, 0.52, 0.48], "1.0": [0.70, 0.72, 0.71]}
@@ -447,6 +481,8 @@ elif command == "finetune":
     init = args[args.index("--init") + 1]
     if init != "none" and not (Path(init).parent / "metrics.json").is_file():
         sys.exit(f"{init} used before its pre-training finished")
+    if "--teacher" in args and not (Path(args[args.index("--teacher") + 1]).parent / "metrics.json").is_file():
+        sys.exit("teacher used before its fine-tune finished")
     time.sleep(0.1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text("{}")
