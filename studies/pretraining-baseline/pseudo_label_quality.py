@@ -1,12 +1,13 @@
-"""How good are the masks a teacher gives the ``self_training`` arm? (section "Self-training" of README.md)
+"""How good are the masks a teacher gives a self-trained arm? (sections "Self-training" of README.md)
 
-For each baseline run ``WORK/ft/baseline/f<fraction>_s<seed>`` it draws the masks that
+For each run ``WORK/ft/ARM/f<fraction>_s<seed>`` (ARM: ``--teacher-arm``, the baseline by default, the
+teacher of ``self_training``; ``breast_mim`` teaches ``breast_mim@teacher``) it draws the masks that
 ``mosl finetune --teacher`` would train on (``pseudo_labels.teacher_masks`` on the same pool) and
 scores them against the reference masks the run never reads: the Dice of the kept lesion scans
 (empty-mask rule), the lesion scans dropped (the teacher drew nothing), and the normal scans kept
 (a false lesion the student learns). Prints one JSON line per run; ``--csv`` writes the rows.
 
-    python studies/pretraining-baseline/pseudo_label_quality.py WORK --csv results/NAME/pseudo_labels.csv
+    python studies/pretraining-baseline/pseudo_label_quality.py WORK [--teacher-arm ARM] --csv OUT.csv
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def quality(ds: Dataset, run: Path, fraction: float, seed: int) -> dict[str, flo
     kept_lesion = [i for i in labels.indices if i in lesion]
     scores = dice(*confusion(torch.stack([kept[i] for i in kept_lesion]) > 0, ds.masks[kept_lesion] > 0)[:3])
     return {
+        "teacher": run.parent.name,
         "fraction": fraction,
         "seed": seed,
         "pool": len(pool),
@@ -51,11 +53,12 @@ def quality(ds: Dataset, run: Path, fraction: float, seed: int) -> dict[str, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("work", type=Path, help="run.sh's WORK folder (data/busi and ft/baseline/)")
+    parser.add_argument("work", type=Path, help="run.sh's WORK folder (data/busi and ft/ARM/)")
+    parser.add_argument("--teacher-arm", default="baseline", help="the arm whose fine-tunes teach (default: baseline)")
     parser.add_argument("--csv", type=Path, help="write the rows here")
     args = parser.parse_args()
     ds, rows = load_dataset(args.work / "data" / "busi"), []
-    for run in sorted((args.work / "ft" / "baseline").iterdir()):
+    for run in sorted((args.work / "ft" / args.teacher_arm).iterdir()):
         match = RUN.match(run.name)
         if match is None or float(match["fraction"]) >= 1 or not (run / "model.safetensors").is_file():
             continue

@@ -62,6 +62,8 @@ CONTRASTS = [  # (name, arm, reference) besides multi-organ vs breast-only
     # its ft/breast_mim linked in under this name): 5,400 steps, as many as multiorgan_natural_mim's 35 epochs
     ("6× the pre-training steps", "breast_mim_600ep", "breast_mim"),
     ("multi-organ + natural vs breast-only, same steps", "multiorgan_natural_mim", "breast_mim_600ep"),
+    # self-training on top of pre-training (run.sh's @teacher) against self-training from scratch
+    ("pre-training under self-training", "breast_mim_600ep@teacher", "self_training"),
 ]
 VARIANT = "fine-tuning option"  # ARM@VARIANT (run.sh) against ARM: the same weights, one more option
 HALF_VS_ALL = "half the labels"  # an initialisation at 50 % of the labels against the baseline at 100 %
