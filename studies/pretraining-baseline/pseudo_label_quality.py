@@ -1,4 +1,4 @@
-"""How good are the masks a teacher gives a self-trained arm? (sections "Self-training" of README.md)
+"""How good are the masks a teacher gives a self-trained arm? (README.md's self-training sections)
 
 For each run ``WORK/ft/ARM/f<fraction>_s<seed>`` (ARM: ``--teacher-arm``, the baseline by default, the
 teacher of ``self_training``; ``breast_mim`` teaches ``breast_mim@teacher``) it draws the masks that

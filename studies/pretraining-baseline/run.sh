@@ -119,7 +119,16 @@ prepare() {  # DATASET: once, at 256 px like BUSI; every set but BUSI is an unla
   mosl_ prepare "${src[@]}" --size 256 "${splits[@]}" --out "$D/$name" --overwrite
 }
 
-base_of() { echo "${1%%@*}"; }  # ARM[@VARIANT]: the pre-training it fine-tunes
+base_of() { echo "${1%%@*}"; }  # ARM[@VARIANT]: ARM
+
+pre_of() {  # ARM[@VARIANT]: the pre-training whose weights it fine-tunes ("": none, it starts from scratch)
+  case $(base_of "$1") in
+    baseline | "$TEACHER_ARM") echo "" ;;
+    *) base_of "$1" ;;
+  esac
+}
+
+run_of() { echo "$WORK/ft/$1/f$2_s$3"; }  # ARM FRACTION SEED: the fine-tune's folder
 
 ft_opts_of() {  # ARM[@VARIANT]: the variant's fine-tuning options (one per line; none without a variant)
   case $1 in
@@ -187,13 +196,14 @@ evaluate() {  # RUN SPLIT: evaluate --json into RUN/eval_SPLIT.json (and RUN/eva
 }
 
 finetune() {  # ARM FRACTION SEED: fine-tune (baseline: --init none), then evaluate on val and test
-  local arm=$1 f=$2 s=$3 run=$WORK/ft/$1/f$2_s$3 init epochs=() variant=() teacher
-  init=none
+  local arm=$1 f=$2 s=$3 run pre teacher init=none epochs=() variant=()
+  run=$(run_of "$arm" "$f" "$s")
+  pre=$(pre_of "$arm")
   teacher=$(teacher_arm_of "$arm")
-  [ "$arm" = baseline ] || [ "$(base_of "$arm")" = "$TEACHER_ARM" ] || init=$WORK/pre/$(base_of "$arm")/model.safetensors
+  [ -z "$pre" ] || init=$WORK/pre/$pre/model.safetensors
   [ -n "$EPOCHS_FT" ] && epochs=(--epochs "$EPOCHS_FT")
   mapfile -t variant < <(ft_opts_of "$arm")
-  [ -n "$teacher" ] && variant+=(--teacher "$WORK/ft/$teacher/f${f}_s$s/model.safetensors")
+  [ -n "$teacher" ] && variant+=(--teacher "$(run_of "$teacher" "$f" "$s")/model.safetensors")
   if [ ! -f "$run/metrics.json" ]; then
     # shellcheck disable=SC2046
     mosl_ finetune --data "$D/busi" --init "$init" --size "$SIZE" --seed "$s" --label-fraction "$f" \
@@ -205,7 +215,7 @@ finetune() {  # ARM FRACTION SEED: fine-tune (baseline: --init none), then evalu
 
 # ---------------------------------------------------------------------------------------- data
 for arm in $ARMS; do data_of "$arm" > /dev/null && method_of "$arm" > /dev/null && ft_opts_of "$arm" > /dev/null; done  # unknown arms stop here
-PRE_ARMS=$(for arm in $ARMS; do base_of "$arm"; done | grep -vx "$TEACHER_ARM" | awk '!seen[$0]++' || true)  # each pre-training once
+PRE_ARMS=$(for arm in $ARMS; do pre_of "$arm"; done | awk 'NF && !seen[$0]++')  # each pre-training once
 needed=busi
 for arm in $ARMS; do needed="$needed $(data_of "$arm")"; done
 for name in $ULTRASOUND $NATURAL; do
@@ -249,19 +259,19 @@ while :; do
   for t in "${tasks[@]}"; do
     [ -n "${started[$t]:-}" ] && continue
     read -r arm f s <<< "$t"
-    pre=$(base_of "$arm")
+    pre=$(pre_of "$arm")
     teacher=$(teacher_arm_of "$arm")
-    if [ -n "$teacher" ] && [ ! -f "$WORK/ft/$teacher/f${f}_s$s/metrics.json" ]; then
+    if [ -n "$teacher" ] && [ ! -f "$(run_of "$teacher" "$f" "$s")/metrics.json" ]; then
       if { [ -n "${queued[$teacher $f $s]:-}" ] && [ -z "${started[$teacher $f $s]:-}" ]; } || [ -n "$(jobs -rp)" ]; then
         left=1  # its teacher is still to be trained (or may be training)
       else
         started[$t]=skipped
         failed=1
-        echo "no teacher model $WORK/ft/$teacher/f${f}_s$s/model.safetensors: skipping $arm f$f s$s"
+        echo "no teacher model $(run_of "$teacher" "$f" "$s")/model.safetensors: skipping $arm f$f s$s"
       fi
       continue
     fi
-    if [ "$arm" != baseline ] && [ "$pre" != "$TEACHER_ARM" ] && [ ! -f "$WORK/pre/$pre/metrics.json" ]; then
+    if [ -n "$pre" ] && [ ! -f "$WORK/pre/$pre/metrics.json" ]; then
       if [ -n "${pre_pid[$pre]:-}" ] && kill -0 "${pre_pid[$pre]}" 2>/dev/null; then
         left=1  # its weights are still being made
       else
@@ -283,7 +293,7 @@ done
 wait
 for t in "${tasks[@]}"; do
   read -r arm f s <<< "$t"
-  [ -f "$WORK/ft/$arm/f${f}_s$s/eval_test.json" ] || { failed=1; echo "missing: $arm f$f s$s"; }
+  [ -f "$(run_of "$arm" "$f" "$s")/eval_test.json" ] || { failed=1; echo "missing: $arm f$f s$s"; }
 done
 "$PYTHON" "$HERE/summarise.py" "$WORK"
 exit "$failed"
