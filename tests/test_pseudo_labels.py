@@ -13,7 +13,7 @@ from mosl_cli.data.store import load_dataset
 from mosl_cli.errors import MoslError, UsageError
 from mosl_cli.finetune import label_subset, run_finetune
 from mosl_cli.models import read_metadata, save_weights
-from mosl_cli.pseudo_labels import teacher_masks, unlabelled_pool
+from mosl_cli.pseudo_labels import most_confident, teacher_masks, unlabelled_pool
 from tiny import blob_dataset, tiny_finetune_config
 
 HEAD_BIAS = "segmentation_head.0.bias"  # smp's last 1×1 convolution: its bias sets every pixel's logit offset
@@ -64,6 +64,27 @@ def test_teacher_masks_are_the_teachers_not_the_labels(data: Path, trained: Path
     assert kept.indices == pool and not bool(kept.masks.any())
 
 
+def test_most_confident_keeps_the_top_fraction_of_the_lesion_masks() -> None:
+    score = torch.tensor([0.9, 0.2, 0.8, 0.99, 0.5, 0.7])
+    lesion = torch.tensor([True, True, True, False, True, True])  # entry 3 has no mask: never chosen
+    assert most_confident(score, lesion, 0.4).tolist() == [True, False, True, False, False, False]  # ceil(2.0)
+    assert most_confident(score, lesion, 0.5).tolist() == [True, False, True, False, False, True]  # ceil(2.5)
+    assert most_confident(score, lesion, 1.0).tolist() == lesion.tolist()
+    assert most_confident(torch.ones(4), torch.ones(4, dtype=torch.bool), 0.5).tolist() == [True, True, False, False]
+
+
+def test_teacher_keep_drops_the_unsure_masks(data: Path, trained: Path) -> None:
+    ds = load_dataset(data)
+    pool = unlabelled_pool(ds, label_subset(ds, 0.25, seed=0))
+    every = teacher_masks(str(trained), ds, pool, torch.device("cpu"))
+    half = teacher_masks(str(trained), ds, pool, torch.device("cpu"), keep_fraction=0.5)
+    assert len(every.indices) >= 4 and every.unsure == 0
+    assert set(half.indices) < set(every.indices) and len(half.indices) == -(-len(every.indices) // 2)
+    assert half.unsure == len(every.indices) - len(half.indices) and half.dropped == every.dropped
+    rows = {i: k for k, i in enumerate(every.indices)}
+    assert torch.equal(half.masks, every.masks[[rows[i] for i in half.indices]])  # the same masks, fewer of them
+
+
 def test_a_student_trains_on_its_labels_and_the_teachers_masks(data: Path, trained: Path, tmp_path: Path) -> None:
     teacher = _biased(trained, tmp_path / "full.safetensors", 50.0)
     ds = load_dataset(data)
@@ -83,5 +104,9 @@ def test_teacher_errors_come_before_any_output(data: Path, tmp_path: Path) -> No
     with pytest.raises(MoslError, match="nope"):
         run_finetune(tiny_finetune_config(data, tmp_path / "a", teacher=str(tmp_path / "nope.safetensors")))
     assert not (tmp_path / "a").exists()
+    for keep, teacher in ((0.0, "x"), (1.5, "x"), (0.5, None)):
+        with pytest.raises(UsageError, match="--teacher-keep"):
+            run_finetune(tiny_finetune_config(data, tmp_path / "c", teacher=teacher, teacher_keep=keep))
+    assert not (tmp_path / "c").exists()
     with pytest.raises(UsageError, match="--folds"):
         run_finetune(tiny_finetune_config(data, tmp_path / "b", teacher="x", folds=2))

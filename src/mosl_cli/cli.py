@@ -803,6 +803,16 @@ def finetune(
             ),
         ),
     ] = C.FinetuneConfig.teacher,
+    teacher_keep: Annotated[
+        float,
+        typer.Option(
+            "--teacher-keep",
+            help=(
+                "With --teacher: keep this fraction of its lesion masks, those it is surest of (highest mean "
+                "probability inside the mask); 1 keeps all."
+            ),
+        ),
+    ] = C.FinetuneConfig.teacher_keep,
     deep_supervision: Annotated[
         bool,
         typer.Option(
@@ -878,6 +888,7 @@ def finetune(
         empty_masks=empty_masks,
         lesion_head=lesion_head,
         teacher=teacher,
+        teacher_keep=teacher_keep,
         deep_supervision=deep_supervision,
         decoder_attention=decoder_attention,
         postprocess=not no_postprocess,

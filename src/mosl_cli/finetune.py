@@ -424,6 +424,10 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
         raise UsageError(f"--ema-decay {cfg.ema_decay} must be in [0, 1), e.g. 0.998")
     if cfg.warmup_epochs < 0 or cfg.patience < 0:
         raise UsageError("--warmup-epochs and --patience must be 0 or more")
+    if not 0.0 < cfg.teacher_keep <= 1.0:
+        raise UsageError(f"--teacher-keep {cfg.teacher_keep} must be in (0, 1]: the fraction of masks kept")
+    if cfg.teacher_keep < 1.0 and cfg.teacher is None:
+        raise UsageError("--teacher-keep filters the masks of --teacher; pass --teacher MODEL too")
     if cfg.teacher is not None and (cfg.folds > 1 or cfg.fold is not None):
         raise UsageError("--teacher labels the train split's unlabelled scans; it does not work with --folds")
 
@@ -625,7 +629,7 @@ def pseudo_labels(cfg: FinetuneConfig, ds: Dataset, labelled: list[int], device:
     if cfg.teacher is None:
         return None
     pool = teacher_pool(ds, cfg.label_fraction, cfg.seed, labelled)
-    return teacher_masks(cfg.teacher, ds, pool, device, keep_empty=cfg.empty_masks)
+    return teacher_masks(cfg.teacher, ds, pool, device, keep_empty=cfg.empty_masks, keep_fraction=cfg.teacher_keep)
 
 
 def _final_weights(
@@ -686,6 +690,7 @@ def _segmentation_meta(
             "lesion_head": cfg.lesion_head,
             "decoder_attention": cfg.decoder_attention,
             "teacher": cfg.teacher,
+            "teacher_keep": cfg.teacher_keep if cfg.teacher is not None else None,
         },
     )
 

@@ -4,11 +4,15 @@ that the run does not take labels from, and the run trains on them beside its la
 The teacher's masks are what ``mosl predict`` would write for those scans: mirrored TTA, its
 lesion-present gate and its post-processing rule, at the stored grid. No label of an unlabelled scan is
 read (neither its mask nor its class): scans the teacher leaves empty are dropped, as the recipe trains
-on lesion scans only, or kept as normal scans with ``--empty-masks``.
+on lesion scans only, or kept as normal scans with ``--empty-masks``. ``--teacher-keep Q`` keeps only
+the fraction Q of the teacher's lesion masks it is surest of (the highest mean probability inside the
+mask), as confidence-filtered self-training does: its unsure masks are the worst ones and most of the
+lesions it draws on normal scans.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -22,14 +26,20 @@ from mosl_cli.inference import load_ensemble
 class PseudoLabels:
     """``indices``: dataset indices of the scans the teacher labelled and the run trains on;
     ``masks``: their uint8 0/1 masks ``[N, 1, H, W]`` at the stored grid (row k belongs to
-    ``indices[k]``); ``dropped``: the unlabelled scans left out because the teacher drew nothing."""
+    ``indices[k]``); ``dropped``: the unlabelled scans left out because the teacher drew nothing;
+    ``unsure``: those left out by ``keep_fraction`` (:func:`teacher_masks`)."""
 
     indices: list[int]
     masks: torch.Tensor
     dropped: int
+    unsure: int = 0
 
     def describe(self) -> dict[str, int]:
-        return {"pseudo_labelled": len(self.indices), "pseudo_dropped_empty": self.dropped}
+        return {
+            "pseudo_labelled": len(self.indices),
+            "pseudo_dropped_empty": self.dropped,
+            "pseudo_dropped_unsure": self.unsure,
+        }
 
 
 def unlabelled_pool(ds: Dataset, labelled: list[int]) -> list[int]:
@@ -40,10 +50,18 @@ def unlabelled_pool(ds: Dataset, labelled: list[int]) -> list[int]:
 
 @torch.inference_mode()
 def teacher_masks(
-    teacher: str, ds: Dataset, idx: list[int], device: torch.device, keep_empty: bool = False, batch: int = 32
+    teacher: str,
+    ds: Dataset,
+    idx: list[int],
+    device: torch.device,
+    keep_empty: bool = False,
+    keep_fraction: float = 1.0,
+    batch: int = 32,
 ) -> PseudoLabels:
     """The teacher's masks of ``ds.images[idx]`` (uint8 ``[N, C, H, W]``): TTA probabilities > 0.5,
-    gated and post-processed as the teacher's weight file says; empty ones dropped unless ``keep_empty``."""
+    gated and post-processed as the teacher's weight file says; empty ones dropped unless ``keep_empty``.
+    Of the non-empty masks only the ``keep_fraction`` (rounded up) with the highest :func:`confidence`
+    are kept."""
     ensemble = load_ensemble(teacher, device)
     if ensemble.in_channels != ds.channels:
         raise MoslError(
@@ -52,9 +70,32 @@ def teacher_masks(
         )
     rule = ensemble.postprocess()
     masks = torch.zeros((len(idx), 1, *ds.images.shape[-2:]), dtype=torch.uint8)
+    sure = torch.zeros(len(idx))
     for start in range(0, len(idx), batch):
         prob = ensemble.probabilities(ds.images[torch.tensor(idx[start : start + batch])].to(device), tta=True)
-        masks[start : start + batch] = rule(prob > 0.5).cpu()
-    keep = (masks.flatten(1) > 0).any(dim=1) | keep_empty  # bool: uint8.any() stays uint8
+        mask = rule(prob > 0.5)
+        masks[start : start + batch] = mask.cpu()
+        sure[start : start + batch] = confidence(prob, mask).cpu()
+    lesion = (masks.flatten(1) > 0).any(dim=1)
+    confident = most_confident(sure, lesion, keep_fraction)
+    keep = confident | (~lesion & keep_empty)
     kept = [i for i, k in zip(idx, keep.tolist(), strict=True) if k]
-    return PseudoLabels(kept, masks[keep], len(idx) - len(kept))
+    empty_dropped = 0 if keep_empty else int((~lesion).sum())
+    return PseudoLabels(kept, masks[keep], empty_dropped, int((lesion & ~confident).sum()))
+
+
+def confidence(prob: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """float ``[B]``: the mean probability inside each mask (``prob`` float, ``mask`` bool ``[B, 1, H, W]``;
+    0 for an empty mask)."""
+    inside = (prob * mask).flatten(1).sum(dim=1)
+    return inside / mask.flatten(1).sum(dim=1).clamp_min(1)
+
+
+def most_confident(score: torch.Tensor, among: torch.Tensor, fraction: float) -> torch.Tensor:
+    """bool ``[N]``: the ``ceil(fraction × among.sum())`` entries of ``among`` (bool ``[N]``) with the
+    highest ``score`` (float ``[N]``; ties go to the earlier entry)."""
+    count = math.ceil(fraction * int(among.sum()) - 1e-9)
+    ranked = torch.argsort(torch.where(among, score, -math.inf), descending=True, stable=True)
+    chosen = torch.zeros_like(among)
+    chosen[ranked[:count]] = True
+    return chosen & among

@@ -4,10 +4,11 @@ For each run ``WORK/ft/ARM/f<fraction>_s<seed>`` (ARM: ``--teacher-arm``, the ba
 teacher of ``self_training``; ``breast_mim`` teaches ``breast_mim@teacher``) it draws the masks that
 ``mosl finetune --teacher`` would train on (``pseudo_labels.teacher_masks`` on the same pool) and
 scores them against the reference masks the run never reads: the Dice of the kept lesion scans
-(empty-mask rule), the lesion scans dropped (the teacher drew nothing), and the normal scans kept
-(a false lesion the student learns). Prints one JSON line per run; ``--csv`` writes the rows.
+(empty-mask rule), the lesion scans dropped (the teacher drew nothing or, with ``--keep Q``, was among
+the unsure masks ``--teacher-keep Q`` leaves out), and the normal scans kept (a false lesion the
+student learns). Prints one JSON line per run; ``--csv`` writes the rows.
 
-    python studies/pretraining-baseline/pseudo_label_quality.py WORK [--teacher-arm ARM] --csv OUT.csv
+    python studies/pretraining-baseline/pseudo_label_quality.py WORK [--teacher-arm ARM] [--keep Q] --csv OUT.csv
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from mosl_cli.report.tables import write_csv
 RUN = re.compile(r"f(?P<fraction>[0-9.]+)_s(?P<seed>\d+)$")
 
 
-def quality(ds: Dataset, run: Path, fraction: float, seed: int) -> dict[str, float | int]:
-    """The teacher ``run``'s masks of its fraction's unlabelled pool against the reference masks."""
+def quality(ds: Dataset, run: Path, fraction: float, seed: int, keep: float = 1.0) -> dict[str, float | int]:
+    """The teacher ``run``'s masks of its fraction's unlabelled pool (the ``keep`` fraction it is surest
+    of) against the reference masks."""
     assert ds.masks is not None
     pool = teacher_pool(ds, fraction, seed, label_subset(ds, fraction, seed, empty_masks=False))
-    labels = teacher_masks(str(run / "model.safetensors"), ds, pool, torch.device("cpu"))
+    labels = teacher_masks(str(run / "model.safetensors"), ds, pool, torch.device("cpu"), keep_fraction=keep)
     lesion = {i for i in pool if bool(ds.masks[i].any())}
     kept = dict(zip(labels.indices, labels.masks, strict=True))
     kept_lesion = [i for i in labels.indices if i in lesion]
@@ -41,10 +43,12 @@ def quality(ds: Dataset, run: Path, fraction: float, seed: int) -> dict[str, flo
         "teacher": run.parent.name,
         "fraction": fraction,
         "seed": seed,
+        "keep": keep,
         "pool": len(pool),
         "pool_lesion": len(lesion),
         "kept": len(labels.indices),
         "lesion_dropped": len(lesion) - len(kept_lesion),
+        "unsure_dropped": labels.unsure,
         "normal_kept": len(labels.indices) - len(kept_lesion),
         "normal_pool": len(pool) - len(lesion),
         "kept_lesion_dice": round(float(scores.mean()), 4),
@@ -55,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("work", type=Path, help="run.sh's WORK folder (data/busi and ft/ARM/)")
     parser.add_argument("--teacher-arm", default="baseline", help="the arm whose fine-tunes teach (default: baseline)")
+    parser.add_argument("--keep", type=float, default=1.0, help="--teacher-keep's fraction (default: 1, all)")
     parser.add_argument("--csv", type=Path, help="write the rows here")
     args = parser.parse_args()
     ds, rows = load_dataset(args.work / "data" / "busi"), []
@@ -62,7 +67,7 @@ def main() -> None:
         match = RUN.match(run.name)
         if match is None or float(match["fraction"]) >= 1 or not (run / "model.safetensors").is_file():
             continue
-        rows.append(quality(ds, run, float(match["fraction"]), int(match["seed"])))
+        rows.append(quality(ds, run, float(match["fraction"]), int(match["seed"]), args.keep))
         print(json.dumps(rows[-1]), flush=True)
     if args.csv and rows:
         write_csv(args.csv, list(rows[0]), rows)

@@ -28,7 +28,8 @@
 # WORK/pre/ARM): @enc0.1 --encoder-lr-scale 0.1, @lr3e-4 --lr 3e-4, @freeze10 --freeze-encoder-epochs 10,
 # @encoder --init-part encoder (the decoder of a MIM pre-training left out), @teacher --teacher ARM's own
 # fine-tune of the same fraction and seed (self-training on top of ARM: breast_mim@teacher starts from
-# breast_mim's weights and learns from its fine-tune's masks; self_training@teacher is a second round).
+# breast_mim's weights and learns from its fine-tune's masks; self_training@teacher is a second round),
+# @keepQ --teacher-keep Q (self_training@keep0.7: only the 70 % of the teacher's masks it is surest of).
 #
 # Layout: WORK/data/<dataset>, WORK/pre/<arm>, WORK/ft/<arm|baseline>/f<fraction>_s<seed>/ with
 # eval_val.json and eval_test.json (`mosl evaluate --json`; eval_val/, eval_test/ hold per_case.csv),
@@ -137,7 +138,8 @@ ft_opts_of() {  # ARM[@VARIANT]: the variant's fine-tuning options (one per line
     *@freeze10) printf '%s\n' --freeze-encoder-epochs 10 ;;  # the decoder alone first
     *@encoder) printf '%s\n' --init-part encoder ;;  # only the encoder of a whole-U-Net pre-training
     *@teacher) ;;  # --teacher, added by finetune (teacher_arm_of)
-    *@*) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10 @encoder @teacher)" >&2; exit 2 ;;
+    *@keep[0-9.]*) printf '%s\n' --teacher-keep "${1##*@keep}" ;;  # of a self-training arm: its surest masks only
+    *@*) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10 @encoder @teacher @keepQ)" >&2; exit 2 ;;
   esac
 }
 
@@ -164,8 +166,8 @@ method_of() {  # ARM: its method options, always explicit (mosl pretrain's defau
 
 teacher_arm_of() {  # ARM: the arm whose fine-tune of the same fraction and seed is ARM's --teacher ("": none)
   case $1 in
-    "$TEACHER_ARM") echo baseline ;;
     *@teacher) base_of "$1" ;;
+    "$TEACHER_ARM" | "$TEACHER_ARM"@*) echo baseline ;;
     *) echo "" ;;
   esac
 }

@@ -196,21 +196,25 @@ def test_a_variant_arm_fine_tunes_its_pre_training_with_one_more_option(tmp_path
 
 
 def test_a_teacher_variant_learns_from_its_own_arms_fine_tune(tmp_path: Path) -> None:
-    env = {**os.environ, "ARMS": "breast_mim@teacher self_training@teacher", "FRACTIONS": "0.1", "SEEDS": "3"}
+    arms = "breast_mim@teacher self_training@teacher self_training@keep0.7"
+    env = {**os.environ, "ARMS": arms, "FRACTIONS": "0.1", "SEEDS": "3"}
     env.pop("TINY", None)
     work = tmp_path / "w"
     finetunes = {
         Path(o["--out"][0]).parent.name: o
         for o in (_options(c[1:]) for c in _dry_run_calls(work, env) if c[0] == "finetune")
     }
-    assert set(finetunes) == {"baseline", "breast_mim@teacher", "self_training@teacher"}
+    assert set(finetunes) == {"baseline", *arms.split()}
     mim = finetunes["breast_mim@teacher"]  # the pre-trained weights, taught by their own fine-tune's masks
     assert mim["--init"] == [f"{work}/pre/breast_mim/model.safetensors"]
     assert mim["--teacher"] == [f"{work}/ft/breast_mim/f0.1_s3/model.safetensors"]
     second = finetunes["self_training@teacher"]  # a second round: from scratch, the first round's student teaching
     assert second["--init"] == ["none"]
     assert second["--teacher"] == [f"{work}/ft/self_training/f0.1_s3/model.safetensors"]
-    assert "--teacher" not in finetunes["baseline"]
+    confident = finetunes["self_training@keep0.7"]  # the baseline teaching, its surest 70 % of masks only
+    assert confident["--teacher"] == [f"{work}/ft/baseline/f0.1_s3/model.safetensors"]
+    assert confident["--init"] == ["none"] and confident["--teacher-keep"] == ["0.7"]
+    assert "--teacher" not in finetunes["baseline"] and "--teacher-keep" not in finetunes["self_training@teacher"]
 
 
 def test_pool_starts_a_student_only_after_its_teacher(tmp_path: Path) -> None:
