@@ -6,9 +6,12 @@ teacher of ``self_training``; ``breast_mim`` teaches ``breast_mim@teacher``) it 
 scores them against the reference masks the run never reads: the Dice of the kept lesion scans
 (empty-mask rule), the lesion scans dropped (the teacher drew nothing or, with ``--keep Q``, was among
 the unsure masks ``--teacher-keep Q`` leaves out), and the normal scans kept (a false lesion the
-student learns). Prints one JSON line per run; ``--csv`` writes the rows.
+student learns). ``--split val`` draws and scores the teacher's masks of the val split instead, where
+``--keep`` can be chosen without reading a train label. Prints one JSON line per run; ``--csv``
+writes the rows.
 
-    python studies/pretraining-baseline/pseudo_label_quality.py WORK [--teacher-arm ARM] [--keep Q] --csv OUT.csv
+    python studies/pretraining-baseline/pseudo_label_quality.py WORK [--teacher-arm ARM] [--keep Q] [--split val] \
+        --csv OUT.csv
 """
 
 from __future__ import annotations
@@ -29,11 +32,16 @@ from mosl_cli.report.tables import write_csv
 RUN = re.compile(r"f(?P<fraction>[0-9.]+)_s(?P<seed>\d+)$")
 
 
-def quality(ds: Dataset, run: Path, fraction: float, seed: int, keep: float = 1.0) -> dict[str, float | int]:
-    """The teacher ``run``'s masks of its fraction's unlabelled pool (the ``keep`` fraction it is surest
-    of) against the reference masks."""
+def quality(
+    ds: Dataset, run: Path, fraction: float, seed: int, keep: float = 1.0, split: str = "pool"
+) -> dict[str, float | int | str]:
+    """The teacher ``run``'s masks of its fraction's unlabelled pool (``split`` "pool") or of the val
+    split ("val"), the ``keep`` fraction it is surest of, against the reference masks."""
     assert ds.masks is not None
-    pool = teacher_pool(ds, fraction, seed, label_subset(ds, fraction, seed, empty_masks=False))
+    if split == "val":
+        pool = ds.indices("val")
+    else:
+        pool = teacher_pool(ds, fraction, seed, label_subset(ds, fraction, seed, empty_masks=False))
     labels = teacher_masks(str(run / "model.safetensors"), ds, pool, torch.device("cpu"), keep_fraction=keep)
     lesion = {i for i in pool if bool(ds.masks[i].any())}
     kept = dict(zip(labels.indices, labels.masks, strict=True))
@@ -44,6 +52,7 @@ def quality(ds: Dataset, run: Path, fraction: float, seed: int, keep: float = 1.
         "fraction": fraction,
         "seed": seed,
         "keep": keep,
+        "split": split,
         "pool": len(pool),
         "pool_lesion": len(lesion),
         "kept": len(labels.indices),
@@ -60,6 +69,7 @@ def main() -> None:
     parser.add_argument("work", type=Path, help="run.sh's WORK folder (data/busi and ft/ARM/)")
     parser.add_argument("--teacher-arm", default="baseline", help="the arm whose fine-tunes teach (default: baseline)")
     parser.add_argument("--keep", type=float, default=1.0, help="--teacher-keep's fraction (default: 1, all)")
+    parser.add_argument("--split", choices=("pool", "val"), default="pool", help="the scans drawn (default: pool)")
     parser.add_argument("--csv", type=Path, help="write the rows here")
     args = parser.parse_args()
     ds, rows = load_dataset(args.work / "data" / "busi"), []
@@ -67,7 +77,7 @@ def main() -> None:
         match = RUN.match(run.name)
         if match is None or float(match["fraction"]) >= 1 or not (run / "model.safetensors").is_file():
             continue
-        rows.append(quality(ds, run, float(match["fraction"]), int(match["seed"]), args.keep))
+        rows.append(quality(ds, run, float(match["fraction"]), int(match["seed"]), args.keep, args.split))
         print(json.dumps(rows[-1]), flush=True)
     if args.csv and rows:
         write_csv(args.csv, list(rows[0]), rows)
