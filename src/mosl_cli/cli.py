@@ -809,7 +809,7 @@ def finetune(
             "--teacher-keep",
             help=(
                 "With --teacher: keep this fraction of its lesion masks, those it is surest of (highest mean "
-                "probability inside the mask); 1 keeps all."
+                "probability inside the mask); 1 keeps all. Ignored without --teacher."
             ),
         ),
     ] = C.FinetuneConfig.teacher_keep,

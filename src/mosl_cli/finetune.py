@@ -426,8 +426,6 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
         raise UsageError("--warmup-epochs and --patience must be 0 or more")
     if not 0.0 < cfg.teacher_keep <= 1.0:
         raise UsageError(f"--teacher-keep {cfg.teacher_keep} must be in (0, 1]: the fraction of masks kept")
-    if cfg.teacher_keep < 1.0 and cfg.teacher is None:
-        raise UsageError("--teacher-keep filters the masks of --teacher; pass --teacher MODEL too")
     if cfg.teacher is not None and (cfg.folds > 1 or cfg.fold is not None):
         raise UsageError("--teacher labels the train split's unlabelled scans; it does not work with --folds")
 

@@ -205,7 +205,10 @@ finetune() {  # ARM FRACTION SEED: fine-tune (baseline: --init none), then evalu
   [ -z "$pre" ] || init=$WORK/pre/$pre/model.safetensors
   [ -n "$EPOCHS_FT" ] && epochs=(--epochs "$EPOCHS_FT")
   mapfile -t variant < <(ft_opts_of "$arm")
-  [ -n "$teacher" ] && variant+=(--teacher "$(run_of "$teacher" "$f" "$s")/model.safetensors")
+  if [ -n "$teacher" ]; then  # every teacher's mask (--teacher-keep 1) unless the arm is a @keepQ variant
+    variant+=(--teacher "$(run_of "$teacher" "$f" "$s")/model.safetensors")
+    [[ $arm == *@keep* ]] || variant+=(--teacher-keep 1)
+  fi
   if [ ! -f "$run/metrics.json" ]; then
     # shellcheck disable=SC2046
     mosl_ finetune --data "$D/busi" --init "$init" --size "$SIZE" --seed "$s" --label-fraction "$f" \

@@ -120,6 +120,7 @@ def test_dry_run_prints_the_whole_grid(tmp_path: Path) -> None:
     for c in (c for c in calls if c[0] == "finetune"):
         opts = _options(c[1:])
         teacher = opts.pop("--teacher", None)
+        assert opts.pop("--teacher-keep", None) == (None if teacher is None else ["1"])  # all its masks, as measured
         assert set(opts) == {"--data", "--init", "--size", "--seed", "--label-fraction", "--out", "--overwrite"}, c
         assert Path(opts["--data"][0]).name == "busi" and opts["--size"] == ["128"]
         init, fraction, seed = opts["--init"][0], opts["--label-fraction"][0], opts["--seed"][0]
@@ -214,7 +215,7 @@ def test_a_teacher_variant_learns_from_its_own_arms_fine_tune(tmp_path: Path) ->
     confident = finetunes["self_training@keep0.7"]  # the baseline teaching, its surest 70 % of masks only
     assert confident["--teacher"] == [f"{work}/ft/baseline/f0.1_s3/model.safetensors"]
     assert confident["--init"] == ["none"] and confident["--teacher-keep"] == ["0.7"]
-    assert "--teacher" not in finetunes["baseline"] and "--teacher-keep" not in finetunes["self_training@teacher"]
+    assert "--teacher" not in finetunes["baseline"] and second["--teacher-keep"] == mim["--teacher-keep"] == ["1"]
 
 
 def test_pool_starts_a_student_only_after_its_teacher(tmp_path: Path) -> None:
