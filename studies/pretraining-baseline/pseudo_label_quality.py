@@ -2,7 +2,8 @@
 
 For each run ``WORK/ft/ARM/f<fraction>_s<seed>`` (ARM: ``--teacher-arm``, the baseline by default, the
 teacher of ``self_training``; ``breast_mim`` teaches ``breast_mim@teacher``) it draws the masks that
-``mosl finetune --teacher`` would train on (``pseudo_labels.teacher_masks`` on the same pool) and
+``mosl finetune --teacher MODEL --teacher-keep Q`` would train on (``pseudo_labels.teacher_masks`` on
+the same pool; Q is ``--keep``, 1 by default: every mask, as run.sh's ``self_training`` arm) and
 scores them against the reference masks the run never reads: the Dice of the kept lesion scans
 (empty-mask rule), the lesion scans dropped (the teacher drew nothing or, with ``--keep Q``, was among
 the unsure masks ``--teacher-keep Q`` leaves out), and the normal scans kept (a false lesion the
