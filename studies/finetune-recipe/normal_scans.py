@@ -28,6 +28,7 @@ import torch
 from mosl_cli.data.store import Dataset, load_dataset
 from mosl_cli.inference import Ensemble, load_ensemble, model_outputs
 from mosl_cli.metrics import confusion, dice
+from mosl_cli.pseudo_labels import confidence
 from mosl_cli.report.figures import save_png
 
 
@@ -46,12 +47,11 @@ def image_scores(ensemble: Ensemble, ds: Dataset, split: str) -> dict[str, torch
     prob = torch.cat(probs)
     target = ds.masks[idx] > 0
     pred = prob > 0.5
-    inside = (prob * pred).flatten(1).sum(1) / pred.flatten(1).sum(1).clamp_min(1)
     out = {
         "dice": dice(*confusion(pred, target)[:3]),
         "lesion": target.flatten(1).any(1),
         "max": prob.flatten(1).amax(1),
-        "inside": inside,
+        "inside": confidence(prob, pred),
     }
     if heads[0] is not None:
         out["head"] = torch.cat(heads)[:, 0]
