@@ -30,6 +30,8 @@
 # fine-tune of the same fraction and seed (self-training on top of ARM: breast_mim@teacher starts from
 # breast_mim's weights and learns from its fine-tune's masks; self_training@teacher is a second round),
 # @keepQ --teacher-keep Q (self_training@keep0.7: only the 70 % of the teacher's masks it is surest of).
+# Variants chain, read left to right: self_training@keep0.7@teacher is a second round of the filtered
+# arm (its teacher is self_training@keep0.7's student, and it keeps 70 % of that student's masks).
 #
 # Layout: WORK/data/<dataset>, WORK/pre/<arm>, WORK/ft/<arm|baseline>/f<fraction>_s<seed>/ with
 # eval_val.json and eval_test.json (`mosl evaluate --json`; eval_val/, eval_test/ hold per_case.csv),
@@ -131,16 +133,21 @@ pre_of() {  # ARM[@VARIANT]: the pre-training whose weights it fine-tunes ("": n
 
 run_of() { echo "$WORK/ft/$1/f$2_s$3"; }  # ARM FRACTION SEED: the fine-tune's folder
 
-ft_opts_of() {  # ARM[@VARIANT]: the variant's fine-tuning options (one per line; none without a variant)
-  case $1 in
-    *@enc0.1) printf '%s\n' --encoder-lr-scale 0.1 ;;  # the pre-trained encoder learns at a tenth of the lr
-    *@lr3e-4) printf '%s\n' --lr 3e-4 ;;  # the whole pre-trained U-Net at a third of the default lr
-    *@freeze10) printf '%s\n' --freeze-encoder-epochs 10 ;;  # the decoder alone first
-    *@encoder) printf '%s\n' --init-part encoder ;;  # only the encoder of a whole-U-Net pre-training
-    *@teacher) ;;  # --teacher, added by finetune (teacher_arm_of)
-    *@keep[0-9.]*) printf '%s\n' --teacher-keep "${1##*@keep}" ;;  # of a self-training arm: its surest masks only
-    *@*) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10 @encoder @teacher @keepQ)" >&2; exit 2 ;;
-  esac
+ft_opts_of() {  # ARM[@VARIANT...]: the variants' fine-tuning options (one per line; none without a variant)
+  local v variants=()
+  IFS=@ read -ra variants <<< "${1#"$(base_of "$1")"}"
+  for v in "${variants[@]}"; do
+    case $v in
+      "") ;;
+      enc0.1) printf '%s\n' --encoder-lr-scale 0.1 ;;  # the pre-trained encoder learns at a tenth of the lr
+      lr3e-4) printf '%s\n' --lr 3e-4 ;;  # the whole pre-trained U-Net at a third of the default lr
+      freeze10) printf '%s\n' --freeze-encoder-epochs 10 ;;  # the decoder alone first
+      encoder) printf '%s\n' --init-part encoder ;;  # only the encoder of a whole-U-Net pre-training
+      teacher) ;;  # --teacher, added by finetune (teacher_arm_of)
+      keep[0-9.]*) printf '%s\n' --teacher-keep "${v#keep}" ;;  # of a self-training arm: its surest masks only
+      *) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10 @encoder @teacher @keepQ)" >&2; exit 2 ;;
+    esac
+  done
 }
 
 data_of() {  # ARM: its pre-training datasets
@@ -166,7 +173,7 @@ method_of() {  # ARM: its method options, always explicit (mosl pretrain's defau
 
 teacher_arm_of() {  # ARM: the arm whose fine-tune of the same fraction and seed is ARM's --teacher ("": none)
   case $1 in
-    *@teacher) base_of "$1" ;;
+    *@teacher) echo "${1%@teacher}" ;;  # the arm without this @teacher
     "$TEACHER_ARM" | "$TEACHER_ARM"@*) echo baseline ;;
     *) echo "" ;;
   esac

@@ -197,7 +197,7 @@ def test_a_variant_arm_fine_tunes_its_pre_training_with_one_more_option(tmp_path
 
 
 def test_a_teacher_variant_learns_from_its_own_arms_fine_tune(tmp_path: Path) -> None:
-    arms = "breast_mim@teacher self_training@teacher self_training@keep0.7"
+    arms = "breast_mim@teacher self_training@teacher self_training@keep0.7 self_training@keep0.7@teacher"
     env = {**os.environ, "ARMS": arms, "FRACTIONS": "0.1", "SEEDS": "3"}
     env.pop("TINY", None)
     work = tmp_path / "w"
@@ -216,6 +216,9 @@ def test_a_teacher_variant_learns_from_its_own_arms_fine_tune(tmp_path: Path) ->
     assert confident["--teacher"] == [f"{work}/ft/baseline/f0.1_s3/model.safetensors"]
     assert confident["--init"] == ["none"] and confident["--teacher-keep"] == ["0.7"]
     assert "--teacher" not in finetunes["baseline"] and second["--teacher-keep"] == mim["--teacher-keep"] == ["1"]
+    filtered_second = finetunes["self_training@keep0.7@teacher"]  # variants chain: the filtered student teaching
+    assert filtered_second["--teacher"] == [f"{work}/ft/self_training@keep0.7/f0.1_s3/model.safetensors"]
+    assert filtered_second["--init"] == ["none"] and filtered_second["--teacher-keep"] == ["0.7"]
 
 
 def test_pool_starts_a_student_only_after_its_teacher(tmp_path: Path) -> None:
