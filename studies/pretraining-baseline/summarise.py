@@ -9,7 +9,7 @@ label subset; the difference is averaged over the seeds both have, with a 95 % t
 (n − 1 degrees of freedom). Writes ``WORK/summary.csv``, ``WORK/summary.md``, ``WORK/gain.png``
 (skipped, with a note, when matplotlib is missing) and ``WORK/runs.csv`` (one row per fine-tune).
 An arm ``ARM@VARIANT`` (``ARM``'s weights fine-tuned with one more option) is compared with the
-baseline like any arm, and with ``ARM`` under "fine-tuning option".
+baseline like any arm, and with ``ARM`` under "fine-tuning option" (``ARM@V1@V2`` with ``ARM@V1``).
 
     python studies/pretraining-baseline/summarise.py WORK --runs results/pilot64_moco_breast/runs.csv
 
@@ -253,8 +253,9 @@ def half_vs_all(scores: Scores) -> list[dict]:
 
 
 def variant_pairs(scores: Scores) -> list[tuple[str, str, str]]:
-    """(:data:`VARIANT`, ``ARM@VARIANT``, ``ARM``) for every variant arm."""
-    return [(VARIANT, a, base_arm(a)) for a in _arms(scores) if a != base_arm(a)]
+    """(:data:`VARIANT`, ``ARM@VARIANT``, ``ARM``) for every variant arm; a chained variant
+    ``ARM@V1@V2`` against ``ARM@V1``."""
+    return [(VARIANT, a, a.rsplit("@", 1)[0]) for a in _arms(scores) if a != base_arm(a)]
 
 
 def multiorgan_pairs(scores: Scores) -> list[tuple[str, str, str]]:

@@ -316,7 +316,13 @@ def test_summary_pairs_seeds_and_gives_t_intervals(tmp_path: Path) -> None:
 def test_a_variant_arm_is_compared_with_the_baseline_and_with_its_plain_arm(tmp_path: Path) -> None:
     work = tmp_path / "work"
     variant = [v + 0.02 for v in ARM["0.1"]]
-    for arm, values in (("baseline", BASE["0.1"]), ("breast_moco", ARM["0.1"]), ("breast_moco@enc0.1", variant)):
+    chained = [v + 0.01 for v in variant]
+    for arm, values in (
+        ("baseline", BASE["0.1"]),
+        ("breast_moco", ARM["0.1"]),
+        ("breast_moco@enc0.1", variant),
+        ("breast_moco@enc0.1@teacher", chained),
+    ):
         for seed, v in enumerate(values):
             _write(work, arm, "0.1", seed, v, v)
     (work / "pre" / "breast_moco").mkdir(parents=True)
@@ -328,6 +334,12 @@ def test_a_variant_arm_is_compared_with_the_baseline_and_with_its_plain_arm(tmp_
     assert float(vs_base["pretrain_cpu_min"]) == 7.0  # the cost of the weights it fine-tunes
     vs_plain = get[("fine-tuning option", "breast_moco@enc0.1")]
     assert vs_plain["reference"] == "breast_moco" and float(vs_plain["test_diff"]) == pytest.approx(0.02, abs=1e-6)
+    vs_first = get[
+        ("fine-tuning option", "breast_moco@enc0.1@teacher")
+    ]  # a chained variant: against its arm less the last
+    assert vs_first["reference"] == "breast_moco@enc0.1" and float(vs_first["test_diff"]) == pytest.approx(
+        0.01, abs=1e-6
+    )
     assert "fine-tuning option:" in (work / "summary.md").read_text()
 
 
