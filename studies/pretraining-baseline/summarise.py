@@ -438,8 +438,11 @@ def figure(table: list[dict], path: Path) -> bool:
             low, high = min(r["n"] for r in rs), max(r["n"] for r in rs)
             seeds = f"{low}–{high}" if low != high else f"{high}"
             ax.set_title(f"{what}{_pct(f)} labels (n = {seeds} seeds)")
-        # short: rotated arm names take the panel's height
-        ax_row[0].set_ylabel("Δ test lesion Dice" if against_baseline else "Δ test Dice, arm − reference")
+        # short: rotated arm names take the panel's height; on the row's first drawn panel, whose left
+        # neighbour may be hidden (a contrast measured at one fraction only), with its tick labels
+        first = next(ax for ax in ax_row if ax.get_visible())
+        first.set_ylabel("Δ test lesion Dice" if against_baseline else "Δ test Dice, arm − reference")
+        first.tick_params(labelleft=True)
     # one legend above the panels, where it cannot hide a whisker
     handles, names = next(ax for ax in axes[0] if ax.get_visible()).get_legend_handles_labels()
     low = [_pct(f) for f in fractions if float(f) in LOW_FRACTIONS]
