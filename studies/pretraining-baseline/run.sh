@@ -32,6 +32,8 @@
 # @keepQ --teacher-keep Q (self_training@keep0.7: only the 70 % of the teacher's masks it is surest of).
 # Variants chain, read left to right: self_training@keep0.7@teacher is a second round of the filtered
 # arm (its teacher is self_training@keep0.7's student, and it keeps 70 % of that student's masks).
+# @stepsN --steps-per-epoch N; baseline@steps25 is the baseline trained as long as a filtered student
+# (25 steps an epoch at 10 % and 25 % of the labels instead of 10): does self-training gain only steps?
 #
 # Layout: WORK/data/<dataset>, WORK/pre/<arm>, WORK/ft/<arm|baseline>/f<fraction>_s<seed>/ with
 # eval_val.json and eval_test.json (`mosl evaluate --json`; eval_val/, eval_test/ hold per_case.csv),
@@ -145,14 +147,15 @@ ft_opts_of() {  # ARM[@VARIANT...]: the variants' fine-tuning options (one per l
       encoder) printf '%s\n' --init-part encoder ;;  # only the encoder of a whole-U-Net pre-training
       teacher) ;;  # --teacher, added by finetune (teacher_arm_of)
       keep[0-9.]*) printf '%s\n' --teacher-keep "${v#keep}" ;;  # of a self-training arm: its surest masks only
-      *) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10 @encoder @teacher @keepQ)" >&2; exit 2 ;;
+      steps[0-9]*) printf '%s\n' --steps-per-epoch "${v#steps}" ;;  # baseline@steps25: a student's training length
+      *) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10 @encoder @teacher @keepQ @stepsN)" >&2; exit 2 ;;
     esac
   done
 }
 
 data_of() {  # ARM: its pre-training datasets
   case $(base_of "$1") in
-    breast_* | "$TEACHER_ARM") echo busi ;;
+    breast_* | "$TEACHER_ARM" | baseline) echo busi ;;
     multiorgan_natural_*) echo "$ULTRASOUND $NATURAL" ;;
     multiorgan_*) echo "$ULTRASOUND" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
@@ -166,7 +169,7 @@ method_of() {  # ARM: its method options, always explicit (mosl pretrain's defau
     *_simsiam) echo "--method simsiam" ;;
     *_mim) echo "--method mim" ;;  # its default scope: the whole U-Net
     *_simclr_group) echo "--method simclr --positives group" ;;
-    "$TEACHER_ARM") echo "" ;;
+    "$TEACHER_ARM" | baseline) echo "" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
   esac
 }

@@ -64,6 +64,8 @@ CONTRASTS = [  # (name, arm, reference) besides multi-organ vs breast-only
     ("multi-organ + natural vs breast-only, same steps", "multiorgan_natural_mim", "breast_mim_600ep"),
     # self-training on top of pre-training (run.sh's @teacher) against self-training from scratch
     ("pre-training under self-training", "breast_mim_600ep@teacher", "self_training"),
+    # run.sh's baseline@steps25 trains as many steps as a filtered student: the gain beyond training length
+    ("self-training against a baseline as long", "self_training@keep0.7", "baseline@steps25"),
 ]
 VARIANT = "fine-tuning option"  # ARM@VARIANT (run.sh) against ARM: the same weights, one more option
 HALF_VS_ALL = "half the labels"  # an initialisation at 50 % of the labels against the baseline at 100 %
@@ -255,7 +257,8 @@ def half_vs_all(scores: Scores) -> list[dict]:
 def variant_pairs(scores: Scores) -> list[tuple[str, str, str]]:
     """(:data:`VARIANT`, ``ARM@VARIANT``, ``ARM``) for every variant arm; a chained variant
     ``ARM@V1@V2`` against ``ARM@V1``."""
-    return [(VARIANT, a, a.rsplit("@", 1)[0]) for a in _arms(scores) if a != base_arm(a)]
+    pairs = [(VARIANT, a, a.rsplit("@", 1)[0]) for a in _arms(scores) if a != base_arm(a)]
+    return [p for p in pairs if p[2] != BASELINE]  # baseline@V against the baseline is its own row already
 
 
 def multiorgan_pairs(scores: Scores) -> list[tuple[str, str, str]]:

@@ -221,6 +221,16 @@ def test_a_teacher_variant_learns_from_its_own_arms_fine_tune(tmp_path: Path) ->
     assert filtered_second["--init"] == ["none"] and filtered_second["--teacher-keep"] == ["0.7"]
 
 
+def test_a_longer_baseline_trains_from_scratch_with_more_steps_an_epoch(tmp_path: Path) -> None:
+    env = {**os.environ, "ARMS": "baseline@steps25", "BASELINE": "0", "FRACTIONS": "0.25", "SEEDS": "1"}
+    env.pop("TINY", None)
+    calls = [_options(c[1:]) for c in _dry_run_calls(tmp_path / "w", env)]
+    assert not [c for c in calls if "--method" in c]  # nothing pre-trained
+    (longer,) = [c for c in calls if "--label-fraction" in c]
+    assert longer["--steps-per-epoch"] == ["25"] and longer["--init"] == ["none"] and "--teacher" not in longer
+    assert Path(longer["--out"][0]).parent.name == "baseline@steps25"
+
+
 def test_pool_starts_a_student_only_after_its_teacher(tmp_path: Path) -> None:
     proc, calls = _pool_run(
         tmp_path, ARMS="self_training@teacher self_training breast_mim@teacher breast_mim", FRACTIONS="0.1"
@@ -339,6 +349,26 @@ def test_a_variant_arm_is_compared_with_the_baseline_and_with_its_plain_arm(tmp_
     assert vs_first["reference"] == "breast_moco@enc0.1"
     assert float(vs_first["test_diff"]) == pytest.approx(0.01, abs=1e-6)
     assert "fine-tuning option:" in (work / "summary.md").read_text()
+
+
+def test_the_filtered_student_is_compared_with_a_baseline_trained_as_long(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    longer = [v + 0.01 for v in BASE["0.1"]]
+    student = [v + 0.04 for v in BASE["0.1"]]
+    for arm, values in (("baseline", BASE["0.1"]), ("baseline@steps25", longer), ("self_training@keep0.7", student)):
+        for seed, v in enumerate(values):
+            _write(work, arm, "0.1", seed, v, v)
+    _summarise(work)
+    got = [r for r in csv.DictReader((work / "summary.csv").open()) if r["arm"] != "baseline"]
+    by = {(r["comparison"], r["arm"], r["reference"]): float(r["test_diff"]) for r in got}
+    assert by == pytest.approx(
+        {
+            ("vs_baseline", "baseline@steps25", "baseline"): 0.01,  # once: not again as a fine-tuning option
+            ("vs_baseline", "self_training@keep0.7", "baseline"): 0.04,
+            ("self-training against a baseline as long", "self_training@keep0.7", "baseline@steps25"): 0.03,
+        },
+        abs=1e-6,
+    )
 
 
 def test_half_the_labels_are_paired_with_the_baseline_at_all_of_them(tmp_path: Path) -> None:
