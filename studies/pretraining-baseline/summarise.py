@@ -335,7 +335,8 @@ def markdown(work: Path, table: list[dict]) -> str:
     vs = [r for r in table if r["comparison"] == "vs_baseline"]
     _table(lines, vs, "arm")
     lines += ["", "Issue 19's bar: Δ ≥ +0.03 with the interval above 0 at 10 % and 25 %, Δ ≥ −0.005 at 100 %.", ""]
-    for arm in dict.fromkeys(r["arm"] for r in vs):
+    judged = [a for a in dict.fromkeys(r["arm"] for r in vs) if base_arm(a) != BASELINE]  # baseline@V: a control
+    for arm in judged:
         lines.append(f"- {arm}: {verdict([r for r in vs if r['arm'] == arm])}")
     lines += ["", "## Multi-organ against breast-only, per method", ""]
     mo = [r for r in table if r["comparison"].startswith("multiorgan_vs_breast_")]
@@ -361,7 +362,7 @@ def markdown(work: Path, table: list[dict]) -> str:
         "| arm | wall | CPU | GPU |",
         "|---|---|---|---|",
     ]
-    for arm in dict.fromkeys(r["arm"] for r in vs):
+    for arm in judged:
         c = pretrain_cost(work, arm)
         lines.append(
             f"| {arm} | {_num(c.get('wall_minutes'), '{:.1f}')} | {_num(c.get('cpu_minutes'), '{:.1f}')} | "

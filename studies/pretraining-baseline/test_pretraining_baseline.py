@@ -369,6 +369,8 @@ def test_the_filtered_student_is_compared_with_a_baseline_trained_as_long(tmp_pa
         },
         abs=1e-6,
     )
+    summary = (work / "summary.md").read_text()
+    assert "- self_training@keep0.7:" in summary and "- baseline@steps25:" not in summary  # a control, not judged
 
 
 def test_half_the_labels_are_paired_with_the_baseline_at_all_of_them(tmp_path: Path) -> None:
