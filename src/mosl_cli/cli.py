@@ -813,6 +813,25 @@ def finetune(
             ),
         ),
     ] = C.FinetuneConfig.teacher_keep,
+    semi: Annotated[
+        str,
+        typer.Option(
+            "--semi",
+            help=(
+                "none, or fixmatch: also learn from the train scans outside --label-fraction, without their "
+                "labels, by weak-to-strong consistency (the model's sure pixels on a weakly augmented scan "
+                "label a strongly perturbed, CutMixed copy)."
+            ),
+        ),
+    ] = C.FinetuneConfig.semi,
+    semi_threshold: Annotated[
+        float,
+        typer.Option("--semi-threshold", help="With --semi: pixels at least this sure become pseudo-labels."),
+    ] = C.FinetuneConfig.semi_threshold,
+    semi_weight: Annotated[
+        float,
+        typer.Option("--semi-weight", help="With --semi: weight of the consistency loss beside the labelled loss."),
+    ] = C.FinetuneConfig.semi_weight,
     deep_supervision: Annotated[
         bool,
         typer.Option(
@@ -889,6 +908,9 @@ def finetune(
         lesion_head=lesion_head,
         teacher=teacher,
         teacher_keep=teacher_keep,
+        semi=semi,
+        semi_threshold=semi_threshold,
+        semi_weight=semi_weight,
         deep_supervision=deep_supervision,
         decoder_attention=decoder_attention,
         postprocess=not no_postprocess,

@@ -151,6 +151,9 @@ class FinetuneConfig:
     # with teacher: the fraction of its lesion masks kept, those it is surest of (0.7 won on val over 1, all of
     # them: studies/pretraining-baseline/README.md, section "Confidence-filtered self-training")
     teacher_keep: float = 0.7
+    semi: str = "none"  # or "fixmatch": weak-to-strong consistency on the unlabelled train scans (consistency.py)
+    semi_threshold: float = 0.95  # --semi: pixels whose probability is this sure become pseudo-labels
+    semi_weight: float = 1.0  # --semi: weight of the consistency term beside the supervised loss
     deep_supervision: bool = False  # auxiliary mask heads on the decoder's coarser blocks while training
     decoder_attention: str = "none"  # or "scse": squeeze-and-excitation in each U-Net decoder block
     folds: int = 1  # > 1: cross-validation over train+val, one model per fold in out/fold_<k>

@@ -9,7 +9,8 @@ kornia on the device; the last epoch's weights are what ``model.safetensors`` ho
 / ``best``: the weights' moving average, or the epoch with the best val Dice). The val split is
 watched every epoch and, at the end, picks the post-processing rule the weight file carries
 (``postprocess.py``). ``--folds K`` trains K models on train+val folds (``run_folds``). ``--teacher``
-adds the train scans outside the label fraction with a trained model's masks (``pseudo_labels.py``).
+adds the train scans outside the label fraction with a trained model's masks (``pseudo_labels.py``);
+``--semi fixmatch`` learns from them online by weak-to-strong consistency (``consistency.py``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from torch import nn
 from mosl_cli import hub
 from mosl_cli.augment import SEG_AUGMENTS, SegAugment, seeded
 from mosl_cli.config import DEFAULT_PRETRAIN_RUN, WEIGHTS_FILE, FinetuneConfig
+from mosl_cli.consistency import SEMI_METHODS, WeakStrongViews, consistency_loss, ramped_weight, strong_batch
 from mosl_cli.data.store import Dataset, load_dataset
 from mosl_cli.deep_supervision import AUX_WEIGHTS, DeepSupervised, pooled_targets
 from mosl_cli.device import fused_optimizer, memory_format
@@ -75,6 +77,7 @@ from mosl_cli.train import (
 )
 
 MIN_STEPS_PER_EPOCH = 10
+SEMI_SALT = 500_009  # added to the seed of the unlabelled scans' order, so it differs from the labelled one's
 SELECTIONS: tuple[str, ...] = ("last", "ema", "best")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 INIT_PARTS: tuple[str, ...] = ("all", "encoder")  # what --init loads: every tensor that fits, or the encoder's alone
@@ -276,6 +279,18 @@ def finetune_loss(
     return loss + F.binary_cross_entropy_with_logits(present[:, 0], lesion)
 
 
+@dataclass
+class Unlabelled:
+    """The unlabelled half of a ``--semi fixmatch`` step (``consistency.py``): uint8 scans ``[B, C, H, W]``
+    on the device, the bare model that labels their weak views, the view maker, and the consistency
+    term's weight at this step."""
+
+    images: torch.Tensor
+    model: nn.Module
+    views: WeakStrongViews
+    weight: float
+
+
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -283,22 +298,32 @@ def train_step(
     images: torch.Tensor,
     masks: torch.Tensor,
     cfg: FinetuneConfig,
+    unlabelled: Unlabelled | None = None,
 ) -> torch.Tensor:
     """One optimisation step of the recipe on a uint8 batch ``images`` ``[B, C, H, W]`` and ``masks``
     ``[B, 1, H, W]`` already on the model's device: joint augmentation, forward under autocast
     (``cfg.amp``) in ``cfg.channels_last`` layout, :func:`finetune_loss` in float32, backward, step.
-    Returns the batch loss (0-dim tensor, still on the device)."""
+    With ``unlabelled``, its strong views go through the same forward pass and add their
+    :func:`~mosl_cli.consistency.consistency_loss`. Returns the batch loss (0-dim tensor, on the device)."""
     device = images.device
     with torch.no_grad():
         x, y = augment(images, masks)
+        if unlabelled is not None:
+            strong, target, sure = strong_batch(
+                unlabelled.model, unlabelled.views, unlabelled.images, cfg.semi_threshold, cfg.amp, cfg.channels_last
+            )
+            x = torch.cat([x, strong])
     x = x.contiguous(memory_format=memory_format(device, cfg.channels_last))
     with autocast(device, cfg.amp):
         out = model(x)
         out, aux = out if cfg.deep_supervision else (out, None)
         logits, present = split_outputs(out)
-    head = None if present is None else present.float()
-    aux = None if aux is None else [a.float() for a in aux]
-    loss = finetune_loss(logits.float(), y, head, cfg.empty_masks, per_image_dice=cfg.dice == "image", aux=aux)
+    n = y.shape[0]  # the labelled scans lead the batch
+    head = None if present is None else present[:n].float()
+    aux = None if aux is None else [a[:n].float() for a in aux]
+    loss = finetune_loss(logits[:n].float(), y, head, cfg.empty_masks, per_image_dice=cfg.dice == "image", aux=aux)
+    if unlabelled is not None:
+        loss = loss + unlabelled.weight * consistency_loss(logits[n:].float(), target, sure)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -428,6 +453,14 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
         raise UsageError(f"--teacher-keep {cfg.teacher_keep} must be in (0, 1]: the fraction of masks kept")
     if cfg.teacher is not None and (cfg.folds > 1 or cfg.fold is not None):
         raise UsageError("--teacher labels the train split's unlabelled scans; it does not work with --folds")
+    if cfg.semi not in SEMI_METHODS:
+        raise UsageError(f"--semi {cfg.semi!r} is not one of {', '.join(SEMI_METHODS)}")
+    if cfg.semi != "none" and (cfg.folds > 1 or cfg.fold is not None):
+        raise UsageError("--semi learns from the train split's unlabelled scans; it does not work with --folds")
+    if not 0.5 < cfg.semi_threshold < 1.0 or cfg.semi_weight < 0:
+        raise UsageError(
+            f"--semi-threshold {cfg.semi_threshold} must be in (0.5, 1) and --semi-weight {cfg.semi_weight} ≥ 0"
+        )
 
 
 def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> FinetuneResult:
@@ -473,6 +506,9 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         masks[torch.tensor(pseudo.indices, device=device)] = pseudo.masks.to(device)
         train_idx = sorted(train_idx + pseudo.indices)
     train_order_src = torch.tensor(train_idx)
+    semi_pool = teacher_pool(ds, cfg.label_fraction, cfg.seed, labelled_idx) if cfg.semi != "none" else []
+    semi_order_src = torch.tensor(semi_pool, dtype=torch.long)
+    views = WeakStrongViews(cfg.size).to(device) if semi_pool else None
     steps_per_epoch = cfg.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(len(train_idx) / cfg.batch_size))
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = min(cfg.warmup_epochs * steps_per_epoch, total_steps // 2)
@@ -489,6 +525,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         "init": init_info,
         "labelled_train": len(labelled_idx),
         **pseudo_counts,
+        **({"semi_unlabelled": len(semi_pool)} if cfg.semi != "none" else {}),
         "val": len(val_idx),
         "steps_per_epoch": steps_per_epoch,
         "global_batch": cfg.batch_size,
@@ -527,13 +564,24 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         order = train_order_src[
             shard(epoch_order(len(train_idx), steps_per_epoch * cfg.batch_size, cfg.seed, epoch, None), dist_info)
         ].to(device)
+        semi_order = None
+        if views is not None:  # the unlabelled scans' order: as the labelled one's, from another seed
+            semi_count = steps_per_epoch * cfg.batch_size
+            semi_order = semi_order_src[
+                shard(epoch_order(len(semi_pool), semi_count, cfg.seed + SEMI_SALT, epoch, None), dist_info)
+            ].to(device)
         loss_sum, t0 = torch.zeros((), device=device), time.perf_counter()
         with seeded(cfg.seed * 7919 + epoch * 104729 + dist_info.rank, device):
             for step in range(steps_per_epoch):
                 lr = schedule(epoch * steps_per_epoch + step, total_steps, warmup_steps, cfg.lr)
                 set_lr(optimizer, lr)
                 sel = order[step * per_rank : (step + 1) * per_rank]
-                loss = train_step(trained, optimizer, augment, images[sel], masks[sel], cfg)
+                unlabelled = None
+                if semi_order is not None and views is not None:  # --semi
+                    weight = ramped_weight(cfg.semi_weight, epoch * steps_per_epoch + step, total_steps)
+                    pick = semi_order[step * per_rank : (step + 1) * per_rank]
+                    unlabelled = Unlabelled(images[pick], model, views, weight)
+                loss = train_step(trained, optimizer, augment, images[sel], masks[sel], cfg, unlabelled)
                 if average is not None:
                     average.update(model, epoch * steps_per_epoch + step)
                 loss_sum += loss.detach()
@@ -584,6 +632,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         "label_fraction": cfg.label_fraction,
         "labelled_train": len(labelled_idx),
         **pseudo_counts,
+        **({"semi_unlabelled": len(semi_pool)} if cfg.semi != "none" else {}),
         "val": len(val_idx),
         "fold": cfg.fold,
         "init": init_info.get("init"),
@@ -689,6 +738,7 @@ def _segmentation_meta(
             "decoder_attention": cfg.decoder_attention,
             "teacher": cfg.teacher,
             "teacher_keep": cfg.teacher_keep if cfg.teacher is not None else None,
+            "semi": cfg.semi,
         },
     )
 

@@ -148,7 +148,8 @@ ft_opts_of() {  # ARM[@VARIANT...]: the variants' fine-tuning options (one per l
       teacher) ;;  # --teacher, added by finetune (teacher_arm_of)
       keep[0-9.]*) printf '%s\n' --teacher-keep "${v#keep}" ;;  # of a self-training arm: its surest masks only
       steps[0-9]*) printf '%s\n' --steps-per-epoch "${v#steps}" ;;  # baseline@steps25: a student's training length
-      *) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10 @encoder @teacher @keepQ @stepsN)" >&2; exit 2 ;;
+      fixmatch) printf '%s\n' --semi fixmatch ;;  # baseline@fixmatch: consistency on the unlabelled train scans
+      *) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10 @encoder @teacher @keepQ @stepsN @fixmatch)" >&2; exit 2 ;;
     esac
   done
 }

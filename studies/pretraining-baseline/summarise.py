@@ -175,6 +175,13 @@ def base_arm(arm: str) -> str:
     return arm.split("@", 1)[0]
 
 
+def is_control(arm: str) -> bool:
+    """``baseline@stepsN``: the baseline trained longer, a control for another arm's training length,
+    not an arm to judge (``baseline@fixmatch``, a method of its own, is one)."""
+    variants = arm.split("@")[1:]
+    return base_arm(arm) == BASELINE and all(v.startswith("steps") for v in variants)
+
+
 def pretrain_cost(work: Path, arm: str) -> dict[str, float]:
     path = work / "pre" / base_arm(arm) / "metrics.json"
     cost = json.loads(path.read_text()).get("cost", {}) if path.is_file() else {}
@@ -335,7 +342,7 @@ def markdown(work: Path, table: list[dict]) -> str:
     vs = [r for r in table if r["comparison"] == "vs_baseline"]
     _table(lines, vs, "arm")
     lines += ["", "Issue 19's bar: Δ ≥ +0.03 with the interval above 0 at 10 % and 25 %, Δ ≥ −0.005 at 100 %.", ""]
-    judged = [a for a in dict.fromkeys(r["arm"] for r in vs) if base_arm(a) != BASELINE]  # baseline@V: a control
+    judged = [a for a in dict.fromkeys(r["arm"] for r in vs) if not is_control(a)]
     for arm in judged:
         lines.append(f"- {arm}: {verdict([r for r in vs if r['arm'] == arm])}")
     lines += ["", "## Multi-organ against breast-only, per method", ""]

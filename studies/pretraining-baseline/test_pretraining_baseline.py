@@ -231,6 +231,15 @@ def test_a_longer_baseline_trains_from_scratch_with_more_steps_an_epoch(tmp_path
     assert Path(longer["--out"][0]).parent.name == "baseline@steps25"
 
 
+def test_fixmatch_trains_from_scratch_with_consistency_on_the_unlabelled_scans(tmp_path: Path) -> None:
+    env = {**os.environ, "ARMS": "baseline@fixmatch", "BASELINE": "0", "FRACTIONS": "0.25", "SEEDS": "1"}
+    env.pop("TINY", None)
+    calls = [_options(c[1:]) for c in _dry_run_calls(tmp_path / "w", env)]
+    assert not [c for c in calls if "--method" in c]  # nothing pre-trained
+    (semi,) = [c for c in calls if "--label-fraction" in c]
+    assert semi["--semi"] == ["fixmatch"] and semi["--init"] == ["none"] and "--teacher" not in semi
+
+
 def test_pool_starts_a_student_only_after_its_teacher(tmp_path: Path) -> None:
     proc, calls = _pool_run(
         tmp_path, ARMS="self_training@teacher self_training breast_mim@teacher breast_mim", FRACTIONS="0.1"
@@ -355,7 +364,14 @@ def test_the_filtered_student_is_compared_with_a_baseline_trained_as_long(tmp_pa
     work = tmp_path / "work"
     longer = [v + 0.01 for v in BASE["0.1"]]
     student = [v + 0.04 for v in BASE["0.1"]]
-    for arm, values in (("baseline", BASE["0.1"]), ("baseline@steps25", longer), ("self_training@keep0.7", student)):
+    fixmatch = [v + 0.03 for v in BASE["0.1"]]
+    arms = (
+        ("baseline", BASE["0.1"]),
+        ("baseline@steps25", longer),
+        ("self_training@keep0.7", student),
+        ("baseline@fixmatch", fixmatch),
+    )
+    for arm, values in arms:
         for seed, v in enumerate(values):
             _write(work, arm, "0.1", seed, v, v)
     _summarise(work)
@@ -365,12 +381,14 @@ def test_the_filtered_student_is_compared_with_a_baseline_trained_as_long(tmp_pa
         {
             ("vs_baseline", "baseline@steps25", "baseline"): 0.01,  # once: not again as a fine-tuning option
             ("vs_baseline", "self_training@keep0.7", "baseline"): 0.04,
+            ("vs_baseline", "baseline@fixmatch", "baseline"): 0.03,
             ("self-training against a baseline as long", "self_training@keep0.7", "baseline@steps25"): 0.03,
         },
         abs=1e-6,
     )
     summary = (work / "summary.md").read_text()
     assert "- self_training@keep0.7:" in summary and "- baseline@steps25:" not in summary  # a control, not judged
+    assert "- baseline@fixmatch:" in summary  # a method of its own, judged
 
 
 def test_half_the_labels_are_paired_with_the_baseline_at_all_of_them(tmp_path: Path) -> None:

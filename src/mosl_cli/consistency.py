@@ -1,0 +1,118 @@
+"""Semi-supervised fine-tuning, ``mosl finetune --semi fixmatch``: the train scans the run has no label
+for are learnt from online, by weak-to-strong consistency (FixMatch, Sohn et al. 2020, in the form
+UniMatch applies to segmentation, Yang et al. 2023).
+
+Each step, beside the labelled batch, a batch of unlabelled scans gets the recipe's geometric
+augmentation (the weak view). The model's own prediction on it, without gradient, labels each pixel
+it is sure of (probability ≥ ``threshold`` or ≤ 1 − ``threshold``). The same views then get strong
+intensity perturbations and CutMix (a box of another scan of the batch pasted in, its pseudo-labels
+with it), and the model learns the pseudo-labels there, :func:`consistency_loss` weighted by
+``--semi-weight`` (ramped up linearly over the first ``RAMP_UP`` of the steps, while the model's own
+masks are still poor).
+"""
+
+from __future__ import annotations
+
+import kornia.augmentation as K
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mosl_cli.augment import RandomSpeckle, _blur, _resize, _seg_ops, _to_unit
+from mosl_cli.device import memory_format
+from mosl_cli.models import normalise, split_outputs
+from mosl_cli.train import autocast
+
+SEMI_METHODS: tuple[str, ...] = ("none", "fixmatch")
+RAMP_UP = 0.1  # fraction of the steps over which the consistency weight grows from 0 to --semi-weight
+CUTMIX_P = 0.5  # UniMatch's CutMix: probability per scan, box area 2-40 % of the image, aspect 0.3-3.3
+CUTMIX_AREA = (0.02, 0.4)
+CUTMIX_ASPECT = (0.3, 1 / 0.3)
+
+
+class WeakStrongViews(nn.Module):
+    """uint8 ``[B, C, S, S]`` on the device → the weak and the strong view, both normalised float32
+    ``[B, C, size, size]``, pixel-aligned: the strong view is the weak one with intensity perturbations
+    (brightness and contrast jitter, blur, speckle), so the weak view's pseudo-labels fit it."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.geometry = K.AugmentationSequential(*_seg_ops(size, intensity=False), data_keys=["input"])
+        self.intensity = nn.Sequential(
+            K.ColorJitter(brightness=0.5, contrast=0.5, p=0.8), _blur(size, p=0.5), RandomSpeckle((0.0, 0.3), p=0.5)
+        )
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        weak = self.geometry(_resize(_to_unit(images), self.size)).clamp_(0.0, 1.0)
+        strong = self.intensity(weak).clamp_(0.0, 1.0)
+        return normalise(weak), normalise(strong)
+
+
+def cutmix_boxes(batch: int, size: int, device: torch.device) -> Tensor:
+    """bool ``[B, 1, size, size]``: a random box per scan (none with probability 1 − ``CUTMIX_P``),
+    area and aspect drawn from ``CUTMIX_AREA`` and ``CUTMIX_ASPECT``; torch's global RNG."""
+    area = torch.empty(batch).uniform_(*CUTMIX_AREA) * size * size
+    aspect = torch.empty(batch).uniform_(*CUTMIX_ASPECT)
+    h = (area * aspect).sqrt().clamp(1, size).long()
+    w = (area / aspect).sqrt().clamp(1, size).long()
+    y0 = (torch.rand(batch) * (size - h + 1)).long()
+    x0 = (torch.rand(batch) * (size - w + 1)).long()
+    on = torch.rand(batch) < CUTMIX_P
+    grid = torch.arange(size)
+    rows = (grid[None] >= y0[:, None]) & (grid[None] < (y0 + h)[:, None])  # [B, size]
+    cols = (grid[None] >= x0[:, None]) & (grid[None] < (x0 + w)[:, None])
+    boxes = rows[:, :, None] & cols[:, None, :] & on[:, None, None]
+    return boxes[:, None].to(device, non_blocking=True)
+
+
+def cutmix(images: Tensor, target: Tensor, sure: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Paste a box (:func:`cutmix_boxes`) of the next scan in the batch into each scan: ``images`` float
+    ``[B, C, H, W]``, ``target`` float 0/1 and ``sure`` bool ``[B, 1, H, W]`` move together."""
+    boxes = cutmix_boxes(images.shape[0], images.shape[-1], images.device)
+    partner = torch.roll(torch.arange(images.shape[0], device=images.device), 1)
+    return (
+        torch.where(boxes, images[partner], images),
+        torch.where(boxes, target[partner], target),
+        torch.where(boxes, sure[partner], sure),
+    )
+
+
+def pseudo_targets(prob: Tensor, threshold: float) -> tuple[Tensor, Tensor]:
+    """``prob`` float ``[B, 1, H, W]`` → the pseudo-label (float 0/1, ``prob ≥ 0.5``) and where it is
+    sure (bool: ``prob ≥ threshold`` or ``prob ≤ 1 − threshold``)."""
+    return (prob >= 0.5).float(), (prob >= threshold) | (prob <= 1.0 - threshold)
+
+
+def consistency_loss(logits: Tensor, target: Tensor, sure: Tensor) -> Tensor:
+    """BCE + soft Dice of ``logits`` against ``target`` (float ``[B, 1, H, W]``) on the ``sure`` pixels
+    only (bool, same shape). BCE is summed over the sure pixels and divided by all pixels, as UniMatch
+    does, so a batch with few sure pixels weighs little; the Dice pools the batch's sure pixels (an
+    unlabelled scan may show no lesion, where a per-image Dice has no meaning). Returns a 0-dim tensor."""
+    weight = sure.to(logits.dtype)
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum() / logits.numel()
+    prob, target = torch.sigmoid(logits) * weight, target * weight
+    dice = (2 * (prob * target).sum() + 1.0) / (prob.sum() + target.sum() + 1.0)
+    return bce + 1 - dice
+
+
+def ramped_weight(weight: float, step: int, total_steps: int) -> float:
+    """``weight`` × min(1, step / (``RAMP_UP`` × total_steps)): the consistency term's weight at ``step``."""
+    ramp = max(1.0, RAMP_UP * total_steps)
+    return weight * min(1.0, step / ramp)
+
+
+@torch.no_grad()
+def strong_batch(
+    model: nn.Module, views: WeakStrongViews, unlabelled: Tensor, threshold: float, amp: bool, channels_last: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The unlabelled half of a step: uint8 ``[B, C, S, S]`` → the strong views after CutMix (normalised
+    float32 ``[B, C, size, size]``), their pseudo-labels (float 0/1 ``[B, 1, size, size]``) and where
+    those are sure (bool, same shape), from ``model``'s prediction on the weak views (``model``: the bare
+    segmentation model, not deep supervision's wrapper; its train/eval mode as is)."""
+    weak, strong = views(unlabelled)
+    weak = weak.contiguous(memory_format=memory_format(weak.device, channels_last))
+    with autocast(weak.device, amp):
+        logits, _ = split_outputs(model(weak))
+    target, sure = pseudo_targets(torch.sigmoid(logits.float()), threshold)
+    return cutmix(strong, target, sure)
