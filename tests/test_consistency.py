@@ -18,6 +18,7 @@ from mosl_cli.consistency import (
     cutmix_boxes,
     pseudo_targets,
     ramped_weight,
+    strong_batch,
 )
 from mosl_cli.data.store import load_dataset
 from mosl_cli.errors import UsageError
@@ -91,8 +92,8 @@ def test_the_consistency_term_enters_the_step_with_its_weight(data: Path, tmp_pa
     cfg = tiny_finetune_config(data, tmp_path / "unused", semi="fixmatch", amp=False)
     ds = load_dataset(data)
     model = build_model(cfg.arch, cfg.encoder, ds.channels)
-    with torch.no_grad():  # a sure "no lesion" on most pixels, so that there are pseudo-labels to learn
-        model.segmentation_head[0].bias.fill_(-4.0)
+    with torch.no_grad():  # a sure lesion on most pixels, so that there are pseudo-labels to learn
+        model.segmentation_head[0].bias.fill_(4.0)
     augment, views = SegAugment(cfg.size), WeakStrongViews(cfg.size)
     idx = torch.tensor(ds.indices("train")[:8])
     losses = []
@@ -112,6 +113,20 @@ def test_the_consistency_term_enters_the_step_with_its_weight(data: Path, tmp_pa
         losses.append(float(loss))
     term = losses[1] - losses[0]
     assert term > 0 and losses[2] - losses[0] == pytest.approx(2 * term, rel=1e-4)
+
+
+@pytest.mark.parametrize(("bias", "keep_empty", "sure"), [(8.0, False, True), (-8.0, False, False), (-8.0, True, True)])
+def test_scans_the_model_draws_no_lesion_on_teach_nothing_unless_empty_masks(
+    data: Path, bias: float, keep_empty: bool, sure: bool
+) -> None:
+    model = build_model("unet", "resnet18", load_dataset(data).channels).eval()
+    with torch.no_grad():  # every pixel a sure lesion (+8) or a sure background (-8)
+        model.segmentation_head[0].bias.fill_(bias)
+    images = load_dataset(data).images[:6]
+    with seeded(0, "cpu"):
+        _, target, got = strong_batch(model, WeakStrongViews(32), images, 0.95, False, False, keep_empty=keep_empty)
+    assert bool(target.any()) == (bias > 0)
+    assert got.float().mean() > 0.9 if sure else not got.any()
 
 
 def test_a_semi_run_learns_from_the_pool_outside_its_labels(data: Path, tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ UniMatch applies to segmentation, Yang et al. 2023).
 
 Each step, beside the labelled batch, a batch of unlabelled scans gets the recipe's geometric
 augmentation (the weak view). The model's own prediction on it, without gradient, labels each pixel
-it is sure of (probability ≥ ``threshold`` or ≤ 1 − ``threshold``). The same views then get strong
+it is sure of (probability ≥ ``threshold`` or ≤ 1 − ``threshold``) on the scans where it draws a
+lesion (the recipe trains on lesion scans; ``--empty-masks`` counts every scan). The same views then get strong
 intensity perturbations and CutMix (a box of another scan of the batch pasted in, its pseudo-labels
 with it), and the model learns the pseudo-labels there, :func:`consistency_loss` weighted by
 ``--semi-weight`` (ramped up linearly over the first ``RAMP_UP`` of the steps, while the model's own
@@ -104,15 +105,25 @@ def ramped_weight(weight: float, step: int, total_steps: int) -> float:
 
 @torch.no_grad()
 def strong_batch(
-    model: nn.Module, views: WeakStrongViews, unlabelled: Tensor, threshold: float, amp: bool, channels_last: bool
+    model: nn.Module,
+    views: WeakStrongViews,
+    unlabelled: Tensor,
+    threshold: float,
+    amp: bool,
+    channels_last: bool,
+    keep_empty: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The unlabelled half of a step: uint8 ``[B, C, S, S]`` → the strong views after CutMix (normalised
     float32 ``[B, C, size, size]``), their pseudo-labels (float 0/1 ``[B, 1, size, size]``) and where
     those are sure (bool, same shape), from ``model``'s prediction on the weak views (``model``: the bare
-    segmentation model, not deep supervision's wrapper; its train/eval mode as is)."""
+    segmentation model, not deep supervision's wrapper; its train/eval mode as is). A scan on which the
+    model draws no lesion has no sure pixel (it would teach "no lesion" on the lesions the model still
+    misses), unless ``keep_empty`` (``--empty-masks``: the recipe learns from normal scans too)."""
     weak, strong = views(unlabelled)
     weak = weak.contiguous(memory_format=memory_format(weak.device, channels_last))
     with autocast(weak.device, amp):
         logits, _ = split_outputs(model(weak))
     target, sure = pseudo_targets(torch.sigmoid(logits.float()), threshold)
+    if not keep_empty:  # as the recipe: learn from scans with a lesion only, those the model draws one on
+        sure &= target.flatten(1).amax(dim=1).bool()[:, None, None, None]
     return cutmix(strong, target, sure)

@@ -310,7 +310,13 @@ def train_step(
         x, y = augment(images, masks)
         if unlabelled is not None:
             strong, target, sure = strong_batch(
-                unlabelled.model, unlabelled.views, unlabelled.images, cfg.semi_threshold, cfg.amp, cfg.channels_last
+                unlabelled.model,
+                unlabelled.views,
+                unlabelled.images,
+                cfg.semi_threshold,
+                cfg.amp,
+                cfg.channels_last,
+                keep_empty=cfg.empty_masks,
             )
             x = torch.cat([x, strong])
     x = x.contiguous(memory_format=memory_format(device, cfg.channels_last))
