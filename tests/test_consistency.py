@@ -12,6 +12,7 @@ import torch
 from mosl_cli.augment import SegAugment, seeded
 from mosl_cli.consistency import (
     CUTMIX_AREA,
+    Unlabelled,
     WeakStrongViews,
     consistency_loss,
     cutmix,
@@ -22,7 +23,7 @@ from mosl_cli.consistency import (
 )
 from mosl_cli.data.store import load_dataset
 from mosl_cli.errors import UsageError
-from mosl_cli.finetune import Unlabelled, build_optimizer, label_subset, run_finetune, teacher_pool, train_step
+from mosl_cli.finetune import build_optimizer, label_subset, run_finetune, teacher_pool, train_step
 from mosl_cli.models import build_model, read_metadata
 from tiny import blob_dataset, tiny_finetune_config
 

@@ -14,6 +14,8 @@ masks are still poor).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
@@ -48,6 +50,18 @@ class WeakStrongViews(nn.Module):
         weak = self.geometry(_resize(_to_unit(images), self.size)).clamp_(0.0, 1.0)
         strong = self.intensity(weak).clamp_(0.0, 1.0)
         return normalise(weak), normalise(strong)
+
+
+@dataclass
+class Unlabelled:
+    """The unlabelled half of a ``--semi fixmatch`` step: uint8 scans ``[B, C, H, W]``
+    on the device, the bare model that labels their weak views, the view maker, and the consistency
+    term's weight at this step."""
+
+    images: Tensor
+    model: nn.Module
+    views: WeakStrongViews
+    weight: float
 
 
 def cutmix_boxes(batch: int, size: int, device: torch.device) -> Tensor:

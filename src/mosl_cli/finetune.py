@@ -29,7 +29,14 @@ from torch import nn
 from mosl_cli import hub
 from mosl_cli.augment import SEG_AUGMENTS, SegAugment, seeded
 from mosl_cli.config import DEFAULT_PRETRAIN_RUN, WEIGHTS_FILE, FinetuneConfig
-from mosl_cli.consistency import SEMI_METHODS, WeakStrongViews, consistency_loss, ramped_weight, strong_batch
+from mosl_cli.consistency import (
+    SEMI_METHODS,
+    Unlabelled,
+    WeakStrongViews,
+    consistency_loss,
+    ramped_weight,
+    strong_batch,
+)
 from mosl_cli.data.store import Dataset, load_dataset
 from mosl_cli.deep_supervision import AUX_WEIGHTS, DeepSupervised, pooled_targets
 from mosl_cli.device import fused_optimizer, memory_format
@@ -277,18 +284,6 @@ def finetune_loss(
     if present is None:
         return loss
     return loss + F.binary_cross_entropy_with_logits(present[:, 0], lesion)
-
-
-@dataclass
-class Unlabelled:
-    """The unlabelled half of a ``--semi fixmatch`` step (``consistency.py``): uint8 scans ``[B, C, H, W]``
-    on the device, the bare model that labels their weak views, the view maker, and the consistency
-    term's weight at this step."""
-
-    images: torch.Tensor
-    model: nn.Module
-    views: WeakStrongViews
-    weight: float
 
 
 def train_step(
