@@ -34,6 +34,7 @@
 # arm (its teacher is self_training@keep0.7's student, and it keeps 70 % of that student's masks).
 # @stepsN --steps-per-epoch N; baseline@steps25 is the baseline trained as long as a filtered student
 # (25 steps an epoch at 10 % and 25 % of the labels instead of 10): does self-training gain only steps?
+# @fixmatch --semi fixmatch; baseline@fixmatch learns from the unlabelled train scans online instead.
 #
 # Layout: WORK/data/<dataset>, WORK/pre/<arm>, WORK/ft/<arm|baseline>/f<fraction>_s<seed>/ with
 # eval_val.json and eval_test.json (`mosl evaluate --json`; eval_val/, eval_test/ hold per_case.csv),
