@@ -63,6 +63,7 @@ from mosl_cli.train import (
     METRICS_FILE,
     Callback,
     CheckpointClock,
+    DistInfo,
     RunDir,
     WeightAverage,
     all_ranks_agree,
@@ -286,6 +287,14 @@ def finetune_loss(
     return loss + F.binary_cross_entropy_with_logits(present[:, 0], lesion)
 
 
+def epoch_indices(
+    indices: list[int], count: int, seed: int, epoch: int, dist_info: DistInfo, device: torch.device
+) -> torch.Tensor:
+    """This rank's share of one epoch's order over the dataset ``indices``: int64 ``[count / world]``,
+    copied to ``device`` once an epoch (as in pretrain), so that no step waits on a copy."""
+    return torch.tensor(indices)[shard(epoch_order(len(indices), count, seed, epoch, None), dist_info)].to(device)
+
+
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -501,14 +510,14 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     augment = SegAugment(cfg.size, cfg.augment, strength=cfg.augment_strength).to(device)
     images, masks = ds.images.to(device), ds.masks.to(device)
     labelled_idx = train_idx  # the scans whose own masks the run reads
-    pseudo_counts = pseudo.describe() if pseudo is not None else {}
+    pool_counts = pseudo.describe() if pseudo is not None else {}  # what the run takes from the unlabelled scans
     if pseudo is not None and pseudo.indices:  # the teacher's masks replace those scans' rows in a copy
         masks = masks.clone()
         masks[torch.tensor(pseudo.indices, device=device)] = pseudo.masks.to(device)
         train_idx = sorted(train_idx + pseudo.indices)
-    train_order_src = torch.tensor(train_idx)
     semi_pool = teacher_pool(ds, cfg.label_fraction, cfg.seed, labelled_idx) if cfg.semi != "none" else []
-    semi_order_src = torch.tensor(semi_pool, dtype=torch.long)
+    if cfg.semi != "none":
+        pool_counts["semi_unlabelled"] = len(semi_pool)
     views = WeakStrongViews(cfg.size).to(device) if semi_pool else None
     steps_per_epoch = cfg.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(len(train_idx) / cfg.batch_size))
     total_steps = cfg.epochs * steps_per_epoch
@@ -525,8 +534,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     resolved = {
         "init": init_info,
         "labelled_train": len(labelled_idx),
-        **pseudo_counts,
-        **({"semi_unlabelled": len(semi_pool)} if cfg.semi != "none" else {}),
+        **pool_counts,
         "val": len(val_idx),
         "steps_per_epoch": steps_per_epoch,
         "global_batch": cfg.batch_size,
@@ -561,16 +569,11 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
             break
         model.train()
         _set_encoder_frozen(model, epoch < cfg.freeze_encoder_epochs, cfg.freeze_encoder_bn)
-        # dataset indices of the whole epoch, copied to the device once (as in pretrain): no blocking copy per step
-        order = train_order_src[
-            shard(epoch_order(len(train_idx), steps_per_epoch * cfg.batch_size, cfg.seed, epoch, None), dist_info)
-        ].to(device)
-        semi_order = None
-        if views is not None:  # the unlabelled scans' order: as the labelled one's, from another seed
-            semi_count = steps_per_epoch * cfg.batch_size
-            semi_order = semi_order_src[
-                shard(epoch_order(len(semi_pool), semi_count, cfg.seed + SEMI_SALT, epoch, None), dist_info)
-            ].to(device)
+        count = steps_per_epoch * cfg.batch_size
+        order = epoch_indices(train_idx, count, cfg.seed, epoch, dist_info, device)
+        semi_order = None  # --semi: the unlabelled scans' order, drawn as the labelled one's from another seed
+        if views is not None:
+            semi_order = epoch_indices(semi_pool, count, cfg.seed + SEMI_SALT, epoch, dist_info, device)
         loss_sum, t0 = torch.zeros((), device=device), time.perf_counter()
         with seeded(cfg.seed * 7919 + epoch * 104729 + dist_info.rank, device):
             for step in range(steps_per_epoch):
@@ -578,7 +581,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
                 set_lr(optimizer, lr)
                 sel = order[step * per_rank : (step + 1) * per_rank]
                 unlabelled = None
-                if semi_order is not None and views is not None:  # --semi
+                if semi_order is not None and views is not None:
                     weight = ramped_weight(cfg.semi_weight, epoch * steps_per_epoch + step, total_steps)
                     pick = semi_order[step * per_rank : (step + 1) * per_rank]
                     unlabelled = Unlabelled(images[pick], model, views, weight)
@@ -632,8 +635,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         "stopped_early": epochs_run < cfg.epochs,
         "label_fraction": cfg.label_fraction,
         "labelled_train": len(labelled_idx),
-        **pseudo_counts,
-        **({"semi_unlabelled": len(semi_pool)} if cfg.semi != "none" else {}),
+        **pool_counts,
         "val": len(val_idx),
         "fold": cfg.fold,
         "init": init_info.get("init"),
