@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mosl_cli.augment import SegAugment, seeded
+from mosl_cli.augment import SegAugment, WeakStrongViews, seeded
 from mosl_cli.consistency import (
     CUTMIX_AREA,
     Unlabelled,
-    WeakStrongViews,
     consistency_loss,
     cutmix,
     cutmix_boxes,

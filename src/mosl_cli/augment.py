@@ -1,4 +1,5 @@
-"""Augmentation on the device with kornia: two SSL views per image, and image + mask for fine-tuning.
+"""Augmentation on the device with kornia: two SSL views per image, image + mask for fine-tuning,
+and the weak and strong views of an unlabelled scan for ``--semi``.
 
 Batches arrive as uint8 ``[B, C, S, S]`` already on the training device; they become float32 there,
 are augmented with per-sample random parameters in one batched call, and leave normalised with
@@ -317,3 +318,24 @@ class SegAugment(nn.Module):
         if self.augment:
             x, m = self.pipeline(x, m)
         return normalise(x.clamp_(0.0, 1.0)), (m > 0.5).float()
+
+
+class WeakStrongViews(nn.Module):
+    """Views for ``mosl finetune --semi`` (``consistency.py``): uint8 ``[B, C, S, S]`` on the device →
+    the weak and the strong view, both normalised float32 ``[B, C, size, size]``, pixel-aligned: the
+    weak view is :func:`_seg_ops`' geometry alone, the strong view the weak one with intensity
+    perturbations (brightness and contrast jitter, blur, speckle), so the weak view's pseudo-labels
+    fit it."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+        self.geometry = K.AugmentationSequential(*_seg_ops(size, intensity=False), data_keys=["input"])
+        self.intensity = nn.Sequential(
+            K.ColorJitter(brightness=0.5, contrast=0.5, p=0.8), _blur(size, p=0.5), RandomSpeckle((0.0, 0.3), p=0.5)
+        )
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        weak = self.geometry(_resize(_to_unit(images), self.size)).clamp_(0.0, 1.0)
+        strong = self.intensity(weak).clamp_(0.0, 1.0)
+        return normalise(weak), normalise(strong)

@@ -16,14 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mosl_cli.augment import RandomSpeckle, _blur, _resize, _seg_ops, _to_unit
+from mosl_cli.augment import WeakStrongViews
 from mosl_cli.device import memory_format
-from mosl_cli.models import normalise, split_outputs
+from mosl_cli.models import split_outputs
 from mosl_cli.train import autocast
 
 SEMI_METHODS: tuple[str, ...] = ("none", "fixmatch")
@@ -31,25 +30,6 @@ RAMP_UP = 0.1  # fraction of the steps over which the consistency weight grows f
 CUTMIX_P = 0.5  # UniMatch's CutMix: probability per scan, box area 2-40 % of the image, aspect 0.3-3.3
 CUTMIX_AREA = (0.02, 0.4)
 CUTMIX_ASPECT = (0.3, 1 / 0.3)
-
-
-class WeakStrongViews(nn.Module):
-    """uint8 ``[B, C, S, S]`` on the device → the weak and the strong view, both normalised float32
-    ``[B, C, size, size]``, pixel-aligned: the strong view is the weak one with intensity perturbations
-    (brightness and contrast jitter, blur, speckle), so the weak view's pseudo-labels fit it."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-        self.geometry = K.AugmentationSequential(*_seg_ops(size, intensity=False), data_keys=["input"])
-        self.intensity = nn.Sequential(
-            K.ColorJitter(brightness=0.5, contrast=0.5, p=0.8), _blur(size, p=0.5), RandomSpeckle((0.0, 0.3), p=0.5)
-        )
-
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        weak = self.geometry(_resize(_to_unit(images), self.size)).clamp_(0.0, 1.0)
-        strong = self.intensity(weak).clamp_(0.0, 1.0)
-        return normalise(weak), normalise(strong)
 
 
 @dataclass

@@ -27,16 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mosl_cli import hub
-from mosl_cli.augment import SEG_AUGMENTS, SegAugment, seeded
+from mosl_cli.augment import SEG_AUGMENTS, SegAugment, WeakStrongViews, seeded
 from mosl_cli.config import DEFAULT_PRETRAIN_RUN, WEIGHTS_FILE, FinetuneConfig
-from mosl_cli.consistency import (
-    SEMI_METHODS,
-    Unlabelled,
-    WeakStrongViews,
-    consistency_loss,
-    ramped_weight,
-    strong_batch,
-)
+from mosl_cli.consistency import SEMI_METHODS, Unlabelled, consistency_loss, ramped_weight, strong_batch
 from mosl_cli.data.store import Dataset, load_dataset
 from mosl_cli.deep_supervision import AUX_WEIGHTS, DeepSupervised, pooled_targets
 from mosl_cli.device import fused_optimizer, memory_format
@@ -448,6 +441,7 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
         ("--augment-strength", cfg.augment_strength, SEG_AUGMENTS),
         ("--decoder-attention", cfg.decoder_attention, DECODER_ATTENTIONS),
         ("--init-part", cfg.init_part, INIT_PARTS),
+        ("--semi", cfg.semi, SEMI_METHODS),
     ):
         if value not in choices:
             raise UsageError(f"{option} {value!r} is not one of {', '.join(choices)}")
@@ -461,12 +455,9 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
         raise UsageError("--warmup-epochs and --patience must be 0 or more")
     if not 0.0 < cfg.teacher_keep <= 1.0:
         raise UsageError(f"--teacher-keep {cfg.teacher_keep} must be in (0, 1]: the fraction of masks kept")
-    if cfg.teacher is not None and (cfg.folds > 1 or cfg.fold is not None):
-        raise UsageError("--teacher labels the train split's unlabelled scans; it does not work with --folds")
-    if cfg.semi not in SEMI_METHODS:
-        raise UsageError(f"--semi {cfg.semi!r} is not one of {', '.join(SEMI_METHODS)}")
-    if cfg.semi != "none" and (cfg.folds > 1 or cfg.fold is not None):
-        raise UsageError("--semi learns from the train split's unlabelled scans; it does not work with --folds")
+    for option, used in (("--teacher", cfg.teacher is not None), ("--semi", cfg.semi != "none")):
+        if used and (cfg.folds > 1 or cfg.fold is not None):
+            raise UsageError(f"{option} learns from the train split's unlabelled scans; it does not work with --folds")
     if not 0.5 < cfg.semi_threshold < 1.0 or cfg.semi_weight < 0:
         raise UsageError(
             f"--semi-threshold {cfg.semi_threshold} must be in (0.5, 1) and --semi-weight {cfg.semi_weight} ≥ 0"
@@ -515,8 +506,9 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         masks = masks.clone()
         masks[torch.tensor(pseudo.indices, device=device)] = pseudo.masks.to(device)
         train_idx = sorted(train_idx + pseudo.indices)
-    semi_pool = teacher_pool(ds, cfg.label_fraction, cfg.seed, labelled_idx) if cfg.semi != "none" else []
+    semi_pool: list[int] = []  # --semi: the scans learnt from without their labels
     if cfg.semi != "none":
+        semi_pool = teacher_pool(ds, cfg.label_fraction, cfg.seed, labelled_idx)
         pool_counts["semi_unlabelled"] = len(semi_pool)
     views = WeakStrongViews(cfg.size).to(device) if semi_pool else None
     steps_per_epoch = cfg.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(len(train_idx) / cfg.batch_size))

@@ -221,22 +221,25 @@ def test_a_teacher_variant_learns_from_its_own_arms_fine_tune(tmp_path: Path) ->
     assert filtered_second["--init"] == ["none"] and filtered_second["--teacher-keep"] == ["0.7"]
 
 
-def test_a_longer_baseline_trains_from_scratch_with_more_steps_an_epoch(tmp_path: Path) -> None:
-    env = {**os.environ, "ARMS": "baseline@steps25", "BASELINE": "0", "FRACTIONS": "0.25", "SEEDS": "1"}
+def _the_one_finetune(tmp_path: Path, arm: str) -> dict[str, list[str]]:
+    """The options of the one fine-tune a dry run of ``arm`` alone makes (25 %, seed 1), which
+    pre-trains nothing."""
+    env = {**os.environ, "ARMS": arm, "BASELINE": "0", "FRACTIONS": "0.25", "SEEDS": "1"}
     env.pop("TINY", None)
     calls = [_options(c[1:]) for c in _dry_run_calls(tmp_path / "w", env)]
     assert not [c for c in calls if "--method" in c]  # nothing pre-trained
-    (longer,) = [c for c in calls if "--label-fraction" in c]
+    (finetune,) = [c for c in calls if "--label-fraction" in c]
+    return finetune
+
+
+def test_a_longer_baseline_trains_from_scratch_with_more_steps_an_epoch(tmp_path: Path) -> None:
+    longer = _the_one_finetune(tmp_path, "baseline@steps25")
     assert longer["--steps-per-epoch"] == ["25"] and longer["--init"] == ["none"] and "--teacher" not in longer
     assert Path(longer["--out"][0]).parent.name == "baseline@steps25"
 
 
 def test_fixmatch_trains_from_scratch_with_consistency_on_the_unlabelled_scans(tmp_path: Path) -> None:
-    env = {**os.environ, "ARMS": "baseline@fixmatch", "BASELINE": "0", "FRACTIONS": "0.25", "SEEDS": "1"}
-    env.pop("TINY", None)
-    calls = [_options(c[1:]) for c in _dry_run_calls(tmp_path / "w", env)]
-    assert not [c for c in calls if "--method" in c]  # nothing pre-trained
-    (semi,) = [c for c in calls if "--label-fraction" in c]
+    semi = _the_one_finetune(tmp_path, "baseline@fixmatch")
     assert semi["--semi"] == ["fixmatch"] and semi["--init"] == ["none"] and "--teacher" not in semi
 
 
