@@ -11,9 +11,10 @@ from safetensors.torch import load_file
 
 from mosl_cli.data.store import load_dataset
 from mosl_cli.errors import MoslError, UsageError
-from mosl_cli.finetune import label_subset, run_finetune
+from mosl_cli.finetune import epoch_indices, label_subset, run_finetune, share_weights
 from mosl_cli.models import read_metadata, save_weights
 from mosl_cli.pseudo_labels import most_confident, teacher_masks, unlabelled_pool
+from mosl_cli.train import DistInfo
 from tiny import blob_dataset, tiny_finetune_config
 
 HEAD_BIAS = "segmentation_head.0.bias"  # smp's last 1×1 convolution: its bias sets every pixel's logit offset
@@ -112,3 +113,24 @@ def test_teacher_errors_come_before_any_output(data: Path, tmp_path: Path) -> No
     assert not (tmp_path / "c").exists()
     with pytest.raises(UsageError, match="--folds"):
         run_finetune(tiny_finetune_config(data, tmp_path / "b", teacher="x", folds=2))
+
+
+def test_labelled_share_sets_the_labelled_scans_share_of_the_draws() -> None:
+    indices = list(range(100, 140))  # 10 labelled scans among 40
+    labelled = list(range(100, 110))
+    weights = share_weights(indices, labelled, 0.5)
+    assert weights is not None and weights.shape == (40,)
+    assert abs(float(weights[:10].sum()) - 0.5) < 1e-6 and abs(float(weights.sum()) - 1.0) < 1e-6
+    order = epoch_indices(indices, 4000, 0, 0, DistInfo(), torch.device("cpu"), weights)
+    drawn = sum(int(i) in set(labelled) for i in order.tolist()) / len(order)
+    assert 0.45 < drawn < 0.55  # against 0.25 in proportion to the counts
+    assert set(order.tolist()) <= set(indices)
+    assert share_weights(indices, labelled, None) is None  # in proportion: shuffled passes, as before
+    assert share_weights(labelled, labelled, 0.5) is None  # no teacher-labelled scan to mix in
+
+
+def test_labelled_share_needs_a_teacher_and_a_share_in_0_1(data: Path, tmp_path: Path) -> None:
+    for share, teacher in ((0.5, None), (0.0, "x"), (1.0, "x")):
+        with pytest.raises(UsageError, match="--labelled-share"):
+            run_finetune(tiny_finetune_config(data, tmp_path / "c", teacher=teacher, labelled_share=share))
+    assert not (tmp_path / "c").exists()

@@ -813,6 +813,16 @@ def finetune(
             ),
         ),
     ] = C.FinetuneConfig.teacher_keep,
+    labelled_share: Annotated[
+        Optional[float],  # noqa: UP045 - typer reads the annotation
+        typer.Option(
+            "--labelled-share",
+            help=(
+                "With --teacher: the share of each batch drawn from the labelled scans, the rest from the "
+                "teacher-labelled ones (default: in proportion to their counts)."
+            ),
+        ),
+    ] = C.FinetuneConfig.labelled_share,
     semi: Annotated[
         str,
         typer.Option(
@@ -908,6 +918,7 @@ def finetune(
         lesion_head=lesion_head,
         teacher=teacher,
         teacher_keep=teacher_keep,
+        labelled_share=labelled_share,
         semi=semi,
         semi_threshold=semi_threshold,
         semi_weight=semi_weight,

@@ -151,6 +151,8 @@ class FinetuneConfig:
     # with teacher: the fraction of its lesion masks kept, those it is surest of (0.7 won on val over 1, all of
     # them: studies/pretraining-baseline/README.md, section "Confidence-filtered self-training")
     teacher_keep: float = 0.7
+    # with teacher: the share of each batch drawn from the labelled scans (None: in proportion to the counts)
+    labelled_share: float | None = None
     semi: str = "none"  # or "fixmatch": weak-to-strong consistency on the unlabelled train scans (consistency.py)
     semi_threshold: float = 0.95  # --semi: pixels whose probability is this sure become pseudo-labels
     semi_weight: float = 1.0  # --semi: weight of the consistency term beside the supervised loss

@@ -281,11 +281,30 @@ def finetune_loss(
 
 
 def epoch_indices(
-    indices: list[int], count: int, seed: int, epoch: int, dist_info: DistInfo, device: torch.device
+    indices: list[int],
+    count: int,
+    seed: int,
+    epoch: int,
+    dist_info: DistInfo,
+    device: torch.device,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """This rank's share of one epoch's order over the dataset ``indices``: int64 ``[count / world]``,
-    copied to ``device`` once an epoch (as in pretrain), so that no step waits on a copy."""
-    return torch.tensor(indices)[shard(epoch_order(len(indices), count, seed, epoch, None), dist_info)].to(device)
+    copied to ``device`` once an epoch (as in pretrain), so that no step waits on a copy. ``weights``
+    (float ``[len(indices)]``) draw with replacement in proportion to them; None: shuffled passes."""
+    order = epoch_order(len(indices), count, seed, epoch, weights)
+    return torch.tensor(indices)[shard(order, dist_info)].to(device)
+
+
+def share_weights(indices: list[int], labelled: list[int], share: float | None) -> torch.Tensor | None:
+    """Draw weights ``[len(indices)]`` that give the ``labelled`` scans ``share`` of the draws and the
+    others (teacher-labelled) the rest; None where ``share`` is None or one of the two groups is empty."""
+    known = set(labelled)
+    is_labelled = torch.tensor([i in known for i in indices], dtype=torch.bool)
+    n_labelled = int(is_labelled.sum())
+    if share is None or n_labelled in (0, len(indices)):
+        return None
+    return torch.where(is_labelled, share / n_labelled, (1.0 - share) / (len(indices) - n_labelled))
 
 
 def train_step(
@@ -455,6 +474,11 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
         raise UsageError("--warmup-epochs and --patience must be 0 or more")
     if not 0.0 < cfg.teacher_keep <= 1.0:
         raise UsageError(f"--teacher-keep {cfg.teacher_keep} must be in (0, 1]: the fraction of masks kept")
+    if cfg.labelled_share is not None:
+        if cfg.teacher is None:
+            raise UsageError("--labelled-share mixes labelled and teacher-labelled scans; it needs --teacher")
+        if not 0.0 < cfg.labelled_share < 1.0:
+            raise UsageError(f"--labelled-share {cfg.labelled_share} must be in (0, 1), e.g. 0.5")
     for option, used in (("--teacher", cfg.teacher is not None), ("--semi", cfg.semi != "none")):
         if used and (cfg.folds > 1 or cfg.fold is not None):
             raise UsageError(f"{option} learns from the train split's unlabelled scans; it does not work with --folds")
@@ -506,6 +530,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         masks = masks.clone()
         masks[torch.tensor(pseudo.indices, device=device)] = pseudo.masks.to(device)
         train_idx = sorted(train_idx + pseudo.indices)
+    draw_weights = share_weights(train_idx, labelled_idx, cfg.labelled_share)
     semi_pool: list[int] = []  # --semi: the scans learnt from without their labels
     if cfg.semi != "none":
         semi_pool = teacher_pool(ds, cfg.label_fraction, cfg.seed, labelled_idx)
@@ -562,7 +587,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         model.train()
         _set_encoder_frozen(model, epoch < cfg.freeze_encoder_epochs, cfg.freeze_encoder_bn)
         count = steps_per_epoch * cfg.batch_size
-        order = epoch_indices(train_idx, count, cfg.seed, epoch, dist_info, device)
+        order = epoch_indices(train_idx, count, cfg.seed, epoch, dist_info, device, draw_weights)
         semi_order = None  # --semi: the unlabelled scans' order, drawn as the labelled one's from another seed
         if views is not None:
             semi_order = epoch_indices(semi_pool, count, cfg.seed + SEMI_SALT, epoch, dist_info, device)

@@ -18,6 +18,7 @@ import platform
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,9 @@ class DistInfo:
         return self.world_size > 1
 
 
+LEAVE_BARRIER_SECONDS = 60  # at exit, how long a rank waits for the others before leaving the process group
+
+
 def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
     """Join the ``torchrun`` process group when its variables are set (NCCL on CUDA, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -132,9 +136,16 @@ def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
 def _leave_process_group() -> None:
     """Destroy the process group while Python is still whole (as torch advises): left to interpreter
     finalisation, gloo's threads can release tensors after the interpreter is gone and abort a rank
-    that finished its work."""
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    that finished its work. On gloo the ranks first meet at a barrier, so that no rank tears its
+    connections down while another still reads from them; a rank that is gone ends the wait early."""
+    if not dist.is_initialized():
+        return
+    if dist.get_backend() == "gloo":
+        try:
+            dist.monitored_barrier(timeout=timedelta(seconds=LEAVE_BARRIER_SECONDS))
+        except RuntimeError:  # a rank failed or left first: nothing to wait for
+            pass
+    dist.destroy_process_group()
 
 
 def wrap_ddp(module: nn.Module, info: DistInfo, device: torch.device, find_unused: bool = False) -> nn.Module:

@@ -35,6 +35,7 @@
 # @stepsN --steps-per-epoch N; baseline@steps25 is the baseline trained as long as a filtered student
 # (25 steps an epoch at 10 % and 25 % of the labels instead of 10): does self-training gain only steps?
 # @fixmatch --semi fixmatch; baseline@fixmatch learns from the unlabelled train scans online instead.
+# @shareS --labelled-share S; self_training@keep0.7@share0.5 draws half of each batch from the labelled scans.
 #
 # Layout: WORK/data/<dataset>, WORK/pre/<arm>, WORK/ft/<arm|baseline>/f<fraction>_s<seed>/ with
 # eval_val.json and eval_test.json (`mosl evaluate --json`; eval_val/, eval_test/ hold per_case.csv),
@@ -150,7 +151,8 @@ ft_opts_of() {  # ARM[@VARIANT...]: the variants' fine-tuning options (one per l
       keep[0-9.]*) printf '%s\n' --teacher-keep "${v#keep}" ;;  # of a self-training arm: its surest masks only
       steps[0-9]*) printf '%s\n' --steps-per-epoch "${v#steps}" ;;  # baseline@steps25: a student's training length
       fixmatch) printf '%s\n' --semi fixmatch ;;  # baseline@fixmatch: consistency on the unlabelled train scans
-      *) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10 @encoder @teacher @keepQ @stepsN @fixmatch)" >&2; exit 2 ;;
+      share[0-9.]*) printf '%s\n' --labelled-share "${v#share}" ;;  # of a student: the labelled scans' batch share
+      *) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10 @encoder @teacher @keepQ @stepsN @fixmatch @shareS)" >&2; exit 2 ;;
     esac
   done
 }
