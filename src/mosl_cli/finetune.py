@@ -299,10 +299,12 @@ def epoch_indices(
 def share_weights(indices: list[int], labelled: list[int], share: float | None) -> torch.Tensor | None:
     """Draw weights ``[len(indices)]`` that give the ``labelled`` scans ``share`` of the draws and the
     others (teacher-labelled) the rest; None where ``share`` is None or one of the two groups is empty."""
+    if share is None:
+        return None
     known = set(labelled)
     is_labelled = torch.tensor([i in known for i in indices], dtype=torch.bool)
     n_labelled = int(is_labelled.sum())
-    if share is None or n_labelled in (0, len(indices)):
+    if n_labelled in (0, len(indices)):
         return None
     return torch.where(is_labelled, share / n_labelled, (1.0 - share) / (len(indices) - n_labelled))
 
