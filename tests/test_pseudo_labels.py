@@ -11,10 +11,10 @@ from safetensors.torch import load_file
 
 from mosl_cli.data.store import load_dataset
 from mosl_cli.errors import MoslError, UsageError
-from mosl_cli.finetune import epoch_indices, label_subset, run_finetune, share_weights
+from mosl_cli.finetune import label_subset, run_finetune, share_weights
 from mosl_cli.models import read_metadata, save_weights
 from mosl_cli.pseudo_labels import most_confident, teacher_masks, unlabelled_pool
-from mosl_cli.train import DistInfo
+from mosl_cli.train import DistInfo, epoch_indices
 from tiny import blob_dataset, tiny_finetune_config
 
 HEAD_BIAS = "segmentation_head.0.bias"  # smp's last 1×1 convolution: its bias sets every pixel's logit offset

@@ -56,14 +56,13 @@ from mosl_cli.train import (
     METRICS_FILE,
     Callback,
     CheckpointClock,
-    DistInfo,
     RunDir,
     WeightAverage,
     all_ranks_agree,
     autocast,
     check_resume,
     cosine_lr,
-    epoch_order,
+    epoch_indices,
     init_distributed,
     load_checkpoint,
     mean_over_ranks,
@@ -71,7 +70,6 @@ from mosl_cli.train import (
     poly_lr,
     save_checkpoint,
     set_lr,
-    shard,
     sync_buffers,
     wrap_ddp,
     write_config,
@@ -278,22 +276,6 @@ def finetune_loss(
     if present is None:
         return loss
     return loss + F.binary_cross_entropy_with_logits(present[:, 0], lesion)
-
-
-def epoch_indices(
-    indices: list[int],
-    count: int,
-    seed: int,
-    epoch: int,
-    dist_info: DistInfo,
-    device: torch.device,
-    weights: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """This rank's share of one epoch's order over the dataset ``indices``: int64 ``[count / world]``,
-    copied to ``device`` once an epoch (as in pretrain), so that no step waits on a copy. ``weights``
-    (float ``[len(indices)]``) draw with replacement in proportion to them; None: shuffled passes."""
-    order = epoch_order(len(indices), count, seed, epoch, weights)
-    return torch.tensor(indices)[shard(order, dist_info)].to(device)
 
 
 def share_weights(indices: list[int], labelled: list[int], share: float | None) -> torch.Tensor | None:

@@ -39,14 +39,13 @@ from mosl_cli.train import (
     autocast,
     check_resume,
     cosine_lr,
-    epoch_order,
+    epoch_indices,
     init_distributed,
     load_checkpoint,
     mean_over_ranks,
     no_callback,
     save_checkpoint,
     set_lr,
-    shard,
     sync_buffers,
     wrap_ddp,
     write_config,
@@ -284,9 +283,8 @@ def run_pretrain(cfg: PretrainConfig, callback: Callback = no_callback) -> Pretr
     record: dict[str, Any] = {}
     for epoch in range(start_epoch, cfg.epochs):
         method.train()
-        # one host-to-device copy per epoch: a blocking copy per step would wait for the CUDA queue each time
-        order = shard(epoch_order(n_images, steps_per_epoch * batch, cfg.seed, epoch, data.weights), dist_info).to(
-            device
+        order = epoch_indices(
+            list(range(n_images)), steps_per_epoch * batch, cfg.seed, epoch, dist_info, device, data.weights
         )
         loss_sum = torch.zeros((), device=device)
         std_last, t0 = float("nan"), time.perf_counter()

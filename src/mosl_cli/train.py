@@ -195,6 +195,23 @@ def shard(indices: torch.Tensor, info: DistInfo) -> torch.Tensor:
     return indices[info.rank :: info.world_size] if info.enabled else indices
 
 
+def epoch_indices(
+    indices: list[int],
+    count: int,
+    seed: int,
+    epoch: int,
+    dist_info: DistInfo,
+    device: torch.device,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """This rank's share of one epoch's order over the dataset ``indices``: int64 ``[count / world]``,
+    copied to ``device`` once an epoch, so that no step waits on a blocking copy (on CUDA it would wait
+    for the queue each time). ``weights`` (float ``[len(indices)]``) draw with replacement in
+    proportion to them; None: shuffled passes."""
+    order = epoch_order(len(indices), count, seed, epoch, weights)
+    return torch.tensor(indices)[shard(order, dist_info)].to(device)
+
+
 # --------------------------------------------------------------------------- run directory
 
 
