@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from mosl_cli.config import FinetuneConfig
 from mosl_cli.data.store import load_dataset
 from mosl_cli.errors import MoslError, UsageError
-from mosl_cli.finetune import build_optimizer, label_subset, run_finetune
+from mosl_cli.finetune import build_finetune_model, build_optimizer, label_subset, run_finetune
 from mosl_cli.fsutil import read_jsonl
 from mosl_cli.models import build_model, load_into, read_metadata, save_weights, weights_metadata
 from mosl_cli.train import cosine_lr, poly_lr
@@ -88,6 +88,20 @@ def test_an_encoder_only_init_takes_the_asked_decoder_a_whole_unet_keeps_its_own
     assert result.init["arch"] == built and type(result.model).__name__.lower() == built
     assert result.init["load"]["loaded"] >= len([k for k in state if k.startswith("encoder.")])
     assert read_metadata(tmp_path / "run" / "model.safetensors")["arch"] == built
+
+
+def test_a_fine_tune_on_another_dataset_starts_a_fine_tune_whole(data: Path, tmp_path: Path) -> None:
+    """Transfer from another organ's masks: ``--init`` its fine-tune's weight file loads every tensor,
+    the mask head included, into the same network."""
+    other = blob_dataset(tmp_path / "other", n=12, seed=1)
+    run_finetune(_cfg(other, tmp_path / "source", epochs=1))
+    weights = tmp_path / "source" / "model.safetensors"
+    file = load_file(str(weights))
+    model, init = build_finetune_model(_cfg(data, tmp_path / "target", init=str(weights)), str(weights), 1)
+    assert init["load"]["loaded"] == len(file) and init["load"]["unexpected"] == 0
+    state = model.state_dict()
+    assert any(n.startswith("segmentation_head.") for n in file)
+    assert all(torch.equal(state[n], t) for n, t in file.items())
 
 
 def _torchvision_resnet18_state() -> dict[str, torch.Tensor]:

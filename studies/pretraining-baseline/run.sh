@@ -36,6 +36,10 @@
 # (25 steps an epoch at 10 % and 25 % of the labels instead of 10): does self-training gain only steps?
 # @fixmatch --semi fixmatch; baseline@fixmatch learns from the unlabelled train scans online instead.
 # @shareS --labelled-share S; self_training@keep0.7@share0.5 draws half of each batch from the labelled scans.
+# nerve_supervised (not in the default ARMS) pre-trains with labels of another organ: the default
+# fine-tune on every USGRA-seg nerve scan's mask, whose whole U-Net each fine-tune starts from; a
+# @teacher after other variants takes the arm before it: nerve_supervised@teacher@keep0.7 starts from
+# the nerve weights and keeps 70 % of the masks of nerve_supervised's fine-tune of its fraction and seed.
 #
 # Layout: WORK/data/<dataset>, WORK/pre/<arm>, WORK/ft/<arm|baseline>/f<fraction>_s<seed>/ with
 # eval_val.json and eval_test.json (`mosl evaluate --json`; eval_val/, eval_test/ hold per_case.csv),
@@ -160,6 +164,7 @@ ft_opts_of() {  # ARM[@VARIANT...]: the variants' fine-tuning options (one per l
 data_of() {  # ARM: its pre-training datasets
   case $(base_of "$1") in
     breast_* | "$TEACHER_ARM" | baseline) echo busi ;;
+    nerve_supervised) echo nerve ;;
     multiorgan_natural_*) echo "$ULTRASOUND $NATURAL" ;;
     multiorgan_*) echo "$ULTRASOUND" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
@@ -173,14 +178,14 @@ method_of() {  # ARM: its method options, always explicit (mosl pretrain's defau
     *_simsiam) echo "--method simsiam" ;;
     *_mim) echo "--method mim" ;;  # its default scope: the whole U-Net
     *_simclr_group) echo "--method simclr --positives group" ;;
-    "$TEACHER_ARM" | baseline) echo "" ;;
+    "$TEACHER_ARM" | baseline | nerve_supervised) echo "" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
   esac
 }
 
 teacher_arm_of() {  # ARM: the arm whose fine-tune of the same fraction and seed is ARM's --teacher ("": none)
   case $1 in
-    *@teacher) echo "${1%@teacher}" ;;  # the arm without this @teacher
+    *@teacher | *@teacher@*) echo "${1%@teacher*}" ;;  # the arm before the last @teacher
     "$TEACHER_ARM" | "$TEACHER_ARM"@*) echo baseline ;;
     *) echo "" ;;
   esac
@@ -193,6 +198,11 @@ resume_flag() {  # DIR: --resume a killed run, else start afresh (a run killed b
 pretrain() {  # ARM: the recipe's network (resnet18 U-Net) at SIZE, so arms and baseline fine-tune the same model
   local arm=$1 dir=$WORK/pre/$1 data=() d
   [ -f "$dir/metrics.json" ] && return 0
+  if [ "$arm" = nerve_supervised ]; then  # supervised transfer: the default fine-tune on every nerve scan's mask
+    OMP_NUM_THREADS=$PRETRAIN_THREADS mosl_ finetune --data "$D/nerve" --init none --size "$SIZE" \
+      "${FT_OPTS[@]}" --out "$dir" $(resume_flag "$dir")
+    return
+  fi
   for d in $(data_of "$arm"); do data+=(--data "$D/$d"); done
   # shellcheck disable=SC2046
   OMP_NUM_THREADS=$PRETRAIN_THREADS mosl_ pretrain $(method_of "$arm") "${data[@]}" --encoder resnet18 --size "$SIZE" --epochs "$PRETRAIN_EPOCHS" \

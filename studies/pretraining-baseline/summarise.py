@@ -183,8 +183,13 @@ def is_control(arm: str) -> bool:
 
 
 def pretrain_cost(work: Path, arm: str) -> dict[str, float]:
+    """The arm's pre-training cost: ``mosl pretrain``'s ``cost``, or for a supervised one (a ``mosl
+    finetune`` run, e.g. nerve_supervised) its wall time alone."""
     path = work / "pre" / base_arm(arm) / "metrics.json"
-    cost = json.loads(path.read_text()).get("cost", {}) if path.is_file() else {}
+    metrics = json.loads(path.read_text()) if path.is_file() else {}
+    cost = metrics.get("cost", {})
+    if not cost and "seconds" in metrics:
+        return {"wall_minutes": metrics["seconds"] / 60}
     return {k: cost[k] for k in ("wall_minutes", "cpu_minutes", "gpu_minutes") if k in cost}
 
 

@@ -221,6 +221,26 @@ def test_a_teacher_variant_learns_from_its_own_arms_fine_tune(tmp_path: Path) ->
     assert filtered_second["--init"] == ["none"] and filtered_second["--teacher-keep"] == ["0.7"]
 
 
+def test_nerve_supervised_starts_from_a_fine_tune_on_the_nerve_masks(tmp_path: Path) -> None:
+    arms = "nerve_supervised nerve_supervised@teacher@keep0.7"
+    env = {**os.environ, "ARMS": arms, "BASELINE": "0", "FRACTIONS": "0.25", "SEEDS": "2"}
+    env.pop("TINY", None)
+    work = tmp_path / "w"
+    calls = _dry_run_calls(work, env)
+    assert not [c for c in calls if c[0] == "pretrain"]
+    (prepared,) = [_options(c[1:]) for c in calls if c[0] == "prepare" and "--organ" in c]
+    assert prepared["--organ"] == ["nerve"] and prepared["--splits"] == ["1,0,0"]  # every scan (and mask) in train
+    source, *finetunes = [_options(c[1:]) for c in calls if c[0] == "finetune"]
+    assert source["--data"] == [f"{work}/data/nerve"] and source["--init"] == ["none"]
+    assert source["--out"] == [f"{work}/pre/nerve_supervised"] and "--label-fraction" not in source
+    by_arm = {Path(o["--out"][0]).parent.name: o for o in finetunes}
+    weights = [f"{work}/pre/nerve_supervised/model.safetensors"]
+    assert by_arm["nerve_supervised"]["--init"] == weights and "--teacher" not in by_arm["nerve_supervised"]
+    student = by_arm["nerve_supervised@teacher@keep0.7"]  # the arm before @teacher teaches, 70 % of its masks kept
+    assert student["--init"] == weights and student["--teacher-keep"] == ["0.7"]
+    assert student["--teacher"] == [f"{work}/ft/nerve_supervised/f0.25_s2/model.safetensors"]
+
+
 def _the_one_finetune(tmp_path: Path, arm: str) -> dict[str, list[str]]:
     """The options of the one fine-tune a dry run of ``arm`` alone makes (25 %, seed 1), which
     pre-trains nothing."""
@@ -465,6 +485,18 @@ def test_verdict_applies_the_issue_bar() -> None:
     assert summarise.verdict(good) == "meets the bar"
     assert summarise.verdict([*good[:2], row("1.0", -0.006, -0.02)]) == "misses the bar at 100 % (loss)"
     assert summarise.verdict([row("0.1", 0.05, -0.001), *good[1:]]) == "misses the bar at 10 %"
+
+
+def test_pretrain_cost_of_a_supervised_pre_training_is_its_fine_tunes_wall_time(tmp_path: Path) -> None:
+    summarise = _summarise_module()
+    (tmp_path / "pre" / "nerve_supervised").mkdir(parents=True)
+    (tmp_path / "pre" / "nerve_supervised" / "metrics.json").write_text(json.dumps({"seconds": 270.0}))
+    assert summarise.pretrain_cost(tmp_path, "nerve_supervised@teacher") == {"wall_minutes": 4.5}
+    (tmp_path / "pre" / "breast_mim").mkdir()
+    cost = {"wall_minutes": 3.0, "cpu_minutes": 6.0, "gpu_minutes": 0.0}
+    (tmp_path / "pre" / "breast_mim" / "metrics.json").write_text(json.dumps({"cost": cost, "seconds": 1.0}))
+    assert summarise.pretrain_cost(tmp_path, "breast_mim") == cost
+    assert summarise.pretrain_cost(tmp_path, "multiorgan_mim") == {}
 
 
 def test_figure_rows_keep_every_arm() -> None:
