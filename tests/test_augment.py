@@ -6,7 +6,7 @@ import kornia.augmentation as K
 import pytest
 import torch
 
-from mosl_cli.augment import PRESETS, RandomSpeckle, SegAugment, SSLViews, seeded
+from mosl_cli.augment import PRESETS, UNSURE_PIXEL, RandomSpeckle, SegAugment, SSLViews, seeded
 from mosl_cli.errors import MoslError
 from mosl_cli.models import NORMALISATION, model_inputs
 
@@ -138,3 +138,17 @@ def test_seg_intensity_ops_leave_the_mask_alone() -> None:
     # Intensity ops come after the geometry, so the same seed draws the same geometry.
     assert torch.equal(m_full, m_geo)
     assert not torch.equal(x_full, x_geo)
+
+
+def test_seg_unsure_pixels_come_out_as_minus_one_where_the_geometry_takes_them() -> None:
+    lesion, unsure = _block_masks(n=16, seed=1), _block_masks(n=16, seed=2)
+    images = _images(n=16, side=64)
+    marked = torch.where(unsure > 0, UNSURE_PIXEL, lesion).to(torch.uint8)
+    _, plain = SegAugment(64, augment=False)(images, marked)
+    assert torch.equal(plain == -1, unsure.bool()) and torch.equal(plain == 1, (lesion > 0) & (unsure == 0))
+    with seeded(4, CPU):
+        _, m = SegAugment(32)(images, marked)
+    with seeded(4, CPU):  # the same draws, the unsure pixels as the only lesion
+        _, only_unsure = SegAugment(32)(images, unsure)
+    assert set(m.unique().tolist()) == {-1.0, 0.0, 1.0}
+    assert torch.equal(m == -1, only_unsure == 1)  # warped exactly as a mask would be

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from mosl_cli.augment import UNSURE_PIXEL
 from mosl_cli.data.store import load_dataset
 from mosl_cli.errors import MoslError, UsageError
-from mosl_cli.finetune import label_subset, run_finetune, share_weights
+from mosl_cli.finetune import dice_bce_loss, label_subset, run_finetune, share_weights
+from mosl_cli.inference import load_ensemble
 from mosl_cli.models import read_metadata, save_weights
 from mosl_cli.pseudo_labels import most_confident, teacher_masks, unlabelled_pool
 from mosl_cli.train import DistInfo, epoch_indices
@@ -86,6 +89,35 @@ def test_teacher_keep_drops_the_unsure_masks(data: Path, trained: Path) -> None:
     assert torch.equal(half.masks, every.masks[[rows[i] for i in half.indices]])  # the same masks, fewer of them
 
 
+def test_teacher_sure_marks_the_pixels_between_1_minus_p_and_p_and_keeps_the_same_scans(
+    data: Path, trained: Path
+) -> None:
+    ds = load_dataset(data)
+    pool = unlabelled_pool(ds, label_subset(ds, 0.25, seed=0))
+    plain = teacher_masks(str(trained), ds, pool, torch.device("cpu"), keep_fraction=0.7)
+    marked = teacher_masks(str(trained), ds, pool, torch.device("cpu"), keep_fraction=0.7, sure=0.9)
+    assert marked.indices == plain.indices and marked.unsure == plain.unsure
+    unsure = marked.masks == UNSURE_PIXEL
+    assert bool(unsure.any()) and not bool((plain.masks == UNSURE_PIXEL).any())
+    assert torch.equal(marked.masks[~unsure], plain.masks[~unsure])  # every other pixel as before
+    prob = load_ensemble(str(trained), torch.device("cpu")).probabilities(ds.images[marked.indices], tta=True)
+    assert bool(((prob > 0.1) & (prob < 0.9))[unsure].all()) and not bool(((prob > 0.1) & (prob < 0.9))[~unsure].any())
+
+
+def test_pixels_without_a_label_add_nothing_to_the_loss() -> None:
+    torch.manual_seed(0)
+    target = (torch.rand(3, 1, 16, 16) > 0.6).float()
+    logits = torch.randn(3, 1, 16, 16)
+    unsure = torch.zeros_like(target, dtype=torch.bool)
+    unsure[:, :, :6] = True
+    marked = torch.where(unsure, -1.0, target)
+    other = torch.where(unsure, torch.randn_like(logits) * 10, logits)  # other logits where there is no label
+    for per_image in (False, True):
+        loss = dice_bce_loss(logits, marked, per_image=per_image)
+        assert float(loss) == pytest.approx(float(dice_bce_loss(other, marked, per_image=per_image)), abs=1e-6)
+        assert float(loss) != pytest.approx(float(dice_bce_loss(logits, target, per_image=per_image)), abs=1e-3)
+
+
 def test_a_student_trains_on_its_labels_and_the_teachers_masks(data: Path, trained: Path, tmp_path: Path) -> None:
     teacher = _biased(trained, tmp_path / "full.safetensors", 50.0)
     ds = load_dataset(data)
@@ -101,6 +133,11 @@ def test_a_student_trains_on_its_labels_and_the_teachers_masks(data: Path, train
     assert read_metadata(tmp_path / "student" / "model.safetensors")["teacher"] == str(teacher)
     full = run_finetune(tiny_finetune_config(data, tmp_path / "all", teacher=str(teacher)))  # every label known
     assert json.loads((full.out / "config.json").read_text())["resolved"]["pseudo_labelled"] == 0
+    unsure = run_finetune(  # a student that leaves its teacher's unsure pixels out of the loss
+        tiny_finetune_config(data, tmp_path / "sure", label_fraction=0.25, teacher=str(trained), teacher_sure=0.9)
+    )
+    assert read_metadata(unsure.out / "model.safetensors")["teacher_sure"] == 0.9
+    assert all(math.isfinite(json.loads(line)["loss"]) for line in (unsure.out / "log.jsonl").read_text().splitlines())
 
 
 def test_teacher_errors_come_before_any_output(data: Path, tmp_path: Path) -> None:
@@ -111,6 +148,12 @@ def test_teacher_errors_come_before_any_output(data: Path, tmp_path: Path) -> No
         with pytest.raises(UsageError, match="--teacher-keep"):
             run_finetune(tiny_finetune_config(data, tmp_path / "c", teacher=teacher, teacher_keep=keep))
     assert not (tmp_path / "c").exists()
+    for sure, supervised in ((0.4, False), (1.0, False), (0.9, True)):
+        with pytest.raises(UsageError, match="--teacher-sure"):
+            run_finetune(
+                tiny_finetune_config(data, tmp_path / "d", teacher="x", teacher_sure=sure, deep_supervision=supervised)
+            )
+    assert not (tmp_path / "d").exists()
     with pytest.raises(UsageError, match="--folds"):
         run_finetune(tiny_finetune_config(data, tmp_path / "b", teacher="x", folds=2))
 

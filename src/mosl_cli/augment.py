@@ -27,6 +27,7 @@ PRESETS: tuple[str, ...] = ("ultrasound", "simclr")
 CROP_SCALES: dict[str, tuple[float, float]] = {"ultrasound": (0.2, 1.0), "simclr": (0.08, 1.0)}
 # Colour-jitter strength: brightness and contrast factors drawn from [1 - J, 1 + J] (SimCLR's 0.8·s, s = 0.5).
 JITTER = 0.4
+UNSURE_PIXEL = 255  # mask value of a pixel without a label (a teacher's unsure pixel): no loss there
 
 
 def check_jitter(jitter: float) -> None:
@@ -297,7 +298,8 @@ def _seg_ops(size: int, intensity: bool, strength: str = "strong") -> list[nn.Mo
 
 class SegAugment(nn.Module):
     """Image + mask for segmentation: uint8 ``[B, C, S, S]`` and uint8 0/1 ``[B, 1, S, S]`` on the device
-    → normalised float32 ``[B, C, size, size]`` and float32 0/1 ``[B, 1, size, size]``.
+    → normalised float32 ``[B, C, size, size]`` and float32 0/1 ``[B, 1, size, size]``. Mask pixels
+    :data:`UNSURE_PIXEL` (a teacher's unsure pixels, ``pseudo_labels.py``) come out as -1.
 
     Both are first resized to ``size`` (the image as :func:`mosl_cli.models.model_inputs` does, the
     mask by antialiased bilinear resampling thresholded at 0.5). Then one
@@ -314,10 +316,16 @@ class SegAugment(nn.Module):
 
     def forward(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
         x = _resize(_to_unit(images), self.size)
-        m = (_resize(masks.float(), self.size) > 0.5).float()
+        unsure = masks == UNSURE_PIXEL
+        any_unsure = bool(unsure.any())
+        m = torch.cat([masks == 1, unsure], dim=1) if any_unsure else masks
+        m = (_resize(m.float(), self.size) > 0.5).float()
         if self.augment:
             x, m = self.pipeline(x, m)
-        return normalise(x.clamp_(0.0, 1.0)), (m > 0.5).float()
+        m = (m > 0.5).float()
+        if any_unsure:  # the unsure channel, warped with the mask, becomes -1 (:func:`finetune.dice_bce_loss`)
+            m = torch.where(m[:, 1:] > 0, -1.0, m[:, :1])
+        return normalise(x.clamp_(0.0, 1.0)), m
 
 
 class WeakStrongViews(nn.Module):

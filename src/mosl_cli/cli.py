@@ -813,6 +813,16 @@ def finetune(
             ),
         ),
     ] = C.FinetuneConfig.teacher_keep,
+    teacher_sure: Annotated[
+        float,
+        typer.Option(
+            "--teacher-sure",
+            help=(
+                "With --teacher: leave out of the loss the pixels of its masks whose probability lies between "
+                "1 - P and P (0.9: only pixels it is at least 90 % sure of); 0.5 (default) leaves none out."
+            ),
+        ),
+    ] = C.FinetuneConfig.teacher_sure,
     labelled_share: Annotated[
         Optional[float],  # noqa: UP045 - typer reads the annotation
         typer.Option(
@@ -918,6 +928,7 @@ def finetune(
         lesion_head=lesion_head,
         teacher=teacher,
         teacher_keep=teacher_keep,
+        teacher_sure=teacher_sure,
         labelled_share=labelled_share,
         semi=semi,
         semi_threshold=semi_threshold,

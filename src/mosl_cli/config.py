@@ -151,6 +151,9 @@ class FinetuneConfig:
     # with teacher: the fraction of its lesion masks kept, those it is surest of (0.7 won on val over 1, all of
     # them: studies/pretraining-baseline/README.md, section "Confidence-filtered self-training")
     teacher_keep: float = 0.7
+    # with teacher: its pixels with a probability strictly between 1 - teacher_sure and teacher_sure are left
+    # out of the loss (0.5: none)
+    teacher_sure: float = 0.5
     # with teacher: the share of each batch drawn from the labelled scans (None: in proportion to the counts)
     labelled_share: float | None = None
     semi: str = "none"  # or "fixmatch": weak-to-strong consistency on the unlabelled train scans (consistency.py)

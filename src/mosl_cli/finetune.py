@@ -232,13 +232,15 @@ def build_finetune_model(cfg: FinetuneConfig, init: str, channels: int) -> tuple
 def dice_bce_loss(
     logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None, per_image: bool = False
 ) -> torch.Tensor:
-    """Soft Dice + BCE. ``logits``, ``target``: float ``[B, 1, H, W]``, target 0/1; ``weight`` float
+    """Soft Dice + BCE. ``logits``, ``target``: float ``[B, 1, H, W]``, target 0/1, or -1 at a pixel
+    without a label (a teacher's unsure pixel: it adds nothing to either term); ``weight`` float
     ``[B]`` (0/1): the images that count (default: all). The Dice term pools the pixels of the whole
     batch (nnU-Net's batch Dice), or with ``per_image`` is the mean of each image's soft Dice (as the
     per-case metric weighs a small lesion like a large one)."""
     w = torch.ones(logits.shape[0], device=logits.device) if weight is None else weight
     w = w.to(logits.dtype)
-    w_pixels = w[:, None, None, None]
+    w_pixels = w[:, None, None, None] * (target >= 0)
+    target = target.clamp_min(0.0)
     prob = torch.sigmoid(logits) * w_pixels
     dims = (1, 2, 3) if per_image else (0, 1, 2, 3)
     inter = (prob * target).sum(dims)
@@ -458,6 +460,10 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
         raise UsageError("--warmup-epochs and --patience must be 0 or more")
     if not 0.0 < cfg.teacher_keep <= 1.0:
         raise UsageError(f"--teacher-keep {cfg.teacher_keep} must be in (0, 1]: the fraction of masks kept")
+    if not 0.5 <= cfg.teacher_sure < 1.0:
+        raise UsageError(f"--teacher-sure {cfg.teacher_sure} must be in [0.5, 1), e.g. 0.9 (0.5: every pixel counts)")
+    if cfg.teacher_sure > 0.5 and cfg.deep_supervision:
+        raise UsageError("--teacher-sure leaves pixels out of the loss, which --deep-supervision cannot; drop one")
     if cfg.labelled_share is not None:
         if cfg.teacher is None:
             raise UsageError("--labelled-share mixes labelled and teacher-labelled scans; it needs --teacher")
@@ -680,7 +686,9 @@ def pseudo_labels(cfg: FinetuneConfig, ds: Dataset, labelled: list[int], device:
     if cfg.teacher is None:
         return None
     pool = teacher_pool(ds, cfg.label_fraction, cfg.seed, labelled)
-    return teacher_masks(cfg.teacher, ds, pool, device, keep_empty=cfg.empty_masks, keep_fraction=cfg.teacher_keep)
+    return teacher_masks(
+        cfg.teacher, ds, pool, device, cfg.empty_masks, keep_fraction=cfg.teacher_keep, sure=cfg.teacher_sure
+    )
 
 
 def _final_weights(
@@ -742,6 +750,7 @@ def _segmentation_meta(
             "decoder_attention": cfg.decoder_attention,
             "teacher": cfg.teacher,
             "teacher_keep": cfg.teacher_keep if cfg.teacher is not None else None,
+            "teacher_sure": cfg.teacher_sure if cfg.teacher is not None else None,
             "semi": cfg.semi,
         },
     )

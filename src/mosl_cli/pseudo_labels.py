@@ -7,7 +7,8 @@ read (neither its mask nor its class): scans the teacher leaves empty are droppe
 on lesion scans only, or kept as normal scans with ``--empty-masks``. ``--teacher-keep Q`` keeps only
 the fraction Q of the teacher's lesion masks it is surest of (the highest mean probability inside the
 mask), as confidence-filtered self-training does: its unsure masks are the worst ones and most of the
-lesions it draws on normal scans.
+lesions it draws on normal scans. ``--teacher-sure P`` marks the pixels of the kept masks whose
+probability lies between 1 − P and P as :data:`~mosl_cli.augment.UNSURE_PIXEL`: the student's loss leaves them out.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from mosl_cli.augment import UNSURE_PIXEL
 from mosl_cli.data.store import Dataset
 from mosl_cli.errors import MoslError
 from mosl_cli.inference import load_ensemble
@@ -25,8 +27,9 @@ from mosl_cli.inference import load_ensemble
 @dataclass
 class PseudoLabels:
     """``indices``: dataset indices of the scans the teacher labelled and the run trains on;
-    ``masks``: their uint8 0/1 masks ``[N, 1, H, W]`` at the stored grid (row k belongs to
-    ``indices[k]``); ``dropped``: the unlabelled scans left out because the teacher drew nothing;
+    ``masks``: their uint8 masks ``[N, 1, H, W]`` at the stored grid, 0/1 or
+    :data:`~mosl_cli.augment.UNSURE_PIXEL` (row k belongs to ``indices[k]``); ``dropped``: the
+    unlabelled scans left out because the teacher drew nothing;
     ``unsure``: those left out by ``keep_fraction`` (:func:`teacher_masks`)."""
 
     indices: list[int]
@@ -56,12 +59,14 @@ def teacher_masks(
     device: torch.device,
     keep_empty: bool = False,
     keep_fraction: float = 1.0,
+    sure: float = 0.5,
     batch: int = 32,
 ) -> PseudoLabels:
     """The teacher's masks of ``ds.images[idx]`` (uint8 ``[N, C, H, W]``): TTA probabilities > 0.5,
     gated and post-processed as the teacher's weight file says; empty ones dropped unless ``keep_empty``.
     Of the non-empty masks only the ``keep_fraction`` (rounded up) with the highest :func:`confidence`
-    are kept."""
+    are kept. With ``sure`` > 0.5, the pixels of the same masks whose probability lies strictly between
+    ``1 - sure`` and ``sure`` become :data:`~mosl_cli.augment.UNSURE_PIXEL`."""
     ensemble = load_ensemble(teacher, device)
     if ensemble.in_channels != ds.channels:
         raise MoslError(
@@ -70,14 +75,17 @@ def teacher_masks(
         )
     rule = ensemble.postprocess()
     masks = torch.zeros((len(idx), 1, *ds.images.shape[-2:]), dtype=torch.uint8)
-    sure = torch.zeros(len(idx))
+    certainty = torch.zeros(len(idx))
+    lesion = torch.zeros(len(idx), dtype=torch.bool)
     for start in range(0, len(idx), batch):
         prob = ensemble.probabilities(ds.images[torch.tensor(idx[start : start + batch])].to(device), tta=True)
         mask = rule(prob > 0.5)
+        certainty[start : start + batch] = confidence(prob, mask).cpu()
+        lesion[start : start + batch] = mask.flatten(1).any(dim=1).cpu()
+        if sure > 0.5:
+            mask = torch.where((prob > 1 - sure) & (prob < sure), UNSURE_PIXEL, mask.to(torch.uint8))
         masks[start : start + batch] = mask.cpu()
-        sure[start : start + batch] = confidence(prob, mask).cpu()
-    lesion = (masks.flatten(1) > 0).any(dim=1)
-    confident = most_confident(sure, lesion, keep_fraction)
+    confident = most_confident(certainty, lesion, keep_fraction)
     keep = confident | (~lesion & keep_empty)
     kept = [i for i, k in zip(idx, keep.tolist(), strict=True) if k]
     empty_dropped = 0 if keep_empty else int((~lesion).sum())

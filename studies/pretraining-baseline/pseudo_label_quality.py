@@ -8,11 +8,13 @@ scores them against the reference masks the run never reads: the Dice of the kep
 (empty-mask rule), the lesion scans dropped (the teacher drew nothing or, with ``--keep Q``, was among
 the unsure masks ``--teacher-keep Q`` leaves out), and the normal scans kept (a false lesion the
 student learns). ``--split val`` draws and scores the teacher's masks of the val split instead, where
-``--keep`` can be chosen without reading a train label. Prints one JSON line per run; ``--csv``
-writes the rows.
+``--keep`` can be chosen without reading a train label. ``--sure P`` adds where the kept lesion masks'
+wrong pixels lie: the share of them that ``--teacher-sure P`` would leave out of the loss (probability
+strictly between 1 − P and P), those unsure pixels per reference lesion pixel, and the Dice over the
+sure pixels alone. Prints one JSON line per run; ``--csv`` writes the rows.
 
     python studies/pretraining-baseline/pseudo_label_quality.py WORK [--teacher-arm ARM] [--keep Q] [--split val] \
-        --csv OUT.csv
+        [--sure P] --csv OUT.csv
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from mosl_cli.augment import UNSURE_PIXEL
 from mosl_cli.data.store import Dataset, load_dataset
 from mosl_cli.finetune import label_subset, teacher_pool
 from mosl_cli.metrics import confusion, dice
@@ -34,10 +37,11 @@ RUN = re.compile(r"f(?P<fraction>[0-9.]+)_s(?P<seed>\d+)$")
 
 
 def quality(
-    ds: Dataset, run: Path, fraction: float, seed: int, keep: float = 1.0, split: str = "pool"
+    ds: Dataset, run: Path, fraction: float, seed: int, keep: float = 1.0, split: str = "pool", sure: float = 0.5
 ) -> dict[str, float | int | str]:
     """The teacher ``run``'s masks of its fraction's unlabelled pool (``split`` "pool") or of the val
-    split ("val"), the ``keep`` fraction it is surest of, against the reference masks."""
+    split ("val"), the ``keep`` fraction it is surest of, against the reference masks; with ``sure`` >
+    0.5 also :func:`unsure_pixels`."""
     assert ds.masks is not None
     if split == "val":
         pool = ds.indices("val")
@@ -47,7 +51,12 @@ def quality(
     lesion = {i for i in pool if bool(ds.masks[i].any())}
     kept = dict(zip(labels.indices, labels.masks, strict=True))
     kept_lesion = [i for i in labels.indices if i in lesion]
-    scores = dice(*confusion(torch.stack([kept[i] for i in kept_lesion]) > 0, ds.masks[kept_lesion] > 0)[:3])
+    pred, reference = torch.stack([kept[i] for i in kept_lesion]) > 0, ds.masks[kept_lesion] > 0
+    scores = dice(*confusion(pred, reference)[:3])
+    extra = {}
+    if sure > 0.5:
+        marked = teacher_masks(str(run / "model.safetensors"), ds, kept_lesion, torch.device("cpu"), sure=sure)
+        extra = unsure_pixels(pred, marked.masks == UNSURE_PIXEL, reference) | {"sure": sure}
     return {
         "teacher": run.parent.name,
         "fraction": fraction,
@@ -62,6 +71,19 @@ def quality(
         "normal_kept": len(labels.indices) - len(kept_lesion),
         "normal_pool": len(pool) - len(lesion),
         "kept_lesion_dice": round(float(scores.mean()), 4),
+    } | extra
+
+
+def unsure_pixels(pred: torch.Tensor, unsure: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+    """Where the wrong pixels of masks ``pred`` lie (bool ``[N, 1, H, W]``, as ``unsure`` and
+    ``reference``): the share of them that are ``unsure``, the unsure pixels per reference lesion pixel,
+    and the mean Dice over the sure pixels only."""
+    wrong = pred != reference
+    on_sure = dice(*confusion(pred & ~unsure, reference & ~unsure)[:3])
+    return {
+        "errors_unsure": round(float((wrong & unsure).sum() / wrong.sum().clamp_min(1)), 4),
+        "unsure_per_lesion_pixel": round(float(unsure.sum() / reference.sum().clamp_min(1)), 4),
+        "kept_lesion_dice_sure_pixels": round(float(on_sure.mean()), 4),
     }
 
 
@@ -71,6 +93,7 @@ def main() -> None:
     parser.add_argument("--teacher-arm", default="baseline", help="the arm whose fine-tunes teach (default: baseline)")
     parser.add_argument("--keep", type=float, default=1.0, help="--teacher-keep's fraction (default: 1, all)")
     parser.add_argument("--split", choices=("pool", "val"), default="pool", help="the scans drawn (default: pool)")
+    parser.add_argument("--sure", type=float, default=0.5, help="--teacher-sure's P (default: off)")
     parser.add_argument("--csv", type=Path, help="write the rows here")
     args = parser.parse_args()
     ds, rows = load_dataset(args.work / "data" / "busi"), []
@@ -78,7 +101,7 @@ def main() -> None:
         match = RUN.match(run.name)
         if match is None or float(match["fraction"]) >= 1 or not (run / "model.safetensors").is_file():
             continue
-        rows.append(quality(ds, run, float(match["fraction"]), int(match["seed"]), args.keep, args.split))
+        rows.append(quality(ds, run, float(match["fraction"]), int(match["seed"]), args.keep, args.split, args.sure))
         print(json.dumps(rows[-1]), flush=True)
     if args.csv and rows:
         write_csv(args.csv, list(rows[0]), rows)

@@ -36,6 +36,10 @@
 # (25 steps an epoch at 10 % and 25 % of the labels instead of 10): does self-training gain only steps?
 # @fixmatch --semi fixmatch; baseline@fixmatch learns from the unlabelled train scans online instead.
 # @shareS --labelled-share S; self_training@keep0.7@share0.5 draws half of each batch from the labelled scans.
+# @resnetN --encoder resnetN: self_training@keep0.7@resnet50 is a larger student than its resnet18 teacher
+# (as Noisy Student's), baseline@resnet50 the same encoder without the unlabelled scans.
+# @sureP --teacher-sure P: self_training@keep0.7@sure0.9 leaves out of the loss the pixels its teacher gave
+# a probability between 0.1 and 0.9.
 # nerve_supervised (not in the default ARMS) pre-trains with labels of another organ: the default
 # fine-tune on every USGRA-seg nerve scan's mask, whose whole U-Net each fine-tune starts from; a
 # @teacher after other variants takes the arm before it: nerve_supervised@teacher@keep0.7 starts from
@@ -156,7 +160,9 @@ ft_opts_of() {  # ARM[@VARIANT...]: the variants' fine-tuning options (one per l
       steps[0-9]*) printf '%s\n' --steps-per-epoch "${v#steps}" ;;  # baseline@steps25: a student's training length
       fixmatch) printf '%s\n' --semi fixmatch ;;  # baseline@fixmatch: consistency on the unlabelled train scans
       share[0-9.]*) printf '%s\n' --labelled-share "${v#share}" ;;  # of a student: the labelled scans' batch share
-      *) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10 @encoder @teacher @keepQ @stepsN @fixmatch @shareS)" >&2; exit 2 ;;
+      resnet[0-9]*) printf '%s\n' --encoder "$v" ;;  # a larger student (or baseline) than the default resnet18
+      sure[0-9.]*) printf '%s\n' --teacher-sure "${v#sure}" ;;  # of a student: its teacher's unsure pixels left out
+      *) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10 @encoder @teacher @keepQ @stepsN @fixmatch @shareS @resnetN @sureP)" >&2; exit 2 ;;
     esac
   done
 }

@@ -263,6 +263,14 @@ def test_fixmatch_trains_from_scratch_with_consistency_on_the_unlabelled_scans(t
     assert semi["--semi"] == ["fixmatch"] and semi["--init"] == ["none"] and "--teacher" not in semi
 
 
+def test_a_student_may_be_larger_and_leave_its_teachers_unsure_pixels_out(tmp_path: Path) -> None:
+    larger = _the_one_finetune(tmp_path / "a", "self_training@keep0.7@resnet50")
+    assert larger["--encoder"] == ["resnet50"] and larger["--teacher-keep"] == ["0.7"]
+    assert Path(larger["--teacher"][0]).parent.parent.name == "baseline"  # the resnet18 baseline teaches
+    sure = _the_one_finetune(tmp_path / "b", "self_training@keep0.7@sure0.9")
+    assert sure["--teacher-sure"] == ["0.9"] and sure["--teacher-keep"] == ["0.7"] and "--encoder" not in sure
+
+
 def test_pool_starts_a_student_only_after_its_teacher(tmp_path: Path) -> None:
     proc, calls = _pool_run(
         tmp_path, ARMS="self_training@teacher self_training breast_mim@teacher breast_mim", FRACTIONS="0.1"
