@@ -144,11 +144,16 @@ def test_seg_unsure_pixels_come_out_as_minus_one_where_the_geometry_takes_them()
     lesion, unsure = _block_masks(n=16, seed=1), _block_masks(n=16, seed=2)
     images = _images(n=16, side=64)
     marked = torch.where(unsure > 0, UNSURE_PIXEL, lesion).to(torch.uint8)
-    _, plain = SegAugment(64, augment=False)(images, marked)
+    _, plain = SegAugment(64, augment=False, unsure=True)(images, marked)
     assert torch.equal(plain == -1, unsure.bool()) and torch.equal(plain == 1, (lesion > 0) & (unsure == 0))
     with seeded(4, CPU):
-        _, m = SegAugment(32)(images, marked)
+        _, m = SegAugment(32, unsure=True)(images, marked)
     with seeded(4, CPU):  # the same draws, the unsure pixels as the only lesion
         _, only_unsure = SegAugment(32)(images, unsure)
+    with seeded(4, CPU):  # no unsure pixel: the same target as without the option
+        _, two_channels = SegAugment(32, unsure=True)(images, lesion)
+    with seeded(4, CPU):
+        _, one_channel = SegAugment(32)(images, lesion)
+    assert torch.equal(two_channels, one_channel)
     assert set(m.unique().tolist()) == {-1.0, 0.0, 1.0}
     assert torch.equal(m == -1, only_unsure == 1)  # warped exactly as a mask would be

@@ -298,8 +298,9 @@ def _seg_ops(size: int, intensity: bool, strength: str = "strong") -> list[nn.Mo
 
 class SegAugment(nn.Module):
     """Image + mask for segmentation: uint8 ``[B, C, S, S]`` and uint8 0/1 ``[B, 1, S, S]`` on the device
-    → normalised float32 ``[B, C, size, size]`` and float32 0/1 ``[B, 1, size, size]``. Mask pixels
-    :data:`UNSURE_PIXEL` (a teacher's unsure pixels, ``pseudo_labels.py``) come out as -1.
+    → normalised float32 ``[B, C, size, size]`` and float32 0/1 ``[B, 1, size, size]``. With
+    ``unsure``, mask pixels :data:`UNSURE_PIXEL` (a teacher's unsure pixels, ``pseudo_labels.py``) are
+    warped as a second mask channel and come out as -1.
 
     Both are first resized to ``size`` (the image as :func:`mosl_cli.models.model_inputs` does, the
     mask by antialiased bilinear resampling thresholded at 0.5). Then one
@@ -309,21 +310,21 @@ class SegAugment(nn.Module):
     ``strength``: ``strong`` (default, nnU-Net-like) or ``mild`` (see :func:`_seg_ops`).
     """
 
-    def __init__(self, size: int, augment: bool = True, *, intensity: bool = True, strength: str = "strong") -> None:
+    def __init__(
+        self, size: int, augment: bool = True, *, intensity: bool = True, strength: str = "strong", unsure: bool = False
+    ) -> None:
         super().__init__()
-        self.size, self.augment = size, augment
+        self.size, self.augment, self.unsure = size, augment, unsure
         self.pipeline = K.AugmentationSequential(*_seg_ops(size, intensity, strength), data_keys=["input", "mask"])
 
     def forward(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
         x = _resize(_to_unit(images), self.size)
-        unsure = masks == UNSURE_PIXEL
-        any_unsure = bool(unsure.any())
-        m = torch.cat([masks == 1, unsure], dim=1) if any_unsure else masks
+        m = torch.cat([masks == 1, masks == UNSURE_PIXEL], dim=1) if self.unsure else masks
         m = (_resize(m.float(), self.size) > 0.5).float()
         if self.augment:
             x, m = self.pipeline(x, m)
         m = (m > 0.5).float()
-        if any_unsure:  # the unsure channel, warped with the mask, becomes -1 (:func:`finetune.dice_bce_loss`)
+        if self.unsure:  # the unsure channel, warped with the mask, becomes -1 (:func:`finetune.dice_bce_loss`)
             m = torch.where(m[:, 1:] > 0, -1.0, m[:, :1])
         return normalise(x.clamp_(0.0, 1.0)), m
 

@@ -512,7 +512,8 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         net = DeepSupervised(model).to(device).to(memory_format=memory_format(device, cfg.channels_last))
         optimizer.add_param_group({"params": list(net.heads.parameters()), "lr_scale": 1.0})
         extra["aux_heads"] = net.heads
-    augment = SegAugment(cfg.size, cfg.augment, strength=cfg.augment_strength).to(device)
+    unsure = cfg.teacher is not None and cfg.teacher_sure > 0.5  # pseudo-masks with pixels left out of the loss
+    augment = SegAugment(cfg.size, cfg.augment, strength=cfg.augment_strength, unsure=unsure).to(device)
     images, masks = ds.images.to(device), ds.masks.to(device)
     labelled_idx = train_idx  # the scans whose own masks the run reads
     pool_counts = pseudo.describe() if pseudo is not None else {}  # what the run takes from the unlabelled scans
