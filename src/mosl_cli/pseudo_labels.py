@@ -14,6 +14,7 @@ probability lies between 1 − P and P as :data:`~mosl_cli.augment.UNSURE_PIXEL`
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -53,7 +54,7 @@ def unlabelled_pool(ds: Dataset, labelled: list[int]) -> list[int]:
 
 @torch.inference_mode()
 def teacher_masks(
-    teacher: str,
+    teacher: str | Sequence[str],
     ds: Dataset,
     idx: list[int],
     device: torch.device,
