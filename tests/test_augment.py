@@ -6,7 +6,17 @@ import kornia.augmentation as K
 import pytest
 import torch
 
-from mosl_cli.augment import PRESETS, UNSURE_PIXEL, RandomSpeckle, SegAugment, SSLViews, seeded
+from mosl_cli.augment import (
+    CUTMIX_AREA,
+    PRESETS,
+    UNSURE_PIXEL,
+    RandomSpeckle,
+    SegAugment,
+    SSLViews,
+    cutmix,
+    cutmix_boxes,
+    seeded,
+)
 from mosl_cli.errors import MoslError
 from mosl_cli.models import NORMALISATION, model_inputs
 
@@ -157,3 +167,39 @@ def test_seg_unsure_pixels_come_out_as_minus_one_where_the_geometry_takes_them()
     assert torch.equal(two_channels, one_channel)
     assert set(m.unique().tolist()) == {-1.0, 0.0, 1.0}
     assert torch.equal(m == -1, only_unsure == 1)  # warped exactly as a mask would be
+
+
+def test_cutmix_boxes_are_rectangles_of_the_drawn_area_on_about_half_the_scans() -> None:
+    torch.manual_seed(0)
+    boxes = cutmix_boxes(400, 32, torch.device("cpu"))
+    assert boxes.shape == (400, 1, 32, 32) and boxes.dtype == torch.bool
+    area = boxes.flatten(1).sum(dim=1).float() / 32**2
+    boxed = area > 0
+    assert 0.4 < boxed.float().mean() < 0.6
+    assert CUTMIX_AREA[0] / 2 <= area[boxed].min() and area[boxed].max() <= CUTMIX_AREA[1] * 1.3
+    rows, cols = boxes[:, 0].any(dim=2), boxes[:, 0].any(dim=1)  # a rectangle is the product of its extents
+    assert torch.equal(boxes[:, 0], rows[:, :, None] & cols[:, None, :])
+
+
+def test_cutmix_moves_image_pseudo_label_and_sureness_together() -> None:
+    torch.manual_seed(1)
+    b = 16
+    index = torch.arange(b, dtype=torch.float32).view(b, 1, 1, 1)
+    images = index.expand(b, 3, 32, 32).clone()  # every pixel of scan i holds i
+    target = (index % 2).expand(b, 1, 32, 32).clone()
+    sure = (index % 3 == 0).expand(b, 1, 32, 32).clone()
+    mixed, mixed_target, mixed_sure = cutmix(images, target, sure)
+    source = mixed[:, :1]  # which scan each pixel now comes from
+    assert torch.equal(mixed_target, source % 2) and torch.equal(mixed_sure, source % 3 == 0)
+    assert torch.equal(mixed, source.expand_as(mixed))
+    partner = (index - 1) % b  # the previous scan (torch.roll by 1)
+    assert ((source == index) | (source == partner)).all()
+    assert (source != index).any()
+
+
+def test_cutmix_probability_zero_and_one() -> None:
+    images = torch.arange(4, dtype=torch.float32).view(4, 1, 1, 1).expand(4, 1, 16, 16).clone()
+    (unmixed,) = cutmix(images, p=0.0)
+    assert torch.equal(unmixed, images)
+    mixed, mask = cutmix(images, images.clone(), p=1.0)
+    assert torch.equal(mixed, mask) and ((mixed != images).flatten(1).any(dim=1)).all()  # every scan got a box

@@ -11,11 +11,8 @@ import torch
 
 from mosl_cli.augment import SegAugment, WeakStrongViews, seeded
 from mosl_cli.consistency import (
-    CUTMIX_AREA,
     Unlabelled,
     consistency_loss,
-    cutmix,
-    cutmix_boxes,
     pseudo_targets,
     ramped_weight,
     strong_batch,
@@ -30,34 +27,6 @@ from tiny import blob_dataset, tiny_finetune_config
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return blob_dataset(tmp_path_factory.mktemp("semi") / "ds", n=48)
-
-
-def test_cutmix_boxes_are_rectangles_of_the_drawn_area_on_about_half_the_scans() -> None:
-    torch.manual_seed(0)
-    boxes = cutmix_boxes(400, 32, torch.device("cpu"))
-    assert boxes.shape == (400, 1, 32, 32) and boxes.dtype == torch.bool
-    area = boxes.flatten(1).sum(dim=1).float() / 32**2
-    boxed = area > 0
-    assert 0.4 < boxed.float().mean() < 0.6
-    assert CUTMIX_AREA[0] / 2 <= area[boxed].min() and area[boxed].max() <= CUTMIX_AREA[1] * 1.3
-    rows, cols = boxes[:, 0].any(dim=2), boxes[:, 0].any(dim=1)  # a rectangle is the product of its extents
-    assert torch.equal(boxes[:, 0], rows[:, :, None] & cols[:, None, :])
-
-
-def test_cutmix_moves_image_pseudo_label_and_sureness_together() -> None:
-    torch.manual_seed(1)
-    b = 16
-    index = torch.arange(b, dtype=torch.float32).view(b, 1, 1, 1)
-    images = index.expand(b, 3, 32, 32).clone()  # every pixel of scan i holds i
-    target = (index % 2).expand(b, 1, 32, 32).clone()
-    sure = (index % 3 == 0).expand(b, 1, 32, 32).clone()
-    mixed, mixed_target, mixed_sure = cutmix(images, target, sure)
-    source = mixed[:, :1]  # which scan each pixel now comes from
-    assert torch.equal(mixed_target, source % 2) and torch.equal(mixed_sure, source % 3 == 0)
-    assert torch.equal(mixed, source.expand_as(mixed))
-    partner = (index - 1) % b  # the previous scan (torch.roll by 1)
-    assert ((source == index) | (source == partner)).all()
-    assert (source != index).any()
 
 
 def test_pseudo_targets_keep_only_the_sure_pixels() -> None:

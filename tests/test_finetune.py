@@ -10,6 +10,7 @@ import torch
 import torchvision
 from safetensors.torch import load_file
 
+from mosl_cli.augment import cutmix
 from mosl_cli.config import FinetuneConfig
 from mosl_cli.data.store import load_dataset
 from mosl_cli.errors import MoslError, UsageError
@@ -167,6 +168,26 @@ def test_sgd_is_nnunets_nesterov_sgd_and_trains(data: Path, tmp_path: Path) -> N
     assert '"optimizer": "sgd"' in (tmp_path / "run" / "config.json").read_text()
     with pytest.raises(UsageError, match="--optimizer 'adam' is not one of adamw, sgd"):
         run_finetune(_cfg(data, tmp_path / "bad", optimizer="adam"))
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cutmix_pastes_boxes_into_the_training_batch_and_is_checked(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[float] = []
+
+    def spy(images: torch.Tensor, *maps: torch.Tensor, p: float) -> tuple[torch.Tensor, ...]:
+        calls.append(p)
+        return cutmix(images, *maps, p=p)
+
+    monkeypatch.setattr("mosl_cli.finetune.cutmix", spy)
+    run_finetune(_cfg(data, tmp_path / "off", epochs=1, steps_per_epoch=2))
+    assert calls == []  # off by default
+    run_finetune(_cfg(data, tmp_path / "on", cutmix=0.5, epochs=1, steps_per_epoch=2))
+    assert calls == [0.5, 0.5]  # once a step
+    assert '"cutmix": 0.5' in (tmp_path / "on" / "config.json").read_text()
+    with pytest.raises(UsageError, match="--cutmix 1.5 must be in"):
+        run_finetune(_cfg(data, tmp_path / "bad", cutmix=1.5))
     assert not (tmp_path / "bad").exists()
 
 

@@ -28,6 +28,9 @@ CROP_SCALES: dict[str, tuple[float, float]] = {"ultrasound": (0.2, 1.0), "simclr
 # Colour-jitter strength: brightness and contrast factors drawn from [1 - J, 1 + J] (SimCLR's 0.8·s, s = 0.5).
 JITTER = 0.4
 UNSURE_PIXEL = 255  # mask value of a pixel without a label (a teacher's unsure pixel): no loss there
+CUTMIX_P = 0.5  # UniMatch's CutMix: probability per scan, box area 2-40 % of the image, aspect 0.3-3.3
+CUTMIX_AREA = (0.02, 0.4)
+CUTMIX_ASPECT = (0.3, 1 / 0.3)
 
 
 def check_jitter(jitter: float) -> None:
@@ -348,3 +351,29 @@ class WeakStrongViews(nn.Module):
         weak = self.geometry(_resize(_to_unit(images), self.size)).clamp_(0.0, 1.0)
         strong = self.intensity(weak).clamp_(0.0, 1.0)
         return normalise(weak), normalise(strong)
+
+
+def cutmix_boxes(batch: int, size: int, device: torch.device, p: float = CUTMIX_P) -> Tensor:
+    """bool ``[B, 1, size, size]``: a random box per scan (none with probability 1 − ``p``), area and
+    aspect drawn from ``CUTMIX_AREA`` and ``CUTMIX_ASPECT``; torch's global RNG."""
+    area = torch.empty(batch).uniform_(*CUTMIX_AREA) * size * size
+    aspect = torch.empty(batch).uniform_(*CUTMIX_ASPECT)
+    h = (area * aspect).sqrt().clamp(1, size).long()
+    w = (area / aspect).sqrt().clamp(1, size).long()
+    y0 = (torch.rand(batch) * (size - h + 1)).long()
+    x0 = (torch.rand(batch) * (size - w + 1)).long()
+    on = torch.rand(batch) < p
+    grid = torch.arange(size)
+    rows = (grid[None] >= y0[:, None]) & (grid[None] < (y0 + h)[:, None])  # [B, size]
+    cols = (grid[None] >= x0[:, None]) & (grid[None] < (x0 + w)[:, None])
+    boxes = rows[:, :, None] & cols[:, None, :] & on[:, None, None]
+    return boxes[:, None].to(device, non_blocking=True)
+
+
+def cutmix(images: Tensor, *maps: Tensor, p: float = CUTMIX_P) -> tuple[Tensor, ...]:
+    """Paste a box (:func:`cutmix_boxes`, on a scan with probability ``p``) of the next scan in the batch
+    into each scan: ``images`` ``[B, C, H, W]`` and each of ``maps`` ``[B, 1, H, W]`` (masks, pseudo-labels,
+    where they are sure) move together. Returns ``(images, *maps)`` mixed."""
+    boxes = cutmix_boxes(images.shape[0], images.shape[-1], images.device, p)
+    partner = torch.roll(torch.arange(images.shape[0], device=images.device), 1)
+    return tuple(torch.where(boxes, t[partner], t) for t in (images, *maps))

@@ -775,6 +775,16 @@ def finetune(
             ),
         ),
     ] = C.FinetuneConfig.augment_strength,
+    cutmix: Annotated[
+        float,
+        typer.Option(
+            "--cutmix",
+            help=(
+                "Probability per scan of CutMix after the augmentation: a box of another scan of the batch "
+                "(2-40 % of the image) pasted in with its mask; 0 (default) turns it off."
+            ),
+        ),
+    ] = C.FinetuneConfig.cutmix,
     empty_masks: Annotated[
         bool,
         typer.Option(
@@ -924,6 +934,7 @@ def finetune(
         steps_per_epoch=steps_per_epoch,
         augment=not no_augment,
         augment_strength=augment_strength,
+        cutmix=cutmix,
         empty_masks=empty_masks,
         lesion_head=lesion_head,
         teacher=teacher,

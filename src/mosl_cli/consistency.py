@@ -20,16 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mosl_cli.augment import WeakStrongViews
+from mosl_cli.augment import WeakStrongViews, cutmix
 from mosl_cli.device import memory_format
 from mosl_cli.models import split_outputs
 from mosl_cli.train import autocast
 
 SEMI_METHODS: tuple[str, ...] = ("none", "fixmatch")
 RAMP_UP = 0.1  # fraction of the steps over which the consistency weight grows from 0 to --semi-weight
-CUTMIX_P = 0.5  # UniMatch's CutMix: probability per scan, box area 2-40 % of the image, aspect 0.3-3.3
-CUTMIX_AREA = (0.02, 0.4)
-CUTMIX_ASPECT = (0.3, 1 / 0.3)
 
 
 @dataclass
@@ -42,35 +39,6 @@ class Unlabelled:
     model: nn.Module
     views: WeakStrongViews
     weight: float
-
-
-def cutmix_boxes(batch: int, size: int, device: torch.device) -> Tensor:
-    """bool ``[B, 1, size, size]``: a random box per scan (none with probability 1 − ``CUTMIX_P``),
-    area and aspect drawn from ``CUTMIX_AREA`` and ``CUTMIX_ASPECT``; torch's global RNG."""
-    area = torch.empty(batch).uniform_(*CUTMIX_AREA) * size * size
-    aspect = torch.empty(batch).uniform_(*CUTMIX_ASPECT)
-    h = (area * aspect).sqrt().clamp(1, size).long()
-    w = (area / aspect).sqrt().clamp(1, size).long()
-    y0 = (torch.rand(batch) * (size - h + 1)).long()
-    x0 = (torch.rand(batch) * (size - w + 1)).long()
-    on = torch.rand(batch) < CUTMIX_P
-    grid = torch.arange(size)
-    rows = (grid[None] >= y0[:, None]) & (grid[None] < (y0 + h)[:, None])  # [B, size]
-    cols = (grid[None] >= x0[:, None]) & (grid[None] < (x0 + w)[:, None])
-    boxes = rows[:, :, None] & cols[:, None, :] & on[:, None, None]
-    return boxes[:, None].to(device, non_blocking=True)
-
-
-def cutmix(images: Tensor, target: Tensor, sure: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Paste a box (:func:`cutmix_boxes`) of the next scan in the batch into each scan: ``images`` float
-    ``[B, C, H, W]``, ``target`` float 0/1 and ``sure`` bool ``[B, 1, H, W]`` move together."""
-    boxes = cutmix_boxes(images.shape[0], images.shape[-1], images.device)
-    partner = torch.roll(torch.arange(images.shape[0], device=images.device), 1)
-    return (
-        torch.where(boxes, images[partner], images),
-        torch.where(boxes, target[partner], target),
-        torch.where(boxes, sure[partner], sure),
-    )
 
 
 def pseudo_targets(prob: Tensor, threshold: float) -> tuple[Tensor, Tensor]:

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mosl_cli import hub
-from mosl_cli.augment import SEG_AUGMENTS, SegAugment, WeakStrongViews, seeded
+from mosl_cli.augment import SEG_AUGMENTS, SegAugment, WeakStrongViews, cutmix, seeded
 from mosl_cli.config import DEFAULT_PRETRAIN_RUN, WEIGHTS_FILE, FinetuneConfig
 from mosl_cli.consistency import SEMI_METHODS, Unlabelled, consistency_loss, ramped_weight, strong_batch
 from mosl_cli.data.store import Dataset, load_dataset
@@ -303,13 +303,16 @@ def train_step(
     unlabelled: Unlabelled | None = None,
 ) -> torch.Tensor:
     """One optimisation step of the recipe on a uint8 batch ``images`` ``[B, C, H, W]`` and ``masks``
-    ``[B, 1, H, W]`` already on the model's device: joint augmentation, forward under autocast
+    ``[B, 1, H, W]`` already on the model's device: joint augmentation (then CutMix with
+    ``cfg.cutmix``), forward under autocast
     (``cfg.amp``) in ``cfg.channels_last`` layout, :func:`finetune_loss` in float32, backward, step.
     With ``unlabelled``, its strong views go through the same forward pass and add their
     :func:`~mosl_cli.consistency.consistency_loss`. Returns the batch loss (0-dim tensor, on the device)."""
     device = images.device
     with torch.no_grad():
         x, y = augment(images, masks)
+        if cfg.cutmix > 0:
+            x, y = cutmix(x, y, p=cfg.cutmix)
         if unlabelled is not None:
             strong, target, sure = strong_batch(
                 unlabelled.model,
@@ -458,6 +461,8 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
         raise UsageError(f"--ema-decay {cfg.ema_decay} must be in [0, 1), e.g. 0.998")
     if cfg.warmup_epochs < 0 or cfg.patience < 0:
         raise UsageError("--warmup-epochs and --patience must be 0 or more")
+    if not 0.0 <= cfg.cutmix <= 1.0:
+        raise UsageError(f"--cutmix {cfg.cutmix} must be in [0, 1]: the probability that a scan gets a box")
     if not 0.0 < cfg.teacher_keep <= 1.0:
         raise UsageError(f"--teacher-keep {cfg.teacher_keep} must be in (0, 1]: the fraction of masks kept")
     if not 0.5 <= cfg.teacher_sure < 1.0:
@@ -514,19 +519,11 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         extra["aux_heads"] = net.heads
     unsure = cfg.teacher is not None and cfg.teacher_sure > 0.5  # pseudo-masks with pixels left out of the loss
     augment = SegAugment(cfg.size, cfg.augment, strength=cfg.augment_strength, unsure=unsure).to(device)
-    images, masks = ds.images.to(device), ds.masks.to(device)
+    images = ds.images.to(device)
     labelled_idx = train_idx  # the scans whose own masks the run reads
-    pool_counts = pseudo.describe() if pseudo is not None else {}  # what the run takes from the unlabelled scans
-    if pseudo is not None and pseudo.indices:  # the teacher's masks replace those scans' rows in a copy
-        masks = masks.clone()
-        masks[torch.tensor(pseudo.indices, device=device)] = pseudo.masks.to(device)
-        train_idx = sorted(train_idx + pseudo.indices)
-    draw_weights = share_weights(train_idx, labelled_idx, cfg.labelled_share)
-    semi_pool: list[int] = []  # --semi: the scans learnt from without their labels
-    if cfg.semi != "none":
-        semi_pool = teacher_pool(ds, cfg.label_fraction, cfg.seed, labelled_idx)
-        pool_counts["semi_unlabelled"] = len(semi_pool)
-    views = WeakStrongViews(cfg.size).to(device) if semi_pool else None
+    rows = training_rows(cfg, ds, labelled_idx, pseudo, device)
+    masks, train_idx, pool_counts = rows.masks, rows.indices, rows.counts
+    views = WeakStrongViews(cfg.size).to(device) if rows.semi_pool else None
     steps_per_epoch = cfg.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(len(train_idx) / cfg.batch_size))
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = min(cfg.warmup_epochs * steps_per_epoch, total_steps // 2)
@@ -578,10 +575,10 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         model.train()
         _set_encoder_frozen(model, epoch < cfg.freeze_encoder_epochs, cfg.freeze_encoder_bn)
         count = steps_per_epoch * cfg.batch_size
-        order = epoch_indices(train_idx, count, cfg.seed, epoch, dist_info, device, draw_weights)
+        order = epoch_indices(train_idx, count, cfg.seed, epoch, dist_info, device, rows.draw_weights)
         semi_order = None  # --semi: the unlabelled scans' order, drawn as the labelled one's from another seed
         if views is not None:
-            semi_order = epoch_indices(semi_pool, count, cfg.seed + SEMI_SALT, epoch, dist_info, device)
+            semi_order = epoch_indices(rows.semi_pool, count, cfg.seed + SEMI_SALT, epoch, dist_info, device)
         loss_sum, t0 = torch.zeros((), device=device), time.perf_counter()
         with seeded(cfg.seed * 7919 + epoch * 104729 + dist_info.rank, device):
             for step in range(steps_per_epoch):
@@ -672,6 +669,39 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         init_info,
         model,
     )
+
+
+@dataclass
+class TrainingRows:
+    """The dataset rows a run's steps draw from. ``masks``: uint8 ``[N, 1, H, W]`` on the device, the
+    teacher's masks in the rows it labelled; ``indices``: the rows drawn (the labelled scans and the
+    teacher-labelled ones); ``draw_weights``: ``[len(indices)]`` (None: uniform draws); ``semi_pool``: the
+    scans ``--semi`` learns from without their labels; ``counts``: what the run takes from the unlabelled
+    scans (for config.json and metrics.json)."""
+
+    masks: torch.Tensor
+    indices: list[int]
+    draw_weights: torch.Tensor | None
+    semi_pool: list[int]
+    counts: dict[str, int]
+
+
+def training_rows(
+    cfg: FinetuneConfig, ds: Dataset, labelled: list[int], pseudo: PseudoLabels | None, device: torch.device
+) -> TrainingRows:
+    """The :class:`TrainingRows` of a run that reads the masks of ``labelled`` and, with a teacher, the
+    ``pseudo`` masks (which replace those scans' rows in a copy of the dataset's masks)."""
+    masks, indices = ds.masks.to(device), labelled
+    counts = pseudo.describe() if pseudo is not None else {}
+    if pseudo is not None and pseudo.indices:
+        masks = masks.clone()
+        masks[torch.tensor(pseudo.indices, device=device)] = pseudo.masks.to(device)
+        indices = sorted(labelled + pseudo.indices)
+    semi_pool: list[int] = []
+    if cfg.semi != "none":
+        semi_pool = teacher_pool(ds, cfg.label_fraction, cfg.seed, labelled)
+        counts["semi_unlabelled"] = len(semi_pool)
+    return TrainingRows(masks, indices, share_weights(indices, labelled, cfg.labelled_share), semi_pool, counts)
 
 
 def teacher_pool(ds: Dataset, fraction: float, seed: int, labelled: list[int]) -> list[int]:

@@ -40,6 +40,12 @@
 # (as Noisy Student's), baseline@resnet50 the same encoder without the unlabelled scans.
 # @sureP --teacher-sure P: self_training@keep0.7@sure0.9 leaves out of the loss the pixels its teacher gave
 # a probability between 0.1 and 0.9.
+# @cutmixP --cutmix P: CutMix on the training batch (ST++'s strong augmentation of pseudo-labelled scans):
+# self_training@keep0.7@cutmix0.5 pastes a box of another scan, with its mask, into half of them.
+# @refine fine-tunes ARM's own fine-tune of the same fraction and seed again on the labelled scans alone
+# (--init that model, the baseline's options, no teacher): self_training@keep0.7@steps40@refine trains a
+# student on pseudo-labels, then lets the true labels have the last word (pre-training by self-training);
+# variants after it apply to the second fine-tune (...@refine@lr3e-4).
 # nerve_supervised (not in the default ARMS) pre-trains with labels of another organ: the default
 # fine-tune on every USGRA-seg nerve scan's mask, whose whole U-Net each fine-tune starts from; a
 # @teacher after other variants takes the arm before it: nerve_supervised@teacher@keep0.7 starts from
@@ -162,7 +168,9 @@ ft_opts_of() {  # ARM[@VARIANT...]: the variants' fine-tuning options (one per l
       share[0-9.]*) printf '%s\n' --labelled-share "${v#share}" ;;  # of a student: the labelled scans' batch share
       resnet[0-9]*) printf '%s\n' --encoder "$v" ;;  # a larger student (or baseline) than the default resnet18
       sure[0-9.]*) printf '%s\n' --teacher-sure "${v#sure}" ;;  # of a student: its teacher's unsure pixels left out
-      *) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10 @encoder @teacher @keepQ @stepsN @fixmatch @shareS @resnetN @sureP)" >&2; exit 2 ;;
+      cutmix[0-9.]*) printf '%s\n' --cutmix "${v#cutmix}" ;;  # a box of another scan pasted in, with its mask
+      refine) ;;  # --init the arm's own fine-tune, added by finetune (refined_of)
+      *) echo "unknown variant in $1 (known: @enc0.1 @lr3e-4 @freeze10 @encoder @teacher @keepQ @stepsN @fixmatch @shareS @resnetN @sureP @cutmixP @refine)" >&2; exit 2 ;;
     esac
   done
 }
@@ -189,8 +197,16 @@ method_of() {  # ARM: its method options, always explicit (mosl pretrain's defau
   esac
 }
 
+refined_of() {  # ARM: the arm whose fine-tune of the same fraction and seed ARM starts from ("": none)
+  case $1 in
+    *@refine | *@refine@*) echo "${1%@refine*}" ;;  # the arm before the last @refine
+    *) echo "" ;;
+  esac
+}
+
 teacher_arm_of() {  # ARM: the arm whose fine-tune of the same fraction and seed is ARM's --teacher ("": none)
   case $1 in
+    *@refine | *@refine@*) echo "" ;;  # trained on the labelled scans alone
     *@teacher | *@teacher@*) echo "${1%@teacher*}" ;;  # the arm before the last @teacher
     "$TEACHER_ARM" | "$TEACHER_ARM"@*) echo baseline ;;
     *) echo "" ;;
@@ -228,13 +244,15 @@ evaluate() {  # RUN SPLIT: evaluate --json into RUN/eval_SPLIT.json (and RUN/eva
 }
 
 finetune() {  # ARM FRACTION SEED: fine-tune (baseline: --init none), then evaluate on val and test
-  local arm=$1 f=$2 s=$3 run pre teacher init=none epochs=() variant=()
+  local arm=$1 f=$2 s=$3 run pre teacher refined init=none epochs=() variant=()
   run=$(run_of "$arm" "$f" "$s")
   pre=$(pre_of "$arm")
   teacher=$(teacher_arm_of "$arm")
+  refined=$(refined_of "$arm")
   [ -z "$pre" ] || init=$WORK/pre/$pre/model.safetensors
   [ -n "$EPOCHS_FT" ] && epochs=(--epochs "$EPOCHS_FT")
-  mapfile -t variant < <(ft_opts_of "$arm")
+  mapfile -t variant < <(ft_opts_of "${arm#"$refined"}")  # a @refine run: only the variants after it
+  [ -z "$refined" ] || init=$(run_of "$refined" "$f" "$s")/model.safetensors
   if [ -n "$teacher" ]; then  # every teacher's mask (--teacher-keep 1) unless the arm is a @keepQ variant
     variant+=(--teacher "$(run_of "$teacher" "$f" "$s")/model.safetensors")
     [[ $arm == *@keep* ]] || variant+=(--teacher-keep 1)
@@ -296,6 +314,7 @@ while :; do
     read -r arm f s <<< "$t"
     pre=$(pre_of "$arm")
     teacher=$(teacher_arm_of "$arm")
+    [ -n "$teacher" ] || teacher=$(refined_of "$arm")  # a run it needs first, as a teacher's
     if [ -n "$teacher" ] && [ ! -f "$(run_of "$teacher" "$f" "$s")/metrics.json" ]; then
       if { [ -n "${queued[$teacher $f $s]:-}" ] && [ -z "${started[$teacher $f $s]:-}" ]; } || [ -n "$(jobs -rp)" ]; then
         left=1  # its teacher is still to be trained (or may be training)

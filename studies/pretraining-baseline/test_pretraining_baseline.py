@@ -269,6 +269,21 @@ def test_a_student_may_be_larger_and_leave_its_teachers_unsure_pixels_out(tmp_pa
     assert Path(larger["--teacher"][0]).parent.parent.name == "baseline"  # the resnet18 baseline teaches
     sure = _the_one_finetune(tmp_path / "b", "self_training@keep0.7@sure0.9")
     assert sure["--teacher-sure"] == ["0.9"] and sure["--teacher-keep"] == ["0.7"] and "--encoder" not in sure
+    mixed = _the_one_finetune(tmp_path / "c", "self_training@keep0.7@cutmix0.5")
+    assert mixed["--cutmix"] == ["0.5"] and mixed["--teacher-keep"] == ["0.7"]
+
+
+def test_a_refined_student_fine_tunes_its_student_again_on_the_labels_alone(tmp_path: Path) -> None:
+    refined = _the_one_finetune(tmp_path, "self_training@keep0.7@refine@lr3e-4")
+    assert refined["--init"] == [f"{tmp_path}/w/ft/self_training@keep0.7/f0.25_s1/model.safetensors"]
+    assert refined["--lr"] == ["3e-4"] and "--teacher" not in refined and "--teacher-keep" not in refined
+    (tmp_path / "pool").mkdir()
+    proc, calls = _pool_run(tmp_path / "pool", ARMS="self_training@refine self_training", FRACTIONS="0.1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # the fake mosl fails an --init used before it exists
+    out = {c[c.index("--out") + 1]: c for c in calls if c[1] == "finetune"}
+    assert len(out) == 3 * 2  # the baseline, the student and the refined student, 2 seeds
+    refined_runs = [c for o, c in out.items() if Path(o).parent.name == "self_training@refine"]
+    assert len(refined_runs) == 2 and not [c for c in refined_runs if "--teacher" in c]
 
 
 def test_pool_starts_a_student_only_after_its_teacher(tmp_path: Path) -> None:
