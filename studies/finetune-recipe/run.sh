@@ -45,6 +45,7 @@ options() {  # the finetune options of an arm (added to the defaults)
     poly) echo "--schedule poly" ;;
     lr_3e-3) echo "--lr 3e-3" ;;
     wd_1e-2) echo "--weight-decay 1e-2" ;;
+    cutmix_0.5) echo "--cutmix 0.5" ;;  # a box of another scan pasted into half the scans, with its mask
     fraction_0.1) echo "--label-fraction 0.1" ;;
     fraction_0.25) echo "--label-fraction 0.25" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
