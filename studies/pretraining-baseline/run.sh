@@ -213,6 +213,12 @@ teacher_arm_of() {  # ARM: the arm whose fine-tune of the same fraction and seed
   esac
 }
 
+needed_arm_of() {  # ARM: the arm whose fine-tune of the same fraction and seed ARM reads ("": none)
+  local teacher
+  teacher=$(teacher_arm_of "$1")
+  if [ -n "$teacher" ]; then echo "$teacher"; else refined_of "$1"; fi  # its teacher, or the run it refines
+}
+
 resume_flag() {  # DIR: --resume a killed run, else start afresh (a run killed before its first checkpoint)
   if [ -f "$1/checkpoint.safetensors" ]; then echo --resume; else echo --overwrite; fi
 }
@@ -313,15 +319,14 @@ while :; do
     [ -n "${started[$t]:-}" ] && continue
     read -r arm f s <<< "$t"
     pre=$(pre_of "$arm")
-    teacher=$(teacher_arm_of "$arm")
-    [ -n "$teacher" ] || teacher=$(refined_of "$arm")  # a run it needs first, as a teacher's
-    if [ -n "$teacher" ] && [ ! -f "$(run_of "$teacher" "$f" "$s")/metrics.json" ]; then
-      if { [ -n "${queued[$teacher $f $s]:-}" ] && [ -z "${started[$teacher $f $s]:-}" ]; } || [ -n "$(jobs -rp)" ]; then
-        left=1  # its teacher is still to be trained (or may be training)
+    needed=$(needed_arm_of "$arm")
+    if [ -n "$needed" ] && [ ! -f "$(run_of "$needed" "$f" "$s")/metrics.json" ]; then
+      if { [ -n "${queued[$needed $f $s]:-}" ] && [ -z "${started[$needed $f $s]:-}" ]; } || [ -n "$(jobs -rp)" ]; then
+        left=1  # the run it reads is still to be trained (or may be training)
       else
         started[$t]=skipped
         failed=1
-        echo "no teacher model $(run_of "$teacher" "$f" "$s")/model.safetensors: skipping $arm f$f s$s"
+        echo "no model $(run_of "$needed" "$f" "$s")/model.safetensors (its teacher, or the run it refines): skipping $arm f$f s$s"
       fi
       continue
     fi
