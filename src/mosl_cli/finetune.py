@@ -520,11 +520,9 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     unsure = cfg.teacher is not None and cfg.teacher_sure > 0.5  # pseudo-masks with pixels left out of the loss
     augment = SegAugment(cfg.size, cfg.augment, strength=cfg.augment_strength, unsure=unsure).to(device)
     images = ds.images.to(device)
-    labelled_idx = train_idx  # the scans whose own masks the run reads
-    rows = training_rows(cfg, ds, labelled_idx, pseudo, device)
-    masks, train_idx, pool_counts = rows.masks, rows.indices, rows.counts
+    rows = training_rows(cfg, ds, train_idx, pseudo, device)  # train_idx: the scans whose own masks it reads
     views = WeakStrongViews(cfg.size).to(device) if rows.semi_pool else None
-    steps_per_epoch = cfg.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(len(train_idx) / cfg.batch_size))
+    steps_per_epoch = cfg.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(len(rows.indices) / cfg.batch_size))
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = min(cfg.warmup_epochs * steps_per_epoch, total_steps // 2)
     per_rank = max(1, cfg.batch_size // dist_info.world_size)
@@ -538,15 +536,15 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
     arch_meta = {"arch": init_info.get("arch", cfg.arch), "encoder": init_info.get("encoder", cfg.encoder)}
     resolved = {
         "init": init_info,
-        "labelled_train": len(labelled_idx),
-        **pool_counts,
+        "labelled_train": len(train_idx),
+        **rows.counts,
         "val": len(val_idx),
         "steps_per_epoch": steps_per_epoch,
         "global_batch": cfg.batch_size,
         "world_size": dist_info.world_size,
         "device": str(device),
         "data_fingerprint": ds.fingerprint(),
-        "classes": _class_counts(ds, labelled_idx),
+        "classes": _class_counts(ds, train_idx),
         **arch_meta,
     }
     if dist_info.is_main:
@@ -557,7 +555,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
             "epochs": cfg.epochs,
             "steps_per_epoch": steps_per_epoch,
             "start_epoch": progress["epoch"],
-            "images": len(train_idx),
+            "images": len(rows.indices),
             "device": str(device),
             "init": init_info,
         },
@@ -575,7 +573,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         model.train()
         _set_encoder_frozen(model, epoch < cfg.freeze_encoder_epochs, cfg.freeze_encoder_bn)
         count = steps_per_epoch * cfg.batch_size
-        order = epoch_indices(train_idx, count, cfg.seed, epoch, dist_info, device, rows.draw_weights)
+        order = epoch_indices(rows.indices, count, cfg.seed, epoch, dist_info, device, rows.draw_weights)
         semi_order = None  # --semi: the unlabelled scans' order, drawn as the labelled one's from another seed
         if views is not None:
             semi_order = epoch_indices(rows.semi_pool, count, cfg.seed + SEMI_SALT, epoch, dist_info, device)
@@ -590,7 +588,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
                     weight = ramped_weight(cfg.semi_weight, epoch * steps_per_epoch + step, total_steps)
                     pick = semi_order[step * per_rank : (step + 1) * per_rank]
                     unlabelled = Unlabelled(images[pick], model, views, weight)
-                loss = train_step(trained, optimizer, augment, images[sel], masks[sel], cfg, unlabelled)
+                loss = train_step(trained, optimizer, augment, images[sel], rows.masks[sel], cfg, unlabelled)
                 if average is not None:
                     average.update(model, epoch * steps_per_epoch + step)
                 loss_sum += loss.detach()
@@ -639,8 +637,8 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         "epochs_run": epochs_run,
         "stopped_early": epochs_run < cfg.epochs,
         "label_fraction": cfg.label_fraction,
-        "labelled_train": len(labelled_idx),
-        **pool_counts,
+        "labelled_train": len(train_idx),
+        **rows.counts,
         "val": len(val_idx),
         "fold": cfg.fold,
         "init": init_info.get("init"),
@@ -665,7 +663,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         int(progress["best_epoch"]),
         float(progress["best_dice"]) if val_idx else float("nan"),
         epochs_run,
-        len(labelled_idx),
+        len(train_idx),
         init_info,
         model,
     )
