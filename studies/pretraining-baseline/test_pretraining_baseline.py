@@ -378,6 +378,33 @@ def test_summary_pairs_seeds_and_gives_t_intervals(tmp_path: Path) -> None:
         assert (work / "gain.png").stat().st_size > 0
 
 
+def test_overview_lists_every_arm_of_every_results_folder_beside_its_baseline(tmp_path: Path) -> None:
+    """``--overview results``: one row per arm and folder, fractions side by side; a superseded folder
+    (pilot64) and a repeat of a row already shown (pilot64_b) are left out; every cell is the folder's own
+    paired difference."""
+    work = tmp_path / "work"
+    for arm, table in (("baseline", BASE), ("multiorgan_simclr", ARM)):
+        for f, values in table.items():
+            for seed, v in enumerate(values):
+                _write(work, arm, f, seed, v, v + 0.1)
+    _summarise(work)
+    results = tmp_path / "results"
+    for folder in ("pilot64_a", "pilot64", "pilot64_b"):
+        (results / folder).mkdir(parents=True)
+        shutil.copy(work / "summary.csv", results / folder / "summary.csv")
+    proc = subprocess.run(
+        [sys.executable, str(HERE / "summarise.py"), "--overview", str(results)], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    md = (results / "overview.md").read_text()
+    rows = [line for line in md.splitlines() if line.startswith("| pilot64")]
+    assert len(rows) == 1 and rows[0].startswith("| pilot64_a | multiorgan_simclr | +0.037 [-0.001, +0.075] (3)")
+    cells = rows[0].split(" | ")
+    assert cells[3] == "–"  # no 25 % fine-tunes
+    mean, lo, hi = _hand(ARM["1.0"], BASE["1.0"])
+    assert cells[4].startswith(f"{mean:+.3f} [{lo:+.3f}, {hi:+.3f}] (3)<br>val {mean:+.3f}")
+
+
 def test_a_variant_arm_is_compared_with_the_baseline_and_with_its_plain_arm(tmp_path: Path) -> None:
     work = tmp_path / "work"
     variant = [v + 0.02 for v in ARM["0.1"]]
