@@ -181,8 +181,23 @@ def test_missing_inputs_are_refused(tmp_path: Path) -> None:
     with pytest.raises(MoslError, match="matches no"):
         expand_inputs([str(tmp_path / "*.png")])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(MoslError, match="no PNG/JPG/JPEG/BMP/TIF/TIFF/GIF files"):
+    with pytest.raises(MoslError, match="no PNG/JPG/JPEG/BMP/TIF/TIFF/GIF scans"):
         expand_inputs([str(tmp_path / "empty")])
+
+
+def test_a_folder_or_glob_leaves_out_masks_and_overlays(tmp_path: Path) -> None:
+    """BUSI keeps x_mask.png and x_mask_1.png beside x.png, and predict writes x_mask / x_overlay:
+    none of them is a scan, unless named on the command line."""
+    folder = tmp_path / "busi"
+    for name in ("x.png", "x_mask.png", "x_mask_1.png", "x_overlay.png", "masked.png"):
+        scan(folder / name, 20, 20)
+    assert [p.name for p in expand_inputs([str(folder)])] == ["masked.png", "x.png"]
+    assert [p.name for p in expand_inputs([str(folder / "*.png")])] == ["masked.png", "x.png"]
+    assert [p.name for p in expand_inputs([str(folder / "x_mask.png")])] == ["x_mask.png"]
+    for name in ("masked.png", "x.png"):
+        (folder / name).unlink()
+    with pytest.raises(MoslError, match=r"no .* scans in this folder \(\*_mask and \*_overlay files are not scans"):
+        expand_inputs([str(folder)])
 
 
 def test_rgb_model_reads_rgb_scans(tmp_path: Path) -> None:

@@ -290,8 +290,11 @@ def test_evaluations_matched_by_folder_test_split_preferred_and_orphans_named(
     (tmp_path / "orphan" / "metrics.json").write_text(
         json.dumps({**doc, "model": "/nowhere/model.safetensors"}), encoding="utf-8"
     )
+    folders = {k: v for k, v in doc.items() if k not in ("model", "models", "model_meta")}
+    (tmp_path / "masks_eval").mkdir()  # `evaluate --pred --ref`: no model, not a problem, left out quietly
+    (tmp_path / "masks_eval" / "metrics.json").write_text(json.dumps({**folders, "pred": "p", "ref": "r"}))
     found = find_runs([tmp_path, run])  # overlapping folders: each run and evaluation once
-    assert list(found.finetunes) == [run.resolve()] and len(found.evals) == 3
+    assert list(found.finetunes) == [run.resolve()] and len(found.evals) == 3 and not found.problems
     chosen, problems = match_evaluations(found)
     assert chosen[run.resolve()][0] == (run / "eval").resolve()
     assert problems == [

@@ -989,10 +989,11 @@ def finetune(
 @app.command(
     epilog=(
         "Example: mosl evaluate --model mosl_finetune/model.safetensors --split test   |   "
-        "mosl evaluate --model cv_run/ (all folds)"
+        "mosl evaluate --model cv_run/ (all folds)   |   mosl evaluate --pred masks/ --ref annotations/"
     )
 )
 def evaluate(
+    ctx: typer.Context,
     model: Models = [Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE],
     data: DataDir = Path(C.DEFAULT_DATASET),
     split: Annotated[K.Split, typer.Option("--split", help="Dataset split to score.")] = "test",
@@ -1009,10 +1010,24 @@ def evaluate(
             help="Normalised surface Dice tolerance in mm (for samples with a pixel spacing, e.g. DICOM).",
         ),
     ] = C.EvaluateConfig.nsd_tolerance,
+    pred: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--pred",
+            help="Score the mask files in this folder (e.g. mosl predict's) against --ref's, with no model or dataset.",
+        ),
+    ] = None,
+    ref: Annotated[
+        Optional[Path],
+        typer.Option("--ref", help="With --pred: the folder of reference masks (sub-folders name the classes)."),
+    ] = None,
     json_out: JsonOut = False,
 ) -> None:
     """Dice, IoU, precision, recall and HD95 per case and per class (and ASSD, mm, NSD); \
 metrics.json and per_case.csv."""
+    if pred is not None or ref is not None:
+        _evaluate_folders(ctx, pred, ref, out, json_out)
+        return
     models = str(model[0]) if len(model) == 1 else tuple(str(m) for m in model)
     cfg = C.EvaluateConfig(
         model=models,
@@ -1034,7 +1049,37 @@ metrics.json and per_case.csv."""
         doc = {k: result.metrics.get(k) for k in keys}
         _print_json({**doc, "rows": result.rows, "files": [result.out / "metrics.json", result.out / "per_case.csv"]})
         return
-    table = Table(title=f"{' + '.join(str(m) for m in model)} on {data} [{split}]")
+    _print_evaluation(result, f"{' + '.join(str(m) for m in model)} on {data} [{split}]")
+
+
+_MODEL_OPTIONS = ("model", "data", "split", "tta", "postprocess", "threshold", "batch_size", "device", "nsd_tolerance")
+
+
+def _evaluate_folders(ctx: typer.Context, pred: Path | None, ref: Path | None, out: Path, json_out: bool) -> None:
+    """``mosl evaluate --pred DIR --ref DIR`` (:mod:`mosl_cli.evaluate_folder`)."""
+    if pred is None or ref is None:
+        raise typer.BadParameter("--pred and --ref go together: pass both folders", param_hint="--pred/--ref")
+    given = [n for n in _MODEL_OPTIONS if getattr(ctx.get_parameter_source(n), "name", "") == "COMMANDLINE"]
+    if given:
+        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        raise typer.BadParameter(f"{flags}: not used when scoring mask folders; drop it", param_hint="--pred")
+    from mosl_cli.evaluate_folder import run_evaluate_folder
+
+    result = _call(run_evaluate_folder, C.EvaluateFolderConfig(pred=str(pred), ref=str(ref), out=str(out)), out=out)
+    if json_out:
+        keys = ("pred", "ref", "predictions_without_reference", "summary", "per_class", "lesion")
+        doc = {k: result.metrics.get(k) for k in keys}
+        _print_json({**doc, "rows": result.rows, "files": [result.out / "metrics.json", result.out / "per_case.csv"]})
+        return
+    _print_evaluation(result, f"{pred} against {ref}")
+    unpaired = result.metrics["predictions_without_reference"]
+    if unpaired:
+        console.print(f"{unpaired} mask(s) in {pred} have no reference in {ref} and were left out")
+
+
+def _print_evaluation(result: Any, title: str) -> None:
+    """The per-group table of an evaluation, then the files it wrote."""
+    table = Table(title=title)
     columns = ("group", "n", "dice", "iou", "precision", "recall", "hd95")
     if result.metrics.get("cases_with_spacing"):  # millimetres beside pixels
         columns += ("hd95_mm", "assd_mm", "nsd")

@@ -195,6 +195,15 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateFolderConfig:
+    """``mosl evaluate --pred DIR --ref DIR``: mask files scored against reference masks, no model."""
+
+    pred: str
+    ref: str
+    out: str = DEFAULT_EVAL_DIR
+
+
+@dataclass(frozen=True)
 class PredictConfig:
     """``mosl predict``: scans in, 0/255 masks (at each scan's own size) out."""
 
@@ -241,6 +250,7 @@ __all__ = [
     "PretrainConfig",
     "FinetuneConfig",
     "EvaluateConfig",
+    "EvaluateFolderConfig",
     "PredictConfig",
     "ReportConfig",
     "to_dict",

@@ -90,7 +90,12 @@ def _load_checked(cfg: EvaluateConfig, device: torch.device) -> tuple[Ensemble, 
             f"but {cfg.data} has {ds.channels}-channel images; "
             f"prepare the data with --channels {ensemble.in_channels} or pass a matching model"
         )
-    out = Path(cfg.out)
+    check_out_folder(Path(cfg.out))
+    return ensemble, ds, indices
+
+
+def check_out_folder(out: Path) -> None:
+    """:class:`MoslError` unless ``out`` is a new folder or one whose metrics.json ``evaluate`` wrote."""
     if out.exists() and not out.is_dir():
         raise MoslError(f"--out {out}: exists and is not a folder; pass a folder name")
     if (out / METRICS_FILE).is_file() and not _is_evaluation(out / METRICS_FILE):
@@ -98,7 +103,6 @@ def _load_checked(cfg: EvaluateConfig, device: torch.device) -> tuple[Ensemble, 
             f"--out {out}: its {METRICS_FILE} was not written by mosl evaluate (a training run's?) "
             "and would be replaced; pass another --out"
         )
-    return ensemble, ds, indices
 
 
 def _is_evaluation(path: Path) -> bool:
@@ -110,7 +114,7 @@ def _is_evaluation(path: Path) -> bool:
     return isinstance(doc, dict) and doc.get("format") == METRICS_FORMAT
 
 
-def _finite_or_none(value: float) -> float | None:
+def finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
@@ -153,7 +157,7 @@ def evaluate_cases(
                     "id": record["id"],
                     "class": record.get("class"),
                     "source": record.get("source"),
-                    **{name: _finite_or_none(float(host[name][j])) for name in (*M.METRICS, *M.DISTANCE_METRICS)},
+                    **{name: finite_or_none(float(host[name][j])) for name in (*M.METRICS, *M.DISTANCE_METRICS)},
                     "gt_pixels": int(host["gt_pixels"][j]),
                     "pred_pixels": int(host["pred_pixels"][j]),
                 }
@@ -280,6 +284,7 @@ __all__ = [
     "table_rows",
     "write_per_case_csv",
     "check_thresholds",
+    "check_out_folder",
     "prepare_model",
     "METRICS_FILE",
     "PER_CASE_FILE",

@@ -1,7 +1,8 @@
 """``mosl predict``: scans in, 0/255 lesion masks at each scan's own size out (and optional overlays).
 
 Inputs are files, folders (their PNG/JPEG/BMP/TIFF/GIF, DICOM and video files, not recursive, sorted
-by name) or glob patterns (matches treated like a folder's content). DICOM files and videos are read
+by name, masks and overlays left out: :data:`NOT_A_SCAN`) or glob patterns (matches treated like a
+folder's content). DICOM files and videos are read
 frame by frame, a cine or video giving one mask per frame (:mod:`mosl_cli.cine`). ``mask_values``
 ``0-1`` writes 0/1 masks instead; ``measurements`` writes lesion area and diameter per mask
 (:mod:`mosl_cli.measure`). Output names:
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -47,6 +49,9 @@ MASK_TAG = "_mask"
 OVERLAY_TAG = "_overlay"
 OVERLAY_COLOUR: tuple[int, int, int] = (255, 0, 0)
 _GLOB_CHARS = frozenset("*?[")
+# A folder's files that are not scans: masks beside their scans (BUSI's x_mask.png, x_mask_1.png) and
+# what predict writes (x_mask.png, x_overlay.png). A file named on the command line is predicted anyway.
+NOT_A_SCAN = re.compile(rf"(?:{MASK_TAG}(?:_\d+)?|{OVERLAY_TAG})$", re.IGNORECASE)
 # Decode/write threads: one per core. PNG/JPEG decode in torchvision's ops, outside the GIL (fastio.py);
 # with Pillow alone 4 was best on a 16-core host, its chunk parsing holding the GIL.
 MAX_IO_WORKERS = 256
@@ -71,7 +76,12 @@ class PredictedFile:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _INPUT_SUFFIXES)
+    """The scans of a folder: its image, DICOM and video files but masks and overlays (:data:`NOT_A_SCAN`)."""
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in _INPUT_SUFFIXES and not NOT_A_SCAN.search(p.stem)
+    )
 
 
 def expand_inputs(inputs: Sequence[str]) -> list[Path]:
@@ -93,7 +103,8 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
                     f"`mosl evaluate --data {path}`, or give predict the original scans"
                 )
             if not files:
-                raise MoslError(f"{path}: no {'/'.join(s[1:].upper() for s in IMAGE_SUFFIXES)} files in this folder")
+                kinds = "/".join(s[1:].upper() for s in IMAGE_SUFFIXES)
+                raise MoslError(f"{path}: no {kinds} scans in this folder (*_mask and *_overlay files are not scans)")
         elif path.exists():
             files = [path]
         elif _GLOB_CHARS & set(item):
@@ -102,7 +113,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
                 f
                 for m in matches
                 for f in (_images_in(m) if m.is_dir() else [m])
-                if has_image_suffix(f) or f.suffix.lower() in _INPUT_SUFFIXES
+                if (has_image_suffix(f) or f.suffix.lower() in _INPUT_SUFFIXES) and not NOT_A_SCAN.search(f.stem)
             ]
             if not files:
                 raise MoslError(f"{item}: the pattern matches no PNG/JPEG/BMP/TIFF/GIF file")

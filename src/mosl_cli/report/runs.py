@@ -119,8 +119,8 @@ def find_runs(paths: Sequence[str | Path]) -> FoundRuns:
             except ValueError as exc:
                 problems.append(f"{metrics_path.parent}: {exc}; evaluation left out (run `mosl evaluate` again)")
                 continue
-            if doc.get("format") != EVAL_FORMAT:
-                continue
+            if doc.get("format") != EVAL_FORMAT or ("pred" in doc and "model" not in doc):
+                continue  # not an evaluation, or mask folders scored by `evaluate --pred` (no run to attach)
             if not isinstance(doc.get("model"), str) or not isinstance(doc.get("summary"), dict):
                 problems.append(
                     f"{metrics_path.parent}: metrics.json lacks `model` or `summary`; "
