@@ -50,6 +50,8 @@
 # fine-tune on every USGRA-seg nerve scan's mask, whose whole U-Net each fine-tune starts from; a
 # @teacher after other variants takes the arm before it: nerve_supervised@teacher@keep0.7 starts from
 # the nerve weights and keeps 70 % of the masks of nerve_supervised's fine-tune of its fraction and seed.
+# multiorgan_simclr_dense (not in the default ARMS) pre-trains the whole U-Net with SimCLR plus a
+# pixel-level contrastive loss on the decoder (--dense-weight 1, methods/dense.py).
 #
 # Layout: WORK/data/<dataset>, WORK/pre/<arm>, WORK/ft/<arm|baseline>/f<fraction>_s<seed>/ with
 # eval_val.json and eval_test.json (`mosl evaluate --json`; eval_val/, eval_test/ hold per_case.csv),
@@ -192,6 +194,7 @@ method_of() {  # ARM: its method options, always explicit (mosl pretrain's defau
     *_simsiam) echo "--method simsiam" ;;
     *_mim) echo "--method mim" ;;  # its default scope: the whole U-Net
     *_simclr_group) echo "--method simclr --positives group" ;;
+    *_simclr_dense) echo "--method simclr --scope encoder-decoder --dense-weight 1" ;;  # + VADeR's pixel loss
     "$TEACHER_ARM" | baseline | nerve_supervised) echo "" ;;
     *) echo "unknown arm $1" >&2; exit 2 ;;
   esac

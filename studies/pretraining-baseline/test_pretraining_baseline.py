@@ -241,6 +241,18 @@ def test_nerve_supervised_starts_from_a_fine_tune_on_the_nerve_masks(tmp_path: P
     assert student["--teacher"] == [f"{work}/ft/nerve_supervised/f0.25_s2/model.safetensors"]
 
 
+def test_dense_simclr_pre_trains_the_whole_u_net_with_the_pixel_loss(tmp_path: Path) -> None:
+    env = {**os.environ, "ARMS": "multiorgan_simclr_dense", "BASELINE": "0", "FRACTIONS": "0.1", "SEEDS": "0"}
+    env.pop("TINY", None)
+    work = tmp_path / "w"
+    calls = _dry_run_calls(work, env)
+    (pre,) = [_options(c[1:]) for c in calls if c[0] == "pretrain"]
+    assert pre["--method"] == ["simclr"] and pre["--scope"] == ["encoder-decoder"] and pre["--dense-weight"] == ["1"]
+    assert sorted(Path(d).name for d in pre["--data"]) == sorted(ULTRASOUND)
+    (ft,) = [_options(c[1:]) for c in calls if c[0] == "finetune"]
+    assert ft["--init"] == [f"{work}/pre/multiorgan_simclr_dense/model.safetensors"]
+
+
 def _the_one_finetune(tmp_path: Path, arm: str) -> dict[str, list[str]]:
     """The options of the one fine-tune a dry run of ``arm`` alone makes (25 %, seed 1), which
     pre-trains nothing."""
