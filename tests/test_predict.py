@@ -175,6 +175,27 @@ def test_output_naming_conflicts_are_refused(model_file: Path, tmp_path: Path) -
     assert not (tmp_path / "o").exists()
 
 
+def test_probability_maps_beside_the_masks(model_file: Path, tmp_path: Path) -> None:
+    """--probabilities: round(255 p) at the scan's size, named <stem>_prob.png (mask.png → mask_prob.png);
+    above 127.5 exactly where the mask is when nothing is post-processed."""
+    a, b = scan(tmp_path / "a.png", 61, 47), scan(tmp_path / "b.png", 40, 52, seed=1)
+    threshold = median_probability(model_file, a)
+    common = {"model": str(model_file), "tta": False, "postprocess": False, "device": "cpu", "probabilities": True}
+    results = run_predict(PredictConfig(inputs=(str(a), str(b)), out=str(tmp_path / "o"), **common))  # type: ignore[arg-type]
+    assert [r.probabilities for r in results] == [tmp_path / "o" / "a_prob.png", tmp_path / "o" / "b_prob.png"]
+    for r in results:
+        prob, mask = np.asarray(Image.open(r.probabilities)), np.asarray(Image.open(r.mask))
+        assert prob.dtype == np.uint8 and prob.shape == (r.height, r.width)
+        assert np.array_equal(mask > 0, prob > 127.5)
+    [one] = run_predict(
+        PredictConfig(inputs=(str(a),), out=str(tmp_path / "m.png"), threshold=threshold, **common)  # type: ignore[arg-type]
+    )
+    prob = np.asarray(Image.open(tmp_path / "m_prob.png")).astype(float)
+    assert one.probabilities == tmp_path / "m_prob.png" and 0 < (prob > 255 * threshold).mean() < 1
+    with pytest.raises(MoslError, match="are not scans"):  # masks and maps are not predicted again
+        expand_inputs([str(tmp_path / "o")])
+
+
 def test_missing_inputs_are_refused(tmp_path: Path) -> None:
     with pytest.raises(MoslError, match="no such file"):
         expand_inputs([str(tmp_path / "absent.png")])

@@ -64,6 +64,19 @@ def test_cine_gives_one_mask_per_frame_with_the_region_pasted_back(model_file: P
         assert float(box.streams.video[0].average_rate) == pytest.approx(20.0)
 
 
+def test_cine_probabilities_are_one_map_per_frame_zero_outside_the_region(model_file: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    src = write(tmp_path / "loop.dcm", rng.integers(0, 256, (3, 40, 52), dtype=np.uint8), frames=3,
+                regions=[region(6, 4, 45, 35, delta_cm=(0.01, 0.02))], FrameTime=50.0)  # fmt: skip
+    out = tmp_path / "out"
+    results = run_predict(cfg(model_file, src, out=str(out), probabilities=True, postprocess=False))
+    for i, r in enumerate(results):
+        assert r.probabilities == out / "loop_prob" / f"{i:05d}.png"
+        prob, mask = np.asarray(Image.open(r.probabilities)), np.asarray(Image.open(r.mask))
+        assert prob.shape == (40, 52) and prob[:4].max() == 0 and prob[:, :6].max() == 0  # outside: 0
+        assert np.array_equal(mask > 0, prob > 127.5) or np.mean((mask > 0) == (prob > 127.5)) > 0.99
+
+
 def test_video_gives_one_mask_per_frame(model_file: Path, tmp_path: Path) -> None:
     src = write_video(tmp_path / "clip.mp4", frames=6, h=48, w=64)
     results = run_predict(cfg(model_file, src, out=str(tmp_path / "o"), mask_values="0-1"))

@@ -51,6 +51,7 @@ class Clip:
     box: tuple[int, int, int, int] | None = None
     mask: Path = Path()
     overlay: Path | None = None
+    probabilities: Path | None = None  # --probabilities: a file, or a folder for a sequence
 
     @property
     def sequence(self) -> bool:
@@ -101,7 +102,13 @@ def open_clip(path: Path, region_crop: bool) -> Clip:
 
 
 def plan_clips(
-    clips: Sequence[Clip], out: str | None, overlay: bool, taken: set[Path], inputs: int, default_dir: str
+    clips: Sequence[Clip],
+    out: str | None,
+    overlay: bool,
+    taken: set[Path],
+    inputs: int,
+    default_dir: str,
+    probabilities: bool = False,
 ) -> None:
     """Set each clip's mask (file or folder) and overlay paths following the module's naming rules.
 
@@ -124,7 +131,11 @@ def plan_clips(
             stem = clip.path.stem
             clip.mask = folder / (f"{stem}_mask" if clip.sequence else f"{stem}_mask.png")
             clip.overlay = (folder / f"{stem}_overlay{'.mp4' if clip.sequence else '.png'}") if overlay else None
-        for dest in (clip.mask, clip.overlay):
+        if probabilities:
+            from mosl_cli.predict import probability_path
+
+            clip.probabilities = probability_path(clip.mask)
+        for dest in (clip.mask, clip.overlay, clip.probabilities):
             if dest is None:
                 continue
             key = dest.resolve()
@@ -236,6 +247,7 @@ def predict_clip(
     pool: ThreadPoolExecutor,
     tta: bool = False,
     postprocess: Any = None,
+    probabilities: bool = False,
 ) -> list[Any]:
     """Predict every frame of ``clip`` with ``ensemble`` (``inference.Ensemble``); write its masks (and
     overlay); return one ``PredictedFile`` per frame."""
@@ -252,13 +264,18 @@ def predict_clip(
     def run(batch: list[tuple[int, Image.Image]]) -> None:
         crops = [img.crop(clip.box) if clip.box else img for _, img in batch]
         scans = [torch.from_numpy(_model_input(c, channels)) for c in crops]
-        for (i, img), (mask, edge) in zip(
-            batch, predict_masks(ensemble, scans, threshold, clip.overlay is not None, tta, postprocess)
+        for (i, img), (mask, edge, prob) in zip(
+            batch,
+            predict_masks(ensemble, scans, threshold, clip.overlay is not None, tta, postprocess, probabilities),
         ):
             size = (img.height, img.width)
             full = _paste(mask, size, clip.box) // np.uint8(255) * scale
             dest = clip.mask / f"{i:05d}.png" if clip.sequence else clip.mask
             writes.append(pool.submit(write_image, dest, full))
+            prob_dest = None
+            if prob is not None and clip.probabilities is not None:  # outside the imaging region: 0
+                prob_dest = clip.probabilities / f"{i:05d}.png" if clip.sequence else clip.probabilities
+                writes.append(pool.submit(write_image, prob_dest, _paste(prob, size, clip.box)))
             if edge is not None:
                 picture = np.array(img.convert("RGB"))
                 picture[_paste(edge, size, clip.box)] = OVERLAY_COLOUR
@@ -277,6 +294,7 @@ def predict_clip(
                     int(np.count_nonzero(full)),
                     frame=i if clip.sequence else None,
                     spacing_mm=clip.spacing,
+                    probabilities=prob_dest,
                 )
             )
 

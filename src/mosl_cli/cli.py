@@ -1103,6 +1103,14 @@ def predict(
         typer.Option("--out", "-o", help="Mask file for one scan, else a folder (default mosl_predict/)."),
     ] = None,
     overlay: Annotated[bool, typer.Option("--overlay", help="Also write the scan with the lesion outline.")] = False,
+    probabilities: Annotated[
+        bool,
+        typer.Option(
+            "--probabilities",
+            help="Also write the lesion probability map (0-255 for 0-1, before the threshold and post-processing) "
+            "as <stem>_prob.png.",
+        ),
+    ] = False,
     tta: TTA = C.PredictConfig.tta,
     postprocess: Postprocess = C.PredictConfig.postprocess,
     threshold: Threshold = C.PredictConfig.threshold,
@@ -1132,6 +1140,7 @@ def predict(
         model=models,
         out=str(out) if out else None,
         overlay=overlay,
+        probabilities=probabilities,
         tta=tta,
         postprocess=postprocess,
         threshold=threshold,
@@ -1159,6 +1168,7 @@ def predict(
                         "frame": r.frame,
                         "mask": r.mask,
                         "overlay": r.overlay,
+                        "probabilities": r.probabilities,
                         "height": r.height,
                         "width": r.width,
                         "lesion_pixels": r.lesion_pixels,
@@ -1169,7 +1179,9 @@ def predict(
         )
         return
     for r in results[:20]:
-        extra = f", overlay {r.overlay}" if r.overlay else ""
+        extra = (f", overlay {r.overlay}" if r.overlay else "") + (
+            f", probabilities {r.probabilities}" if r.probabilities else ""
+        )
         out_console.print(
             f"{r.input}{'' if r.frame is None else f' #{r.frame}'} → {r.mask} "
             f"({r.width}×{r.height}, {r.lesion_pixels} lesion px{extra})"

@@ -211,6 +211,7 @@ class PredictConfig:
     model: str | tuple[str, ...] = f"{DEFAULT_FINETUNE_RUN}/{WEIGHTS_FILE}"  # a file, a run folder, folds, or several
     out: str | None = None
     overlay: bool = False
+    probabilities: bool = False  # also the probability map, 0-255, before threshold and post-processing
     tta: bool = True
     postprocess: bool = True
     threshold: float = 0.5

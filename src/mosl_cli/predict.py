@@ -9,7 +9,8 @@ frame by frame, a cine or video giving one mask per frame (:mod:`mosl_cli.cine`)
 
 - one input and ``--out`` ending in an image suffix: the mask is that file (PNG, BMP or TIFF);
 - otherwise ``--out`` is a folder (default ``mosl_predict/``) holding ``<stem>_mask.png`` and, with
-  ``--overlay``, ``<stem>_overlay.png``.
+  ``--overlay``, ``<stem>_overlay.png``;
+- ``--probabilities`` adds the probability map beside each mask (:func:`probability_path`).
 
 Everything is checked before anything is written (a file that is not an image, two inputs with one
 output name, a weight file that is not a mosl segmentation model). Then scans are decoded in a thread
@@ -47,11 +48,12 @@ from mosl_cli.postprocess import PostProcess
 DEFAULT_PREDICT_DIR = "mosl_predict"
 MASK_TAG = "_mask"
 OVERLAY_TAG = "_overlay"
+PROB_TAG = "_prob"
 OVERLAY_COLOUR: tuple[int, int, int] = (255, 0, 0)
 _GLOB_CHARS = frozenset("*?[")
 # A folder's files that are not scans: masks beside their scans (BUSI's x_mask.png, x_mask_1.png) and
 # what predict writes (x_mask.png, x_overlay.png). A file named on the command line is predicted anyway.
-NOT_A_SCAN = re.compile(rf"(?:{MASK_TAG}(?:_\d+)?|{OVERLAY_TAG})$", re.IGNORECASE)
+NOT_A_SCAN = re.compile(rf"(?:{MASK_TAG}(?:_\d+)?|{OVERLAY_TAG}|{PROB_TAG})$", re.IGNORECASE)
 # Decode/write threads: one per core. PNG/JPEG decode in torchvision's ops, outside the GIL (fastio.py);
 # with Pillow alone 4 was best on a 16-core host, its chunk parsing holding the GIL.
 MAX_IO_WORKERS = 256
@@ -70,6 +72,7 @@ class PredictedFile:
     lesion_pixels: int
     frame: int | None = None  # the frame index of a cine or video
     spacing_mm: tuple[float, float] | None = None  # mm per (row, col), from a DICOM
+    probabilities: Path | None = None  # the probability map (--probabilities)
 
 
 # --------------------------------------------------------------------------- inputs and outputs
@@ -130,8 +133,19 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
     return unique
 
 
-def plan_outputs(files: Sequence[Path], out: str | None, overlay: bool) -> list[tuple[Path, Path | None]]:
-    """``(mask path, overlay path or None)`` per input, following the module's naming rules.
+Plan = tuple[Path, Path | None, Path | None]  # mask, overlay, probability map
+
+
+def probability_path(mask: Path) -> Path:
+    """Where ``--probabilities`` writes the map of the scan whose mask is ``mask``: ``x_mask.png`` →
+    ``x_prob.png``, ``mask.png`` → ``mask_prob.png`` (a cine's folder ``x_mask`` → ``x_prob``)."""
+    stem = mask.stem if mask.suffix else mask.name
+    return mask.with_name(f"{stem.removesuffix(MASK_TAG)}{PROB_TAG}{mask.suffix and '.png'}")
+
+
+def plan_outputs(files: Sequence[Path], out: str | None, overlay: bool, probabilities: bool = False) -> list[Plan]:
+    """``(mask path, overlay path or None, probability map path or None)`` per input, following the
+    module's naming rules.
 
     Raises :class:`MoslError` when ``out`` names a file but several inputs were given, names a lossy
     format, or when two inputs would write the same output.
@@ -145,18 +159,22 @@ def plan_outputs(files: Sequence[Path], out: str | None, overlay: bool) -> list[
         if target.suffix.lower() not in MASK_SUFFIXES:
             raise MoslError(f"--out {target}: masks are written losslessly; use a .png (or .bmp/.tif) name")
         over = target.with_name(f"{target.stem}{OVERLAY_TAG}.png") if overlay else None
-        plans: list[tuple[Path, Path | None]] = [(target, over)]
+        plans: list[Plan] = [(target, over, probability_path(target) if probabilities else None)]
     else:
         folder = target or Path(DEFAULT_PREDICT_DIR)
         if folder.exists() and not folder.is_dir():
             raise MoslError(f"--out {folder}: exists and is not a folder; pass a folder or a .png name")
         plans = [
-            (folder / f"{f.stem}{MASK_TAG}.png", folder / f"{f.stem}{OVERLAY_TAG}.png" if overlay else None)
+            (
+                folder / f"{f.stem}{MASK_TAG}.png",
+                folder / f"{f.stem}{OVERLAY_TAG}.png" if overlay else None,
+                folder / f"{f.stem}{PROB_TAG}.png" if probabilities else None,
+            )
             for f in files
         ]
     owner: dict[Path, Path] = {f.resolve(): f for f in files}
-    for f, (mask, over) in zip(files, plans):
-        for dest in (mask, over):
+    for f, plan in zip(files, plans):
+        for dest in plan:
             if dest is None:
                 continue
             key = dest.resolve()
@@ -223,14 +241,22 @@ def _decoded(
 
 
 def _save(
-    mask: np.ndarray, mask_path: Path, rgb: np.ndarray | None, edge: np.ndarray | None, overlay_path: Path | None
+    mask: np.ndarray,
+    plan: Plan,
+    rgb: np.ndarray | None,
+    edge: np.ndarray | None,
+    prob: np.ndarray | None,
 ) -> None:
-    """Write a mask (uint8 ``[H, W]`` 0/255) and optionally the overlay (RGB with ``edge`` coloured)."""
+    """Write a mask (uint8 ``[H, W]``) to ``plan[0]``, and where planned the overlay (RGB with ``edge``
+    coloured) and the probability map (uint8 ``[H, W]``)."""
+    mask_path, overlay_path, prob_path = plan
     write_image(mask_path, mask)
     if overlay_path is not None and rgb is not None and edge is not None:
         picture = rgb.copy()
         picture[edge] = OVERLAY_COLOUR
         write_image(overlay_path, picture)
+    if prob_path is not None and prob is not None:
+        write_image(prob_path, prob)
 
 
 @torch.inference_mode()
@@ -241,12 +267,15 @@ def predict_masks(
     want_outline: bool = False,
     tta: bool = False,
     postprocess: PostProcess | None = None,
-) -> list[tuple[np.ndarray, np.ndarray | None]]:
-    """uint8 ``[H, W, C]`` scans of any sizes → per scan ``(mask uint8 [H, W] 0/255, outline bool [H, W] | None)``.
+    want_probabilities: bool = False,
+) -> list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]]:
+    """uint8 ``[H, W, C]`` scans of any sizes → per scan ``(mask uint8 [H, W] 0/255, outline bool [H, W]
+    | None, probability uint8 [H, W] | None)``.
 
     Each scan is resized on the device to each member model's size, the batch is stacked and run
     once per member (mirrored too with ``tta``), and the averaged probability map is upsampled
-    (bilinear) to its scan's H×W, thresholded and post-processed there. On CUDA the results come
+    (bilinear) to its scan's H×W, thresholded and post-processed there. ``want_probabilities``: that
+    map too, as round(255 · p), before the threshold and post-processing. On CUDA the results come
     back with one synchronisation per batch.
     """
     device = ensemble.device
@@ -258,10 +287,18 @@ def predict_masks(
             mask = postprocess(mask[None])[0]
         mask = mask[0]
         edge = outline(mask).to("cpu", non_blocking=True) if want_outline else None
-        pending.append((mask.to("cpu", non_blocking=True), edge))
+        soft = (
+            (prob[0, 0].float() * 255).round().to(torch.uint8).to("cpu", non_blocking=True)
+            if want_probabilities
+            else None
+        )
+        pending.append((mask.to("cpu", non_blocking=True), edge, soft))
     if device.type == "cuda":
         torch.cuda.current_stream(device).synchronize()  # the non-blocking copies above have landed
-    return [(m.numpy().view(np.uint8) * np.uint8(255), None if e is None else e.numpy()) for m, e in pending]
+    return [
+        (m.numpy().view(np.uint8) * np.uint8(255), None if e is None else e.numpy(), None if p is None else p.numpy())
+        for m, e, p in pending
+    ]
 
 
 def io_workers() -> int:
@@ -288,9 +325,9 @@ def run_predict(cfg: PredictConfig, on_image: Callable[[int, int], None] | None 
     files = expand_inputs(cfg.inputs)
     clips = [cine.open_clip(f, cfg.region_crop) for f in files if cine.is_clip(f)]  # DICOM and videos
     n_inputs, files = len(files), [f for f in files if not cine.is_clip(f)]
-    plans = plan_outputs(files, cfg.out, cfg.overlay) if files else []
+    plans = plan_outputs(files, cfg.out, cfg.overlay, cfg.probabilities) if files else []
     taken = {p.resolve() for plan in plans for p in plan if p is not None} | {f.resolve() for f in files}
-    cine.plan_clips(clips, cfg.out, cfg.overlay, taken, n_inputs, DEFAULT_PREDICT_DIR)
+    cine.plan_clips(clips, cfg.out, cfg.overlay, taken, n_inputs, DEFAULT_PREDICT_DIR, cfg.probabilities)
     if cfg.measurements:
         check_measurements(Path(cfg.measurements), taken | {c.path.resolve() for c in clips})
     results: list[PredictedFile] = []
@@ -301,19 +338,22 @@ def run_predict(cfg: PredictConfig, on_image: Callable[[int, int], None] | None 
         writes: list[Future[None]] = []
         for start in range(0, len(files), cfg.batch_size):
             batch = [next(scans) for _ in files[start : start + cfg.batch_size]]
-            masks = predict_masks(ensemble, [s for s, _ in batch], cfg.threshold, cfg.overlay, cfg.tta, rule)
-            for j, ((_, rgb), (mask, edge)) in enumerate(zip(batch, masks)):
+            masks = predict_masks(
+                ensemble, [s for s, _ in batch], cfg.threshold, cfg.overlay, cfg.tta, rule, cfg.probabilities
+            )
+            for j, ((_, rgb), (mask, edge, prob)) in enumerate(zip(batch, masks)):
                 mask = mask // np.uint8(255) if cfg.mask_values == "0-1" else mask
-                mask_path, overlay_path = plans[start + j]
-                writes.append(pool.submit(_save, mask, mask_path, rgb, edge, overlay_path))
+                plan = plans[start + j]
+                writes.append(pool.submit(_save, mask, plan, rgb, edge, prob))
                 results.append(
                     PredictedFile(
                         files[start + j],
-                        mask_path,
-                        overlay_path,
+                        plan[0],
+                        plan[1],
                         mask.shape[0],
                         mask.shape[1],
                         int(np.count_nonzero(mask)),
+                        probabilities=plan[2],
                     )
                 )
             if on_image is not None:
@@ -331,6 +371,7 @@ def run_predict(cfg: PredictConfig, on_image: Callable[[int, int], None] | None 
                 pool=pool,
                 tta=cfg.tta,
                 postprocess=rule,
+                probabilities=cfg.probabilities,
             )
             if on_image is not None:
                 on_image(len(results), len(results))
