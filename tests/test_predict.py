@@ -202,7 +202,7 @@ def test_missing_inputs_are_refused(tmp_path: Path) -> None:
     with pytest.raises(MoslError, match="matches no"):
         expand_inputs([str(tmp_path / "*.png")])
     (tmp_path / "empty").mkdir()
-    with pytest.raises(MoslError, match="no PNG/JPG/JPEG/BMP/TIF/TIFF/GIF scans"):
+    with pytest.raises(MoslError, match="no PNG/JPG/JPEG/BMP/TIF/TIFF/GIF scans here"):
         expand_inputs([str(tmp_path / "empty")])
 
 
@@ -217,7 +217,7 @@ def test_a_folder_or_glob_leaves_out_masks_and_overlays(tmp_path: Path) -> None:
     assert [p.name for p in expand_inputs([str(folder / "x_mask.png")])] == ["x_mask.png"]
     for name in ("masked.png", "x.png"):
         (folder / name).unlink()
-    with pytest.raises(MoslError, match=r"no .* scans in this folder \(\*_mask and \*_overlay files are not scans"):
+    with pytest.raises(MoslError, match=r"no .* scans here \(\*_mask, \*_overlay, \*_prob files are not scans"):
         expand_inputs([str(folder)])
 
 

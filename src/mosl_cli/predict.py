@@ -1,7 +1,7 @@
 """``mosl predict``: scans in, 0/255 lesion masks at each scan's own size out (and optional overlays).
 
 Inputs are files, folders (their PNG/JPEG/BMP/TIFF/GIF, DICOM and video files, not recursive, sorted
-by name, masks and overlays left out: :data:`NOT_A_SCAN`) or glob patterns (matches treated like a
+by name, masks, overlays and probability maps left out: :data:`NOT_A_SCAN`) or glob patterns (matches treated like a
 folder's content). DICOM files and videos are read
 frame by frame, a cine or video giving one mask per frame (:mod:`mosl_cli.cine`). ``mask_values``
 ``0-1`` writes 0/1 masks instead; ``measurements`` writes lesion area and diameter per mask
@@ -52,7 +52,8 @@ PROB_TAG = "_prob"
 OVERLAY_COLOUR: tuple[int, int, int] = (255, 0, 0)
 _GLOB_CHARS = frozenset("*?[")
 # A folder's files that are not scans: masks beside their scans (BUSI's x_mask.png, x_mask_1.png) and
-# what predict writes (x_mask.png, x_overlay.png). A file named on the command line is predicted anyway.
+# what predict writes (x_mask.png, x_overlay.png, x_prob.png). A file named on the command line is predicted
+# anyway.
 NOT_A_SCAN = re.compile(rf"(?:{MASK_TAG}(?:_\d+)?|{OVERLAY_TAG}|{PROB_TAG})$", re.IGNORECASE)
 # Decode/write threads: one per core. PNG/JPEG decode in torchvision's ops, outside the GIL (fastio.py);
 # with Pillow alone 4 was best on a 16-core host, its chunk parsing holding the GIL.
@@ -79,7 +80,7 @@ class PredictedFile:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    """The scans of a folder: its image, DICOM and video files but masks and overlays (:data:`NOT_A_SCAN`)."""
+    """The scans of a folder: its image, DICOM and video files, not masks, overlays or maps (:data:`NOT_A_SCAN`)."""
     return sorted(
         p
         for p in folder.iterdir()
@@ -107,7 +108,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
                 )
             if not files:
                 kinds = "/".join(s[1:].upper() for s in IMAGE_SUFFIXES)
-                raise MoslError(f"{path}: no {kinds} scans in this folder (*_mask and *_overlay files are not scans)")
+                raise MoslError(f"{path}: no {kinds} scans here (*_mask, *_overlay, *_prob files are not scans)")
         elif path.exists():
             files = [path]
         elif _GLOB_CHARS & set(item):
