@@ -25,6 +25,7 @@ from mosl_cli.data.readers.base import VIDEO_EXTS
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import atomic_path
 from mosl_cli.imageio import IMAGE_SUFFIXES, has_image_suffix
+from mosl_cli.names import MASK_TAG, OVERLAY_TAG
 
 MASK_VALUES = ("0-255", "0-1")
 DEFAULT_RATE = 10.0
@@ -125,12 +126,12 @@ def plan_clips(
                 what = "a cine or video gives one mask per frame" if clip.sequence else f"{inputs} scans were given"
                 raise MoslError(f"--out {target}: names one file but {what}; pass a folder")
             clip.mask = target
-            clip.overlay = target.with_name(f"{target.stem}_overlay.png") if overlay else None
+            clip.overlay = target.with_name(f"{target.stem}{OVERLAY_TAG}.png") if overlay else None
         else:
             folder = target or Path(default_dir)
             stem = clip.path.stem
-            clip.mask = folder / (f"{stem}_mask" if clip.sequence else f"{stem}_mask.png")
-            clip.overlay = (folder / f"{stem}_overlay{'.mp4' if clip.sequence else '.png'}") if overlay else None
+            clip.mask = folder / (f"{stem}{MASK_TAG}" if clip.sequence else f"{stem}{MASK_TAG}.png")
+            clip.overlay = (folder / f"{stem}{OVERLAY_TAG}{'.mp4' if clip.sequence else '.png'}") if overlay else None
         if probabilities:
             from mosl_cli.predict import probability_path
 

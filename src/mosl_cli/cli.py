@@ -1045,9 +1045,7 @@ metrics.json and per_case.csv."""
 
     result = _call(run_evaluate, cfg, out=out)
     if json_out:
-        keys = ("model", "models", "data", "split", "tta", "postprocess", "threshold", "summary", "per_class", "lesion")
-        doc = {k: result.metrics.get(k) for k in keys}
-        _print_json({**doc, "rows": result.rows, "files": [result.out / "metrics.json", result.out / "per_case.csv"]})
+        _print_evaluation_json(result, ("model", "models", "data", "split", "tta", "postprocess", "threshold"))
         return
     _print_evaluation(result, f"{' + '.join(str(m) for m in model)} on {data} [{split}]")
 
@@ -1067,14 +1065,19 @@ def _evaluate_folders(ctx: typer.Context, pred: Path | None, ref: Path | None, o
 
     result = _call(run_evaluate_folder, C.EvaluateFolderConfig(pred=str(pred), ref=str(ref), out=str(out)), out=out)
     if json_out:
-        keys = ("pred", "ref", "predictions_without_reference", "summary", "per_class", "lesion")
-        doc = {k: result.metrics.get(k) for k in keys}
-        _print_json({**doc, "rows": result.rows, "files": [result.out / "metrics.json", result.out / "per_case.csv"]})
+        _print_evaluation_json(result, ("pred", "ref", "predictions_without_reference"))
         return
     _print_evaluation(result, f"{pred} against {ref}")
     unpaired = result.metrics["predictions_without_reference"]
     if unpaired:
         console.print(f"{unpaired} mask(s) in {pred} have no reference in {ref} and were left out")
+
+
+def _print_evaluation_json(result: Any, settings: tuple[str, ...]) -> None:
+    """An evaluation as one JSON document: ``settings`` and the summaries from metrics.json, the table
+    rows, and the files written."""
+    doc = {k: result.metrics.get(k) for k in (*settings, "summary", "per_class", "lesion")}
+    _print_json({**doc, "rows": result.rows, "files": [result.out / "metrics.json", result.out / "per_case.csv"]})
 
 
 def _print_evaluation(result: Any, title: str) -> None:

@@ -44,10 +44,9 @@ from mosl_cli.evaluate import (
     write_per_case_csv,
 )
 from mosl_cli.fsutil import remove_stale_temps, write_json
-from mosl_cli.names import METRICS_FILE, METRICS_FORMAT, PER_CASE_FILE
+from mosl_cli.names import MASK_TAG, METRICS_FILE, METRICS_FORMAT, OVERLAY_TAG, PER_CASE_FILE
 
-MASK_NAME = re.compile(r"^(?P<scan>.+?)(?:_mask|_gt|_seg|_label)(?:_\d+)?$", re.IGNORECASE)
-OVERLAY_TAG = "_overlay"
+MASK_NAME = re.compile(rf"^(?P<scan>.+?)(?:{MASK_TAG}|_gt|_seg|_label)(?:_\d+)?$", re.IGNORECASE)
 
 
 @dataclass

@@ -26,6 +26,11 @@ FOLD_PREFIX = "fold_"  # ``mosl finetune --folds K --out OUT``: fold k's run dir
 METRICS_FORMAT = "mosl-metrics"  # ``format`` of an evaluation's metrics.json
 PER_CASE_FILE = "per_case.csv"  # one row per scored case
 
+# Prediction folder (``mosl predict --out``): <stem><TAG>.png per scan (a folder <stem><TAG>/ for a cine)
+MASK_TAG = "_mask"  # the mask
+OVERLAY_TAG = "_overlay"  # --overlay: the scan with the lesion outline (.mp4 for a cine or video)
+PROB_TAG = "_prob"  # --probabilities: the probability map
+
 __all__ = [
     "DATA_FILE",
     "MANIFEST_FILE",
@@ -41,4 +46,7 @@ __all__ = [
     "FOLD_PREFIX",
     "METRICS_FORMAT",
     "PER_CASE_FILE",
+    "MASK_TAG",
+    "OVERLAY_TAG",
+    "PROB_TAG",
 ]

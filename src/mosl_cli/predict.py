@@ -42,13 +42,10 @@ from mosl_cli.evaluate import check_thresholds
 from mosl_cli.fastio import read_scan
 from mosl_cli.imageio import IMAGE_SUFFIXES, MASK_SUFFIXES, check_image, has_image_suffix, write_image
 from mosl_cli.inference import Ensemble, load_ensemble
-from mosl_cli.names import MANIFEST_FILE
+from mosl_cli.names import MANIFEST_FILE, MASK_TAG, OVERLAY_TAG, PROB_TAG
 from mosl_cli.postprocess import PostProcess
 
 DEFAULT_PREDICT_DIR = "mosl_predict"
-MASK_TAG = "_mask"
-OVERLAY_TAG = "_overlay"
-PROB_TAG = "_prob"
 OVERLAY_COLOUR: tuple[int, int, int] = (255, 0, 0)
 _GLOB_CHARS = frozenset("*?[")
 # A folder's files that are not scans: masks beside their scans (BUSI's x_mask.png, x_mask_1.png) and
@@ -165,13 +162,14 @@ def plan_outputs(files: Sequence[Path], out: str | None, overlay: bool, probabil
         folder = target or Path(DEFAULT_PREDICT_DIR)
         if folder.exists() and not folder.is_dir():
             raise MoslError(f"--out {folder}: exists and is not a folder; pass a folder or a .png name")
+        masks = [folder / f"{f.stem}{MASK_TAG}.png" for f in files]
         plans = [
             (
-                folder / f"{f.stem}{MASK_TAG}.png",
+                mask,
                 folder / f"{f.stem}{OVERLAY_TAG}.png" if overlay else None,
-                folder / f"{f.stem}{PROB_TAG}.png" if probabilities else None,
+                probability_path(mask) if probabilities else None,
             )
-            for f in files
+            for f, mask in zip(files, masks)
         ]
     owner: dict[Path, Path] = {f.resolve(): f for f in files}
     for f, plan in zip(files, plans):

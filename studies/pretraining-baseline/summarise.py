@@ -518,8 +518,10 @@ def overview(results: Path) -> str:
             cells = []
             for f in fractions:
                 r = next((r for r in table if r["arm"] == arm and float(r["fraction"]) == float(f)), None)
-                val = "" if r is None else _num(r["val_diff"], "{:+.3f}")
-                cells.append("–" if r is None else f"{_diff(r, 'test')} ({r['n']})<br>val {val}")
+                if r is None:
+                    cells.append("–")
+                else:
+                    cells.append(f"{_diff(r, 'test')} ({r['n']})<br>val {_num(r['val_diff'], '{:+.3f}')}")
             if (arm, *cells) not in shown:  # a folder that re-used an arm's fine-tunes for pairing repeats it
                 shown.add((arm, *cells))
                 lines.append(f"| {path.parent.name} | {arm} | " + " | ".join(cells) + " |")
