@@ -45,9 +45,9 @@ def test_loss_with_aux_is_the_weighted_mean_of_each_scales_term() -> None:
         for w, a, t in zip(AUX_WEIGHTS, aux, pooled_targets(target, aux), strict=True)
     ]
     expected = sum(terms) / (1 + sum(AUX_WEIGHTS))
-    got = finetune_loss(logits, target, None, empty_masks=False, per_image_dice=True, aux=aux)
+    got = finetune_loss(logits, target, None, empty_masks=False, dice="image", aux=aux)
     assert float(got) == pytest.approx(float(expected), abs=1e-6)
-    assert float(got) != pytest.approx(float(finetune_loss(logits, target, None, False, True)), abs=1e-3)
+    assert float(got) != pytest.approx(float(finetune_loss(logits, target, None, False, "image")), abs=1e-3)
 
 
 def test_a_decoder_without_blocks_is_a_clear_error() -> None:

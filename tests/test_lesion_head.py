@@ -74,7 +74,7 @@ def test_per_image_dice_is_the_mean_of_each_images_soft_dice() -> None:
     per_image = [(2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1) for p, t in zip(prob, target, strict=True)]
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
     expected = 1 - torch.stack(per_image).mean() + bce
-    got = finetune_loss(logits, target, None, empty_masks=False, per_image_dice=True)
+    got = finetune_loss(logits, target, None, empty_masks=False, dice="image")
     assert got == pytest.approx(float(expected), abs=1e-6)
     assert got != pytest.approx(float(finetune_loss(logits, target, None, empty_masks=False)), abs=1e-3)
     # with the lesion head, the normal scan (no lesion) is left out of the mask loss
@@ -82,8 +82,21 @@ def test_per_image_dice_is_the_mean_of_each_images_soft_dice() -> None:
     head_bce = torch.nn.functional.binary_cross_entropy_with_logits(present[:, 0], torch.tensor([1.0, 1.0, 0.0]))
     two = 1 - torch.stack(per_image[:2]).mean()
     bce_two = torch.nn.functional.binary_cross_entropy_with_logits(logits[:2], target[:2])
-    got = finetune_loss(logits, target, present, empty_masks=False, per_image_dice=True)
+    got = finetune_loss(logits, target, present, empty_masks=False, dice="image")
     assert got == pytest.approx(float(two + bce_two + head_bce), abs=1e-6)
+
+
+def test_lesion_dice_leaves_normal_scans_to_the_bce_term() -> None:
+    logits, target = torch.randn(3, 1, 8, 8), torch.zeros(3, 1, 8, 8)
+    target[0, :, :6, :6] = 1  # a large lesion, a small one, no lesion
+    target[1, :, 3:5, 3:5] = 1
+    prob = torch.sigmoid(logits)
+    per_image = [(2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1) for p, t in zip(prob[:2], target[:2], strict=True)]
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)  # all three scans
+    expected = 1 - torch.stack(per_image).mean() + bce
+    got = finetune_loss(logits, target, None, empty_masks=True, dice="lesion")
+    assert got == pytest.approx(float(expected), abs=1e-6)
+    assert got != pytest.approx(float(finetune_loss(logits, target, None, empty_masks=True, dice="image")), abs=1e-3)
 
 
 def test_finetune_with_head_trains_on_normal_scans_and_stores_its_gate(tmp_path: Path) -> None:

@@ -710,7 +710,11 @@ def finetune(
     batch_size: BatchSize = C.FinetuneConfig.batch_size,
     dice: Annotated[
         str,
-        typer.Option("--dice", help="Soft Dice loss over the batch's pixels (batch) or per image, averaged (image)."),
+        typer.Option(
+            "--dice",
+            help="Soft Dice loss over the batch's pixels (batch), per image, averaged (image), or per image over "
+            "the scans with a lesion only, normal scans in the BCE term only (lesion; for --empty-masks).",
+        ),
     ] = C.FinetuneConfig.dice,
     optimizer: Annotated[
         str,

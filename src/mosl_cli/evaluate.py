@@ -118,6 +118,19 @@ def finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def case_record(case_id: str, cls: str | None, source: str | None, values: dict[str, list], j: int) -> dict[str, Any]:
+    """One row of ``per_case.csv``: the case's names and its metrics at index ``j`` of ``values``
+    (:func:`mosl_cli.metrics.case_metrics`'s tensors as lists); an undefined metric is ``None``."""
+    return {
+        "id": case_id,
+        "class": cls,
+        "source": source,
+        **{name: finite_or_none(float(values[name][j])) for name in (*M.METRICS, *M.DISTANCE_METRICS)},
+        "gt_pixels": int(values["gt_pixels"][j]),
+        "pred_pixels": int(values["pred_pixels"][j]),
+    }
+
+
 def evaluate_cases(
     ensemble: Ensemble,
     ds: Dataset,
@@ -152,16 +165,7 @@ def evaluate_cases(
         host = {k: v.cpu().tolist() for k, v in values.items()}
         for j, i in enumerate(chunk.tolist()):
             record = ds.records[i]
-            cases.append(
-                {
-                    "id": record["id"],
-                    "class": record.get("class"),
-                    "source": record.get("source"),
-                    **{name: finite_or_none(float(host[name][j])) for name in (*M.METRICS, *M.DISTANCE_METRICS)},
-                    "gt_pixels": int(host["gt_pixels"][j]),
-                    "pred_pixels": int(host["pred_pixels"][j]),
-                }
-            )
+            cases.append(case_record(record["id"], record.get("class"), record.get("source"), host, j))
         if on_batch is not None:
             on_batch(len(cases), len(indices))
     return cases

@@ -38,8 +38,8 @@ from mosl_cli.errors import MoslError
 from mosl_cli.evaluate import (
     METRICS_VERSION,
     EvaluateResult,
+    case_record,
     check_out_folder,
-    finite_or_none,
     table_rows,
     write_per_case_csv,
 )
@@ -121,12 +121,8 @@ def score_pair(pred: MaskSet, ref: MaskSet) -> dict[str, Any]:
             f"{pred.paths[0]}: {p.shape[1]}x{p.shape[0]} but its reference {ref.paths[0]} is "
             f"{r.shape[1]}x{r.shape[0]}; write the predictions at the scans' own size (mosl predict does)"
         )
-    values = M.case_metrics(p[None, None], r[None, None])
-    case: dict[str, Any] = {"id": ref.scan, "class": ref.cls, "source": str(pred.paths[0])}
-    for name in (*M.METRICS, *M.DISTANCE_METRICS):
-        case[name] = finite_or_none(float(values[name][0]))
-    case["gt_pixels"], case["pred_pixels"] = int(values["gt_pixels"][0]), int(values["pred_pixels"][0])
-    return case
+    values = {k: v.tolist() for k, v in M.case_metrics(p[None, None], r[None, None]).items()}
+    return case_record(ref.scan, ref.cls, str(pred.paths[0]), values, 0)
 
 
 def run_evaluate_folder(cfg: EvaluateFolderConfig, on_case: Callable[[int, int], None] | None = None) -> EvaluateResult:

@@ -81,7 +81,8 @@ SELECTIONS: tuple[str, ...] = ("last", "ema", "best")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 INIT_PARTS: tuple[str, ...] = ("all", "encoder")  # what --init loads: every tensor that fits, or the encoder's alone
 SCHEDULES = {"cosine": cosine_lr, "poly": poly_lr}  # the lr after warm-up: half-cosine or nnU-Net's poly, to 0
-DICE_KINDS: tuple[str, ...] = ("batch", "image")  # the soft Dice term over the batch's pixels or per image
+# the soft Dice term over the batch's pixels, per image, or per image over the images with a lesion only
+DICE_KINDS: tuple[str, ...] = ("batch", "image", "lesion")
 SGD_MOMENTUM = 0.99  # nnU-Net's SGD: Nesterov momentum 0.99 (Isensee et al. 2021)
 FOLD_SPLITS: tuple[str, ...] = ("train", "val")  # the pool that --folds divides
 
@@ -230,22 +231,30 @@ def build_finetune_model(cfg: FinetuneConfig, init: str, channels: int) -> tuple
 
 
 def dice_bce_loss(
-    logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None, per_image: bool = False
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    per_image: bool = False,
+    dice_weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Soft Dice + BCE. ``logits``, ``target``: float ``[B, 1, H, W]``, target 0/1, or -1 at a pixel
     without a label (a teacher's unsure pixel: it adds nothing to either term); ``weight`` float
-    ``[B]`` (0/1): the images that count (default: all). The Dice term pools the pixels of the whole
-    batch (nnU-Net's batch Dice), or with ``per_image`` is the mean of each image's soft Dice (as the
-    per-case metric weighs a small lesion like a large one)."""
+    ``[B]`` (0/1): the images that count (default: all); ``dice_weight`` ``[B]`` (0/1): the images
+    that count in the Dice term (default: ``weight``), the others in the BCE only. The Dice term pools
+    the pixels of the whole batch (nnU-Net's batch Dice), or with ``per_image`` is the mean of each
+    image's soft Dice (as the per-case metric weighs a small lesion like a large one)."""
     w = torch.ones(logits.shape[0], device=logits.device) if weight is None else weight
     w = w.to(logits.dtype)
-    w_pixels = w[:, None, None, None] * (target >= 0)
+    dw = w if dice_weight is None else (dice_weight.to(logits.dtype) * w)
+    labelled = target >= 0
+    w_pixels = w[:, None, None, None] * labelled
+    dw_pixels = dw[:, None, None, None] * labelled
     target = target.clamp_min(0.0)
-    prob = torch.sigmoid(logits) * w_pixels
+    prob = torch.sigmoid(logits) * dw_pixels
     dims = (1, 2, 3) if per_image else (0, 1, 2, 3)
     inter = (prob * target).sum(dims)
-    soft_dice = (2 * inter + 1.0) / (prob.sum(dims) + (target * w_pixels).sum(dims) + 1.0)
-    dice_loss = ((1 - soft_dice) * w).sum() / w.sum().clamp_min(1.0) if per_image else 1 - soft_dice
+    soft_dice = (2 * inter + 1.0) / (prob.sum(dims) + (target * dw_pixels).sum(dims) + 1.0)
+    dice_loss = ((1 - soft_dice) * dw).sum() / dw.sum().clamp_min(1.0) if per_image else 1 - soft_dice
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w_pixels
     return dice_loss + bce.sum() / (w.sum() * logits[0].numel()).clamp_min(1.0)
 
@@ -255,12 +264,13 @@ def finetune_loss(
     target: torch.Tensor,
     present: torch.Tensor | None,
     empty_masks: bool,
-    per_image_dice: bool = False,
+    dice: str = "batch",
     aux: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """The training loss of one batch: ``logits``, ``target`` float ``[B, 1, H, W]``; ``present``: the
     lesion-present logit ``[B, 1]`` of a model with that head (else None); ``aux``: deep supervision's
-    coarser mask logits (``deep_supervision.DeepSupervised``), or None.
+    coarser mask logits (``deep_supervision.DeepSupervised``), or None; ``dice``: one of
+    ``DICE_KINDS`` (``lesion``: per image, the images whose mask is empty in the BCE only).
 
     The mask loss is :func:`dice_bce_loss`; with ``aux`` it is the weighted mean of the full-size term
     (weight 1) and each auxiliary term against the mask pooled to its size (``AUX_WEIGHTS``). With the
@@ -269,11 +279,12 @@ def finetune_loss(
     """
     lesion = target.flatten(1).amax(dim=1)  # [B] 1.0 where the (augmented) mask has a lesion pixel
     weight = lesion if present is not None and not empty_masks else None
-    loss = dice_bce_loss(logits, target, weight, per_image=per_image_dice)
+    per_image, dice_weight = dice != "batch", (lesion if dice == "lesion" else None)
+    loss = dice_bce_loss(logits, target, weight, per_image, dice_weight)
     if aux:
         pooled = pooled_targets(target, aux)
         for w, aux_logits, aux_target in zip(AUX_WEIGHTS, aux, pooled, strict=True):
-            loss = loss + w * dice_bce_loss(aux_logits, aux_target, weight, per_image=per_image_dice)
+            loss = loss + w * dice_bce_loss(aux_logits, aux_target, weight, per_image, dice_weight)
         loss = loss / (1 + sum(AUX_WEIGHTS[: len(aux)]))
     if present is None:
         return loss
@@ -332,7 +343,7 @@ def train_step(
     n = y.shape[0]  # the labelled scans lead the batch
     head = None if present is None else present[:n].float()
     aux = None if aux is None else [a[:n].float() for a in aux]
-    loss = finetune_loss(logits[:n].float(), y, head, cfg.empty_masks, per_image_dice=cfg.dice == "image", aux=aux)
+    loss = finetune_loss(logits[:n].float(), y, head, cfg.empty_masks, dice=cfg.dice, aux=aux)
     if unlabelled is not None:
         loss = loss + unlabelled.weight * consistency_loss(logits[n:].float(), target, sure)
     optimizer.zero_grad(set_to_none=True)

@@ -28,6 +28,7 @@ options() {  # the finetune options of an arm (added to the defaults)
     unet) echo "--arch unet" ;;  # the default at every size before UNet++ won on val at 256 px
     mild_augment) echo "--augment-strength mild" ;;
     normal_scans) echo "--empty-masks" ;;
+    normal_scans_lesion_dice) echo "--empty-masks --dice lesion" ;;  # normal scans in the BCE term only
     lesion_head) echo "--lesion-head" ;;
     select_ema) echo "--select ema" ;;
     resnet34) echo "--encoder resnet34" ;;
