@@ -40,6 +40,22 @@ def real(shared_data: Path):
 # --------------------------------------------------------------------------- small file writers
 
 
+@pytest.fixture(scope="session")
+def grey_model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained grey (1-channel) resnet18 U-Net at 32 px, as a mosl weight file: for predict's plumbing."""
+    import torch
+
+    from mosl_cli.models import build_model, save_weights, weights_metadata
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
+    meta = weights_metadata(
+        kind="segmentation", arch="unet", encoder="resnet18", in_channels=1, size=32, scope="encoder-decoder"
+    )
+    save_weights(path, build_model("unet", "resnet18", 1).state_dict(), meta)
+    return path
+
+
 def noise(rng: np.random.Generator, h: int, w: int, rgb: bool = False) -> np.ndarray:
     """A random uint8 image ``[h, w]`` or ``[h, w, 3]`` (two of them never share a pHash in practice)."""
     return rng.integers(0, 256, size=(h, w, 3) if rgb else (h, w), dtype=np.uint8)

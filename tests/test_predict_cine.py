@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -19,21 +18,14 @@ from mosl_cli.cli import app
 from mosl_cli.config import PredictConfig
 from mosl_cli.errors import MoslError
 from mosl_cli.measure import max_diameter, measure
-from mosl_cli.models import build_model, save_weights, weights_metadata
 from mosl_cli.predict import run_predict
 
 ALL = 1e-6  # a threshold that marks every pixel the model sees as lesion: shows where it looked
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.safetensors"
-    meta = weights_metadata(
-        kind="segmentation", arch="unet", encoder="resnet18", in_channels=1, size=32, scope="encoder-decoder"
-    )
-    save_weights(path, build_model("unet", "resnet18", 1).state_dict(), meta)
-    return path
+def model_file(grey_model_file: Path) -> Path:
+    return grey_model_file
 
 
 def cfg(model_file: Path, *inputs: Path, **kw: object) -> PredictConfig:

@@ -1,6 +1,7 @@
 """``predict`` on DICOM files and videos: frames in, one mask per frame out, at the frame's own size.
 
-- A single-frame DICOM is named like a still scan: ``<stem>_mask.png`` (``--out`` may name that file).
+- A single-frame DICOM is named like a still scan: ``<stem>_mask.png`` (``--out`` may name that file),
+  with ``--dicom-seg`` also ``<stem>_seg.dcm`` (:mod:`mosl_cli.dicom_seg`).
 - A multi-frame DICOM (a cine loop) or a video (what ``prepare`` reads: mp4, avi, mov, mpeg, mkv …
   decoded with PyAV; GIF with Pillow) gives ``<stem>_mask/00000.png``, one PNG per frame numbered by
   frame index, and with ``--overlay`` ``<stem>_overlay.mp4`` (MPEG-4) at the source's frame rate.
@@ -53,6 +54,7 @@ class Clip:
     mask: Path = Path()
     overlay: Path | None = None
     probabilities: Path | None = None  # --probabilities: a file, or a folder for a sequence
+    seg: Path | None = None  # --dicom-seg: the DICOM SEG of a single-frame DICOM
 
     @property
     def sequence(self) -> bool:
@@ -110,8 +112,10 @@ def plan_clips(
     inputs: int,
     default_dir: str,
     probabilities: bool = False,
+    dicom_seg: bool = False,
 ) -> None:
-    """Set each clip's mask (file or folder) and overlay paths following the module's naming rules.
+    """Set each clip's mask (file or folder), overlay, probability and SEG paths following the
+    module's naming rules.
 
     ``taken``: output paths already planned for still scans; ``inputs``: all inputs, stills included.
     Raises :class:`MoslError` when ``out`` names one file for several inputs or a cine, or when two
@@ -132,11 +136,11 @@ def plan_clips(
             stem = clip.path.stem
             clip.mask = folder / (f"{stem}{MASK_TAG}" if clip.sequence else f"{stem}{MASK_TAG}.png")
             clip.overlay = (folder / f"{stem}{OVERLAY_TAG}{'.mp4' if clip.sequence else '.png'}") if overlay else None
-        if probabilities:
-            from mosl_cli.predict import probability_path
+        from mosl_cli.predict import probability_path, seg_path
 
-            clip.probabilities = probability_path(clip.mask)
-        for dest in (clip.mask, clip.overlay, clip.probabilities):
+        clip.probabilities = probability_path(clip.mask) if probabilities else None
+        clip.seg = seg_path(clip.mask) if dicom_seg and not clip.sequence else None
+        for dest in (clip.mask, clip.overlay, clip.probabilities, clip.seg):
             if dest is None:
                 continue
             key = dest.resolve()
@@ -273,6 +277,10 @@ def predict_clip(
             full = _paste(mask, size, clip.box) // np.uint8(255) * scale
             dest = clip.mask / f"{i:05d}.png" if clip.sequence else clip.mask
             writes.append(pool.submit(write_image, dest, full))
+            if clip.seg is not None:
+                from mosl_cli.dicom_seg import write_seg
+
+                writes.append(pool.submit(write_seg, clip.path, full, clip.seg))
             prob_dest = None
             if prob is not None and clip.probabilities is not None:  # outside the imaging region: 0
                 prob_dest = clip.probabilities / f"{i:05d}.png" if clip.sequence else clip.probabilities
@@ -296,6 +304,7 @@ def predict_clip(
                     frame=i if clip.sequence else None,
                     spacing_mm=clip.spacing,
                     probabilities=prob_dest,
+                    dicom_seg=clip.seg,
                 )
             )
 

@@ -1138,6 +1138,14 @@ def predict(
             "--no-region-crop", help="Predict on whole DICOM frames (default: their ultrasound imaging region)."
         ),
     ] = False,
+    dicom_seg: Annotated[
+        bool,
+        typer.Option(
+            "--dicom-seg",
+            help="Also write each single-frame DICOM scan's mask as a DICOM SEG referencing it (<stem>_seg.dcm; "
+            "pip install 'mosl-cli[dicom-seg]').",
+        ),
+    ] = False,
     json_out: JsonOut = False,
 ) -> None:
     """Write a 0/255 lesion mask at each scan's own size, one per frame of a cine or video (and an overlay)."""
@@ -1156,6 +1164,7 @@ def predict(
         mask_values=mask_values,
         measurements=str(measurements) if measurements else None,
         region_crop=not no_region_crop,
+        dicom_seg=dicom_seg,
     )
     from mosl_cli.imageio import has_image_suffix
     from mosl_cli.predict import DEFAULT_PREDICT_DIR, run_predict
@@ -1176,6 +1185,7 @@ def predict(
                         "mask": r.mask,
                         "overlay": r.overlay,
                         "probabilities": r.probabilities,
+                        "dicom_seg": r.dicom_seg,
                         "height": r.height,
                         "width": r.width,
                         "lesion_pixels": r.lesion_pixels,
@@ -1186,8 +1196,10 @@ def predict(
         )
         return
     for r in results[:20]:
-        extra = (f", overlay {r.overlay}" if r.overlay else "") + (
-            f", probabilities {r.probabilities}" if r.probabilities else ""
+        extra = (
+            (f", overlay {r.overlay}" if r.overlay else "")
+            + (f", probabilities {r.probabilities}" if r.probabilities else "")
+            + (f", DICOM SEG {r.dicom_seg}" if r.dicom_seg else "")
         )
         out_console.print(
             f"{r.input}{'' if r.frame is None else f' #{r.frame}'} → {r.mask} "

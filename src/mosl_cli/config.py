@@ -220,6 +220,7 @@ class PredictConfig:
     mask_values: str = "0-255"  # or "0-1" (what nnU-Net and MONAI read)
     measurements: str | None = None  # CSV of lesion area (mm²) and largest diameter per mask
     region_crop: bool = True  # crop DICOM frames to their ultrasound imaging region
+    dicom_seg: bool = False  # also the mask of each single-frame DICOM scan as a DICOM SEG (<stem>_seg.dcm)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ DICOM_EXTS = frozenset({".dcm", ".dicom", ".dic"})
 INSTALL = "pip install 'mosl-cli[dicom]'"
 _PLACEHOLDER_IDS = frozenset({"", "anonymous", "anon", "unknown", "none", "0", "patient", "anonymized", "anonymised"})
 _CM = 3  # PhysicalUnitsX/YDirection code for centimetres
+SEGMENTATION_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.66.7"})  # SEG, label map
 _REGION_2D = 1  # RegionSpatialFormat code of a 2-D (B-mode) image region
 
 
@@ -102,7 +103,10 @@ def _syntax_text(uid: Any) -> str:
 
 
 def check_pixels(ds: Any) -> None:
-    """:class:`DicomError` when the file has no pixel data or no installed plugin decodes its syntax."""
+    """:class:`DicomError` when the file is a segmentation (a mask, not a scan), has no pixel data, or
+    no installed plugin decodes its syntax."""
+    if str(ds.get("SOPClassUID", "")) in SEGMENTATION_CLASSES:
+        raise DicomError("a DICOM Segmentation (a mask), not a scan; pass the scan it segments")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         kind = ds.get("SOPClassUID")
         what = f" ({getattr(kind, 'name', kind)})" if kind else ""

@@ -30,6 +30,7 @@ PER_CASE_FILE = "per_case.csv"  # one row per scored case
 MASK_TAG = "_mask"  # the mask
 OVERLAY_TAG = "_overlay"  # --overlay: the scan with the lesion outline (.mp4 for a cine or video)
 PROB_TAG = "_prob"  # --probabilities: the probability map
+SEG_TAG = "_seg"  # --dicom-seg: <stem>_seg.dcm, the mask as a DICOM Segmentation
 
 __all__ = [
     "DATA_FILE",
@@ -49,4 +50,5 @@ __all__ = [
     "MASK_TAG",
     "OVERLAY_TAG",
     "PROB_TAG",
+    "SEG_TAG",
 ]

@@ -10,7 +10,9 @@ frame by frame, a cine or video giving one mask per frame (:mod:`mosl_cli.cine`)
 - one input and ``--out`` ending in an image suffix: the mask is that file (PNG, BMP or TIFF);
 - otherwise ``--out`` is a folder (default ``mosl_predict/``) holding ``<stem>_mask.png`` and, with
   ``--overlay``, ``<stem>_overlay.png``;
-- ``--probabilities`` adds the probability map beside each mask (:func:`probability_path`).
+- ``--probabilities`` adds the probability map beside each mask (:func:`probability_path`);
+- ``--dicom-seg`` adds a DICOM SEG beside the mask of each single-frame DICOM scan (:func:`seg_path`,
+  :mod:`mosl_cli.dicom_seg`).
 
 Everything is checked before anything is written (a file that is not an image, two inputs with one
 output name, a weight file that is not a mosl segmentation model). Then scans are decoded in a thread
@@ -42,16 +44,16 @@ from mosl_cli.evaluate import check_thresholds
 from mosl_cli.fastio import read_scan
 from mosl_cli.imageio import IMAGE_SUFFIXES, MASK_SUFFIXES, check_image, has_image_suffix, write_image
 from mosl_cli.inference import Ensemble, load_ensemble
-from mosl_cli.names import MANIFEST_FILE, MASK_TAG, OVERLAY_TAG, PROB_TAG
+from mosl_cli.names import MANIFEST_FILE, MASK_TAG, OVERLAY_TAG, PROB_TAG, SEG_TAG
 from mosl_cli.postprocess import PostProcess
 
 DEFAULT_PREDICT_DIR = "mosl_predict"
 OVERLAY_COLOUR: tuple[int, int, int] = (255, 0, 0)
 _GLOB_CHARS = frozenset("*?[")
 # A folder's files that are not scans: masks beside their scans (BUSI's x_mask.png, x_mask_1.png) and
-# what predict writes (x_mask.png, x_overlay.png, x_prob.png). A file named on the command line is predicted
-# anyway.
-NOT_A_SCAN = re.compile(rf"(?:{MASK_TAG}(?:_\d+)?|{OVERLAY_TAG}|{PROB_TAG})$", re.IGNORECASE)
+# what predict writes (x_mask.png, x_overlay.png, x_prob.png, x_seg.dcm). A file named on the command line is
+# predicted anyway.
+NOT_A_SCAN = re.compile(rf"(?:{MASK_TAG}(?:_\d+)?|{OVERLAY_TAG}|{PROB_TAG}|{SEG_TAG})$", re.IGNORECASE)
 # Decode/write threads: one per core. PNG/JPEG decode in torchvision's ops, outside the GIL (fastio.py);
 # with Pillow alone 4 was best on a 16-core host, its chunk parsing holding the GIL.
 MAX_IO_WORKERS = 256
@@ -71,6 +73,7 @@ class PredictedFile:
     frame: int | None = None  # the frame index of a cine or video
     spacing_mm: tuple[float, float] | None = None  # mm per (row, col), from a DICOM
     probabilities: Path | None = None  # the probability map (--probabilities)
+    dicom_seg: Path | None = None  # the DICOM SEG (--dicom-seg)
 
 
 # --------------------------------------------------------------------------- inputs and outputs
@@ -139,6 +142,12 @@ def probability_path(mask: Path) -> Path:
     ``x_prob.png``, ``mask.png`` → ``mask_prob.png`` (a cine's folder ``x_mask`` → ``x_prob``)."""
     stem = mask.stem if mask.suffix else mask.name
     return mask.with_name(f"{stem.removesuffix(MASK_TAG)}{PROB_TAG}{mask.suffix and '.png'}")
+
+
+def seg_path(mask: Path) -> Path:
+    """Where ``--dicom-seg`` writes the SEG of the scan whose mask is ``mask``: ``x_mask.png`` →
+    ``x_seg.dcm``, ``mask.png`` → ``mask_seg.dcm``."""
+    return mask.with_name(f"{mask.stem.removesuffix(MASK_TAG)}{SEG_TAG}.dcm")
 
 
 def plan_outputs(files: Sequence[Path], out: str | None, overlay: bool, probabilities: bool = False) -> list[Plan]:
@@ -324,9 +333,17 @@ def run_predict(cfg: PredictConfig, on_image: Callable[[int, int], None] | None 
     files = expand_inputs(cfg.inputs)
     clips = [cine.open_clip(f, cfg.region_crop) for f in files if cine.is_clip(f)]  # DICOM and videos
     n_inputs, files = len(files), [f for f in files if not cine.is_clip(f)]
+    if cfg.dicom_seg:
+        from mosl_cli import dicom_seg
+
+        dicom_seg.highdicom_module()
+        for f in files:
+            dicom_seg.check_source(f, 1, "image")
+        for clip in clips:
+            dicom_seg.check_source(clip.path, clip.frames, clip.kind)
     plans = plan_outputs(files, cfg.out, cfg.overlay, cfg.probabilities) if files else []
     taken = {p.resolve() for plan in plans for p in plan if p is not None} | {f.resolve() for f in files}
-    cine.plan_clips(clips, cfg.out, cfg.overlay, taken, n_inputs, DEFAULT_PREDICT_DIR, cfg.probabilities)
+    cine.plan_clips(clips, cfg.out, cfg.overlay, taken, n_inputs, DEFAULT_PREDICT_DIR, cfg.probabilities, cfg.dicom_seg)
     if cfg.measurements:
         check_measurements(Path(cfg.measurements), taken | {c.path.resolve() for c in clips})
     results: list[PredictedFile] = []
@@ -387,6 +404,8 @@ __all__ = [
     "predict_masks",
     "expand_inputs",
     "plan_outputs",
+    "probability_path",
+    "seg_path",
     "validate_scans",
     "outline",
     "DEFAULT_PREDICT_DIR",

@@ -30,6 +30,7 @@ options() {  # the finetune options of an arm (added to the defaults)
     normal_scans) echo "--empty-masks" ;;
     normal_scans_lesion_dice) echo "--empty-masks --dice lesion" ;;  # normal scans in the BCE term only
     lesion_head) echo "--lesion-head" ;;
+    lesion_head_lesion_dice) echo "--lesion-head --empty-masks --dice lesion" ;;  # the mask's BCE learns normal scans too
     select_ema) echo "--select ema" ;;
     resnet34) echo "--encoder resnet34" ;;
     resnet50) echo "--encoder resnet50" ;;
