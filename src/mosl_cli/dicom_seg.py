@@ -25,8 +25,17 @@ INSTALL = "pip install 'mosl-cli[dicom-seg]'"
 SERIES_NUMBER = 900  # the SEG series' number, after the scanner's own series
 # Type 2 attributes of the patient and study modules that highdicom copies from the source: exports
 # that leave them out get them empty (as DICOM allows), not an error.
-_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID")
-_TYPE2 += ("AccessionNumber", "ReferringPhysicianName")
+_TYPE2 = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
 
 
 def highdicom_module() -> Any:
