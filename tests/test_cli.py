@@ -40,6 +40,8 @@ def test_each_step_has_help_with_an_example(step: str) -> None:
         (["prepare", "/no/such/folder"], "/no/such/folder", 1),
         (["prepare", "synthetic", "--size", "5"], "--size", 2),
         (["finetune", "--data", "/no/such/dataset"], "/no/such/dataset", 1),
+        # brackets in a name are text, not rich markup (a closing tag alone used to raise MarkupError)
+        (["finetune", "--data", "/no/[red]such[/]/x[/bold]"], "/no/[red]such[/]/x[/bold]", 1),
         (["evaluate", "--model", "/no/such/model.safetensors"], "/no/such/model.safetensors", 1),
         (["evaluate", "--threshold", "1.5"], "--threshold", 2),
         (["pretrain", "--data", "/no/such/dataset"], "/no/such/dataset", 1),
@@ -110,6 +112,7 @@ def test_default_folders_chain_end_to_end(tmp_path: Path, monkeypatch: pytest.Mo
         (["pretrain", "--method", "byol"], "'simclr', 'moco', 'simsiam'"),
         (["finetune", "--no-such-option"], "--no-such-option"),
         (["prepare"], "sources"),
+        (["finetune", "--no-such-[/big]"], "--no-such-[/big]"),
     ],
 )
 def test_parser_usage_errors_are_one_line_from_the_console_script(args: list[str], fragment: str) -> None:
@@ -129,3 +132,17 @@ def test_version_and_help_exit_0() -> None:
         [sys.executable, "-m", "mosl_cli", "finetune", "--help"], capture_output=True, text=True, timeout=120
     )
     assert helped.returncode == 0 and "--label-fraction" in helped.stdout
+
+
+def test_printed_paths_keep_their_brackets(grey_model_file: Path, tmp_path: Path) -> None:
+    """stdout prints names as they are: a folder called out[red] is not rich markup."""
+    from PIL import Image
+
+    Image.new("L", (40, 30), 128).save(tmp_path / "scan.png")
+    out = tmp_path / "out[red]"
+    result = runner.invoke(
+        app, ["predict", str(tmp_path / "scan.png"), "--model", str(grey_model_file), "--out", str(out)],
+        env={"COLUMNS": "400"},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert str(out / "scan_mask.png") in result.output and (out / "scan_mask.png").is_file()

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -28,8 +29,8 @@ app = typer.Typer(
     "Steps: prepare → pretrain → finetune → evaluate → predict (and report). Each reads what the "
     "previous one wrote; with default folders they chain with no options.",
 )
-console = Console(stderr=True)
-out_console = Console()
+console = Console(stderr=True)  # notes and errors: markup in the label only, the text escaped
+out_console = Console(markup=False)  # results: paths and names printed as they are
 _STATE = {"debug": False}
 T = TypeVar("T")
 RESUME_HINT = "finished epochs are kept; rerun the same command with --resume"
@@ -257,7 +258,7 @@ class _TrainingProgress:
         if any(init.get(k) and init.get(k) != v for k, v in self.expect.items()):
             asked = " ".join(f"--{k} {v}" for k, v in self.expect.items())
             console.print(
-                f"[yellow]note:[/] {init['init']} was made for {init.get('arch')}/{init.get('encoder')}, "
+                f"[yellow]note:[/] {escape(str(init['init']))} was made for {init.get('arch')}/{init.get('encoder')}, "
                 f"so that model is built, not {asked}",
                 highlight=False,
                 soft_wrap=True,
@@ -284,10 +285,11 @@ class _TrainingProgress:
             )
             console.print(
                 f"{self.title}: {info['images']} images on {info['device']}"
-                + (f", resuming after epoch {info['start_epoch']}" if info["start_epoch"] else "")
+                + (f", resuming after epoch {info['start_epoch']}" if info["start_epoch"] else ""),
+                markup=False,
             )
             if "init" in info:
-                console.print(f"initialised from: {_describe_init(info['init'])}")
+                console.print(f"initialised from: {_describe_init(info['init'])}", markup=False)
         elif event == "step":
             done = (info["epoch"] - 1) * self.steps + info["step"]
             self.progress.update(self.task, completed=done, info=f"ep {info['epoch']} {step_text(info)}")
@@ -1074,7 +1076,7 @@ def _evaluate_folders(ctx: typer.Context, pred: Path | None, ref: Path | None, o
     _print_evaluation(result, f"{pred} against {ref}")
     unpaired = result.metrics["predictions_without_reference"]
     if unpaired:
-        console.print(f"{unpaired} mask(s) in {pred} have no reference in {ref} and were left out")
+        console.print(f"{unpaired} mask(s) in {pred} have no reference in {ref} and were left out", markup=False)
 
 
 def _print_evaluation_json(result: Any, settings: tuple[str, ...]) -> None:
@@ -1143,7 +1145,7 @@ def predict(
         typer.Option(
             "--dicom-seg",
             help="Also write each single-frame DICOM scan's mask as a DICOM SEG referencing it (<stem>_seg.dcm; "
-            "pip install 'mosl-cli[dicom-seg]').",
+            "the dicom-seg extra).",
         ),
     ] = False,
     json_out: JsonOut = False,
@@ -1243,11 +1245,11 @@ def report(
     for row in rows:
         table.add_row(*row)
     # Piped or redirected output gets the whole table rather than one squeezed to 80 columns.
-    (out_console if out_console.is_terminal else Console(width=max(out_console.width, 200))).print(table)
+    (out_console if out_console.is_terminal else Console(width=max(out_console.width, 200), markup=False)).print(table)
     for note in result.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     for problem in result.problems:
-        console.print(f"[yellow]problem:[/] {problem}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]problem:[/] {escape(problem)}", highlight=False, soft_wrap=True)
     out_console.print("written: " + ", ".join(str(f) for f in result.files))
 
 
@@ -1319,7 +1321,8 @@ def main() -> None:
             out_console.print(ctx.get_help(), highlight=False, markup=False)
             sys.exit(2)
         hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        console.print(f"[bold red]error:[/] {exc.format_message()}{hint}", highlight=False, soft_wrap=True)  # type: ignore[attr-defined]
+        message = escape(f"{exc.format_message()}{hint}")  # type: ignore[attr-defined]
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Abort:  # Ctrl-C at a prompt
         sys.exit(130)

@@ -19,6 +19,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mosl_cli.errors import MoslError, UsageError
 
@@ -49,12 +50,13 @@ def one_line_errors(console: Console, debug: bool, interrupted: str) -> Iterator
         if debug:
             console.print_exception()
         text = str(exc) if isinstance(exc, MoslError) else os_error_line(exc)
-        console.print(f"[bold red]error:[/] {' '.join(text.split())}", highlight=False, soft_wrap=True)
+        # escaped: a file name or an extra such as mosl-cli[dicom] is text, not rich markup
+        console.print(f"[bold red]error:[/] {escape(' '.join(text.split()))}", highlight=False, soft_wrap=True)
         raise typer.Exit(2 if isinstance(exc, UsageError) else 1) from None
     except KeyboardInterrupt as exc:
         terminated = isinstance(exc, Terminated)
         console.print(
-            f"[yellow]{'terminated' if terminated else 'interrupted'}[/]: {interrupted}",
+            f"[yellow]{'terminated' if terminated else 'interrupted'}[/]: {escape(interrupted)}",
             highlight=False,
             soft_wrap=True,
         )
