@@ -23,6 +23,7 @@ from PIL import Image, ImageSequence
 
 from mosl_cli import dicom
 from mosl_cli.data.readers.base import VIDEO_EXTS
+from mosl_cli.dicom_seg import write_seg
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import atomic_path
 from mosl_cli.imageio import IMAGE_SUFFIXES, has_image_suffix
@@ -121,6 +122,8 @@ def plan_clips(
     Raises :class:`MoslError` when ``out`` names one file for several inputs or a cine, or when two
     inputs would write the same output.
     """
+    from mosl_cli.predict import probability_path, seg_path  # predict imports this module
+
     target = Path(out) if out else None
     single_file = target is not None and has_image_suffix(target)
     for clip in clips:
@@ -136,8 +139,6 @@ def plan_clips(
             stem = clip.path.stem
             clip.mask = folder / (f"{stem}{MASK_TAG}" if clip.sequence else f"{stem}{MASK_TAG}.png")
             clip.overlay = (folder / f"{stem}{OVERLAY_TAG}{'.mp4' if clip.sequence else '.png'}") if overlay else None
-        from mosl_cli.predict import probability_path, seg_path
-
         clip.probabilities = probability_path(clip.mask) if probabilities else None
         clip.seg = seg_path(clip.mask) if dicom_seg and not clip.sequence else None
         for dest in (clip.mask, clip.overlay, clip.probabilities, clip.seg):
@@ -278,8 +279,6 @@ def predict_clip(
             dest = clip.mask / f"{i:05d}.png" if clip.sequence else clip.mask
             writes.append(pool.submit(write_image, dest, full))
             if clip.seg is not None:
-                from mosl_cli.dicom_seg import write_seg
-
                 writes.append(pool.submit(write_seg, clip.path, full, clip.seg))
             prob_dest = None
             if prob is not None and clip.probabilities is not None:  # outside the imaging region: 0

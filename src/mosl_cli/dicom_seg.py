@@ -7,19 +7,23 @@ scan. It is written by highdicom (the ``dicom-seg`` extra), the reference implem
 DICOM SEG rules, in a new series (:data:`SERIES_NUMBER`).
 
 Ultrasound scans rarely carry a frame of reference; without one, DICOM SEG can describe a single
-frame only, so cine loops get PNG masks and no SEG (:func:`check_source`).
+frame only, so cine loops get PNG masks and no SEG (:func:`check_sources`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mosl_cli import __version__, dicom
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import atomic_path
+
+if TYPE_CHECKING:
+    from mosl_cli.cine import Clip
 
 INSTALL = "pip install 'mosl-cli[dicom-seg]'"
 SERIES_NUMBER = 900  # the SEG series' number, after the scanner's own series
@@ -47,19 +51,21 @@ def highdicom_module() -> Any:
     return highdicom
 
 
-def check_source(path: Path, frames: int | None, kind: str) -> None:
-    """:class:`MoslError` unless ``path`` is a single-frame DICOM scan (``kind``, ``frames`` as
-    ``cine.Clip`` has them), checked before anything is written."""
-    if kind != "dicom":
+def check_sources(stills: Sequence[Path], clips: Sequence[Clip]) -> None:
+    """:class:`MoslError` naming the first input that is not a single-frame DICOM scan: a still
+    image (``stills``), a video, or a cine (``clips``); checked before anything is written."""
+    others = [*stills, *(c.path for c in clips if c.kind != "dicom")]
+    if others:
         raise MoslError(
-            f"--dicom-seg: {path} is not a DICOM scan (a SEG references its DICOM source); "
+            f"--dicom-seg: {others[0]} is not a DICOM scan (a SEG references its DICOM source); "
             "predict the DICOM scans with --dicom-seg and the others without it"
         )
-    if (frames or 0) > 1:
-        raise MoslError(
-            f"--dicom-seg: {path} is a cine of {frames} frames, and DICOM SEG without a frame of reference "
-            "holds one frame; predict the cine without --dicom-seg (PNG masks per frame)"
-        )
+    for clip in clips:
+        if clip.sequence:
+            raise MoslError(
+                f"--dicom-seg: {clip.path} is a cine of {clip.frames} frames, and DICOM SEG without a frame of "
+                "reference holds one frame; predict the cine without --dicom-seg (PNG masks per frame)"
+            )
 
 
 def write_seg(source: Path, mask: np.ndarray, dest: Path) -> None:
@@ -110,4 +116,4 @@ def write_seg(source: Path, mask: np.ndarray, dest: Path) -> None:
         seg.save_as(tmp)
 
 
-__all__ = ["INSTALL", "SERIES_NUMBER", "check_source", "highdicom_module", "write_seg"]
+__all__ = ["INSTALL", "SERIES_NUMBER", "check_sources", "highdicom_module", "write_seg"]

@@ -337,10 +337,7 @@ def run_predict(cfg: PredictConfig, on_image: Callable[[int, int], None] | None 
         from mosl_cli import dicom_seg
 
         dicom_seg.highdicom_module()
-        for f in files:
-            dicom_seg.check_source(f, 1, "image")
-        for clip in clips:
-            dicom_seg.check_source(clip.path, clip.frames, clip.kind)
+        dicom_seg.check_sources(files, clips)
     plans = plan_outputs(files, cfg.out, cfg.overlay, cfg.probabilities) if files else []
     taken = {p.resolve() for plan in plans for p in plan if p is not None} | {f.resolve() for f in files}
     cine.plan_clips(clips, cfg.out, cfg.overlay, taken, n_inputs, DEFAULT_PREDICT_DIR, cfg.probabilities, cfg.dicom_seg)
