@@ -43,6 +43,7 @@ options() {  # the finetune options of an arm (added to the defaults)
     dice_batch) echo "--dice batch" ;;  # the default before
     unetplusplus) echo "--arch unetplusplus" ;;
     deep_supervision) echo "--deep-supervision" ;;
+    deep_supervision_ema) echo "--deep-supervision --select ema" ;;  # two levers each inside the noise, together
     batch_8) echo "--batch-size 8" ;;
     poly) echo "--schedule poly" ;;
     lr_3e-3) echo "--lr 3e-3" ;;

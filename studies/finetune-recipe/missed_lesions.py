@@ -1,0 +1,122 @@
+"""Missed lesions: which test lesion scans do the runs miss (Dice < 0.2), and do they miss the same ones?
+
+For each run it predicts the test split as ``mosl evaluate`` does (mirroring TTA, threshold 0.5, the
+run's stored post-processing rule) and lists every lesion scan whose Dice is below 0.2. The CSV has
+one row per (run, missed scan); the summary printed says how many scans each run misses and how many
+of them every run misses. ``--figure`` draws the first run's misses: each scan beside its overlay,
+reference in green, prediction in red.
+
+    python studies/finetune-recipe/missed_lesions.py busi work/128/default/s0 work/128/default/s1 \
+        --csv missed.csv --figure missed.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from mosl_cli.data.store import Dataset, load_dataset
+from mosl_cli.inference import load_ensemble
+from mosl_cli.metrics import confusion, dice
+
+MISSED = 0.2  # a lesion scan with a Dice below this counts as missed
+COLUMNS = 3  # figure tiles a row
+
+
+@torch.inference_mode()
+def test_masks(run: str, ds: Dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+    """The run's test probabilities float ``[N, 1, S, S]``, post-processed masks and reference masks
+    bool ``[N, 1, S, S]``, and the dataset rows ``[N]`` of the labelled test scans."""
+    assert ds.masks is not None
+    ensemble = load_ensemble([run], torch.device("cpu"))
+    rows = ds.indices("test", labelled=True)
+    idx = torch.tensor(rows)
+    probs = torch.cat([ensemble.probabilities(ds.images[chunk], tta=True) for chunk in idx.split(64)])
+    return probs, ensemble.postprocess()(probs > 0.5), ds.masks[idx] > 0, rows
+
+
+def missed_rows(run: str, ds: Dataset) -> tuple[list[dict[str, object]], int, dict[int, tuple[np.ndarray, ...]]]:
+    """One CSV row per missed lesion scan of ``run``, the number of test lesion scans, and per missed
+    dataset row the (scan uint8 ``[S, S]``, reference, prediction bool ``[S, S]``) for the figure."""
+    probs, pred, ref, rows = test_masks(run, ds)
+    per_case = dice(*confusion(pred, ref)[:3])
+    lesion = ref.flatten(1).any(1)
+    out, tiles = [], {}
+    for j in torch.nonzero(lesion & (per_case < MISSED)).flatten().tolist():
+        record = ds.records[rows[j]]
+        out.append(
+            {
+                "run": run,
+                "scan": record["id"],
+                "class": record["class"],
+                "dice": round(float(per_case[j]), 4),
+                "reference_px": int(ref[j].sum()),
+                "predicted_px": int(pred[j].sum()),
+                "max_probability": round(float(probs[j].max()), 3),
+            }
+        )
+        scan = ds.images[rows[j]].float().mean(0).to(torch.uint8).numpy()
+        tiles[rows[j]] = (scan, ref[j, 0].numpy(), pred[j, 0].numpy())
+    return out, int(lesion.sum()), tiles
+
+
+def overlay(scan: np.ndarray, ref: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """The scan and its overlay side by side, uint8 ``[S, 2S, 3]``: reference green, prediction red."""
+    rgb = np.repeat(scan[..., None], 3, axis=2).astype(np.float32)
+    shown = rgb.copy()
+    shown[ref] = 0.5 * shown[ref] + 0.5 * np.array([0, 255, 0])
+    shown[pred] = 0.5 * shown[pred] + 0.5 * np.array([255, 0, 0])
+    return np.concatenate([rgb, shown], axis=1).astype(np.uint8)
+
+
+def save_figure(tiles: list[np.ndarray], path: str, scale: float) -> None:
+    """Tiles in rows of :data:`COLUMNS`, resized by ``scale``, as one PNG."""
+    blank = np.zeros_like(tiles[0])
+    tiles = tiles + [blank] * (-len(tiles) % COLUMNS)
+    grid = np.concatenate(
+        [np.concatenate(tiles[i : i + COLUMNS], axis=1) for i in range(0, len(tiles), COLUMNS)], axis=0
+    )
+    image = Image.fromarray(grid)
+    image = image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.BILINEAR)
+    image.save(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", help="the prepared BUSI dataset (mosl prepare)")
+    parser.add_argument("runs", nargs="+", help="fine-tuned run directories")
+    parser.add_argument("--csv", help="write the missed scans, one row per run and scan")
+    parser.add_argument("--figure", help="draw the first run's missed scans to this PNG")
+    parser.add_argument("--scale", type=float, default=0.5, help="figure scale (1: the stored size)")
+    args = parser.parse_args()
+    ds = load_dataset(args.data)
+    all_rows, per_run, first_tiles = [], {}, None
+    for run in args.runs:
+        rows, lesions, tiles = missed_rows(run, ds)
+        all_rows += rows
+        per_run[run] = {str(r["scan"]) for r in rows}
+        first_tiles = tiles if first_tiles is None else first_tiles
+        print(f"{run}: {len(rows)} of {lesions} test lesion scans missed")
+    counts = Counter(scan for scans in per_run.values() for scan in scans)
+    everywhere = sorted(scan for scan, n in counts.items() if n == len(args.runs))
+    print(f"missed by every run: {len(everywhere)}; by at least one: {len(counts)}")
+    for scan in everywhere:
+        print(f"  {scan}")
+    if args.csv:
+        with Path(args.csv).open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(all_rows[0]) + ["missed_by_runs"])
+            writer.writeheader()
+            for row in all_rows:
+                writer.writerow({**row, "missed_by_runs": counts[str(row["scan"])]})
+    if args.figure and first_tiles:
+        save_figure([overlay(*t) for t in first_tiles.values()], args.figure, args.scale)
+
+
+if __name__ == "__main__":
+    main()
