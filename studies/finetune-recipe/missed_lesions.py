@@ -3,8 +3,9 @@
 For each run it predicts the test split as ``mosl evaluate`` does (mirroring TTA, threshold 0.5, the
 run's stored post-processing rule) and lists every lesion scan whose Dice is below 0.2. The CSV has
 one row per (run, missed scan); the summary printed says how many scans each run misses and how many
-of them every run misses. ``--figure`` draws the first run's misses: each scan beside its overlay,
-reference in green, prediction in red.
+of them every run misses. ``--figure`` draws the scans every run misses (all of the first run's
+misses when there is one run) with the first run's masks: each scan beside its overlay, reference in
+green, prediction in red.
 
     python studies/finetune-recipe/missed_lesions.py busi work/128/default/s0 work/128/default/s1 \
         --csv missed.csv --figure missed.png
@@ -41,12 +42,15 @@ def test_masks(run: str, ds: Dataset) -> tuple[torch.Tensor, torch.Tensor, torch
     return probs, ensemble.postprocess()(probs > 0.5), ds.masks[idx] > 0, rows
 
 
-def missed_rows(run: str, ds: Dataset) -> tuple[list[dict[str, object]], int, dict[int, tuple[np.ndarray, ...]]]:
-    """One CSV row per missed lesion scan of ``run``, the number of test lesion scans, and per missed
-    dataset row the (scan uint8 ``[S, S]``, reference, prediction bool ``[S, S]``) for the figure."""
+def missed_rows(
+    run: str, ds: Dataset
+) -> tuple[list[dict[str, object]], dict[str, float], dict[str, tuple[np.ndarray, ...]]]:
+    """One CSV row per missed lesion scan of ``run``, the Dice of every test lesion scan by scan id,
+    and per missed scan id the (scan uint8 ``[S, S]``, reference, prediction bool ``[S, S]``)."""
     probs, pred, ref, rows = test_masks(run, ds)
     per_case = dice(*confusion(pred, ref)[:3])
     lesion = ref.flatten(1).any(1)
+    lesion_dice = {ds.records[rows[j]]["id"]: float(per_case[j]) for j in torch.nonzero(lesion).flatten().tolist()}
     out, tiles = [], {}
     for j in torch.nonzero(lesion & (per_case < MISSED)).flatten().tolist():
         record = ds.records[rows[j]]
@@ -62,8 +66,8 @@ def missed_rows(run: str, ds: Dataset) -> tuple[list[dict[str, object]], int, di
             }
         )
         scan = ds.images[rows[j]].float().mean(0).to(torch.uint8).numpy()
-        tiles[rows[j]] = (scan, ref[j, 0].numpy(), pred[j, 0].numpy())
-    return out, int(lesion.sum()), tiles
+        tiles[record["id"]] = (scan, ref[j, 0].numpy(), pred[j, 0].numpy())
+    return out, lesion_dice, tiles
 
 
 def overlay(scan: np.ndarray, ref: np.ndarray, pred: np.ndarray) -> np.ndarray:
@@ -96,26 +100,33 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=0.5, help="figure scale (1: the stored size)")
     args = parser.parse_args()
     ds = load_dataset(args.data)
-    all_rows, per_run, first_tiles = [], {}, None
+    all_rows, per_run, lesion_dice, first_tiles = [], {}, {}, None
     for run in args.runs:
-        rows, lesions, tiles = missed_rows(run, ds)
+        rows, lesion_dice[run], tiles = missed_rows(run, ds)
         all_rows += rows
         per_run[run] = {str(r["scan"]) for r in rows}
         first_tiles = tiles if first_tiles is None else first_tiles
-        print(f"{run}: {len(rows)} of {lesions} test lesion scans missed")
     counts = Counter(scan for scans in per_run.values() for scan in scans)
     everywhere = sorted(scan for scan, n in counts.items() if n == len(args.runs))
     print(f"missed by every run: {len(everywhere)}; by at least one: {len(counts)}")
     for scan in everywhere:
         print(f"  {scan}")
+    for run in args.runs:
+        values = lesion_dice[run]
+        rest = [d for scan, d in values.items() if scan not in everywhere]
+        mean, mean_rest = sum(values.values()) / len(values), sum(rest) / max(len(rest), 1)
+        print(
+            f"{run}: {len(per_run[run])} of {len(values)} test lesion scans missed; test lesion Dice "
+            f"{mean:.4f}, {mean_rest:.4f} without the scans every run misses"
+        )
     if args.csv:
         with Path(args.csv).open("w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(all_rows[0]) + ["missed_by_runs"])
             writer.writeheader()
             for row in all_rows:
                 writer.writerow({**row, "missed_by_runs": counts[str(row["scan"])]})
-    if args.figure and first_tiles:
-        save_figure([overlay(*t) for t in first_tiles.values()], args.figure, args.scale)
+    if args.figure and first_tiles and everywhere:
+        save_figure([overlay(*first_tiles[scan]) for scan in everywhere], args.figure, args.scale)
 
 
 if __name__ == "__main__":
