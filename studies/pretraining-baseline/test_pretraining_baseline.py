@@ -499,6 +499,15 @@ def test_half_the_labels_are_paired_with_the_baseline_at_all_of_them(tmp_path: P
     assert "## Half the labels against the baseline with all of them" in (work / "summary.md").read_text()
 
 
+def _summarise_module():
+    """summarise.py, imported from its file (the study folder is not a package)."""
+    spec = importlib.util.spec_from_file_location("summarise", HERE / "summarise.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_runs_csv_keeps_each_fine_tune_and_pairs_a_new_arm_with_an_earlier_baseline(tmp_path: Path) -> None:
     earlier, work = tmp_path / "earlier", tmp_path / "work"
     for seed, v in enumerate(BASE["0.1"]):
@@ -528,8 +537,8 @@ def test_runs_csv_keeps_each_fine_tune_and_pairs_a_new_arm_with_an_earlier_basel
     assert missing.returncode == 2 and b"no such runs.csv" in missing.stderr
 
 
-def test_verdict_applies_the_issue_bar(study_script) -> None:
-    summarise = study_script("summarise.py")
+def test_verdict_applies_the_issue_bar() -> None:
+    summarise = _summarise_module()
 
     def row(f: str, diff: float, low: float) -> dict:
         return {"fraction": f, "n": 5, "test_diff": diff, "test_ci_low": low}
@@ -540,8 +549,8 @@ def test_verdict_applies_the_issue_bar(study_script) -> None:
     assert summarise.verdict([row("0.1", 0.05, -0.001), *good[1:]]) == "misses the bar at 10 %"
 
 
-def test_pretrain_cost_of_a_supervised_pre_training_is_its_fine_tunes_wall_time(study_script, tmp_path: Path) -> None:
-    summarise = study_script("summarise.py")
+def test_pretrain_cost_of_a_supervised_pre_training_is_its_fine_tunes_wall_time(tmp_path: Path) -> None:
+    summarise = _summarise_module()
     (tmp_path / "pre" / "nerve_supervised").mkdir(parents=True)
     (tmp_path / "pre" / "nerve_supervised" / "metrics.json").write_text(json.dumps({"seconds": 270.0}))
     assert summarise.pretrain_cost(tmp_path, "nerve_supervised@teacher") == {"wall_minutes": 4.5}
@@ -552,8 +561,8 @@ def test_pretrain_cost_of_a_supervised_pre_training_is_its_fine_tunes_wall_time(
     assert summarise.pretrain_cost(tmp_path, "multiorgan_mim") == {}
 
 
-def test_figure_rows_keep_every_arm(study_script) -> None:
-    summarise = study_script("summarise.py")
+def test_figure_rows_keep_every_arm() -> None:
+    summarise = _summarise_module()
 
     assert summarise.panel_rows(["multiorgan_moco", "breast_moco"]) == [["multiorgan_moco", "breast_moco"]]
     rows = summarise.panel_rows(ARMS)  # 10 arms: more than a panel holds
@@ -561,10 +570,10 @@ def test_figure_rows_keep_every_arm(study_script) -> None:
     assert all(len(r) <= summarise.MAX_SERIES for r in rows)
 
 
-def test_figure_has_one_legend_above_the_panels(study_script, monkeypatch, tmp_path: Path) -> None:
+def test_figure_has_one_legend_above_the_panels(monkeypatch, tmp_path: Path) -> None:
     """A legend inside a panel can hide a whisker: the figure carries one legend, naming each bar."""
     pytest.importorskip("matplotlib")
-    summarise = study_script("summarise.py")
+    summarise = _summarise_module()
     figures = []
     monkeypatch.setattr(summarise, "save_png", lambda fig, path, dpi: figures.append(fig))
     table = [
@@ -581,13 +590,11 @@ def test_figure_has_one_legend_above_the_panels(study_script, monkeypatch, tmp_p
     assert sorted(labels) == ["issue 19 bar: +0.030 at 10 % and 25 %, -0.005 at 100 %", "test Δ, 95 % CI"]
 
 
-def test_figure_draws_the_contrasts_below_and_redraws_from_a_summary_csv(
-    study_script, monkeypatch, tmp_path: Path
-) -> None:
+def test_figure_draws_the_contrasts_below_and_redraws_from_a_summary_csv(monkeypatch, tmp_path: Path) -> None:
     """Multi-organ against breast-only gets its own row of panels; ``--redraw`` draws the same figure
     from the ``summary.csv`` a results folder keeps."""
     pytest.importorskip("matplotlib")
-    summarise = study_script("summarise.py")
+    summarise = _summarise_module()
     work = tmp_path / "work"
     for arm, table in (("baseline", BASE), ("multiorgan_simclr", ARM), ("breast_simclr", BREAST)):
         for f, values in table.items():
