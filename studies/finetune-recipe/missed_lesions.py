@@ -28,6 +28,7 @@ from mosl_cli.metrics import confusion, dice
 
 MISSED = 0.2  # a lesion scan with a Dice below this counts as missed
 COLUMNS = 3  # figure tiles a row
+FIELDS = ["run", "scan", "class", "dice", "reference_px", "predicted_px", "max_probability", "missed_by_runs"]
 
 
 @torch.inference_mode()
@@ -70,6 +71,19 @@ def missed_rows(
     return out, lesion_dice, tiles
 
 
+def shared_misses(per_run: dict[str, set[str]]) -> tuple[Counter[str], list[str]]:
+    """How many runs miss each scan (scans no run misses are absent), and the scans every run misses,
+    sorted; ``per_run``: the scan ids each run misses."""
+    counts = Counter(scan for scans in per_run.values() for scan in scans)
+    return counts, sorted(scan for scan, n in counts.items() if n == len(per_run))
+
+
+def mean_without(lesion_dice: dict[str, float], left_out: list[str]) -> float:
+    """Mean Dice of the scans in ``lesion_dice`` (scan id -> Dice) that are not in ``left_out``."""
+    kept = [d for scan, d in lesion_dice.items() if scan not in set(left_out)]
+    return sum(kept) / len(kept) if kept else float("nan")
+
+
 def overlay(scan: np.ndarray, ref: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """The scan and its overlay side by side, uint8 ``[S, 2S, 3]``: reference green, prediction red."""
     rgb = np.repeat(scan[..., None], 3, axis=2).astype(np.float32)
@@ -96,7 +110,7 @@ def main() -> None:
     parser.add_argument("data", help="the prepared BUSI dataset (mosl prepare)")
     parser.add_argument("runs", nargs="+", help="fine-tuned run directories")
     parser.add_argument("--csv", help="write the missed scans, one row per run and scan")
-    parser.add_argument("--figure", help="draw the first run's missed scans to this PNG")
+    parser.add_argument("--figure", help="draw the scans every run misses, with the first run's masks, to this PNG")
     parser.add_argument("--scale", type=float, default=0.5, help="figure scale (1: the stored size)")
     args = parser.parse_args()
     ds = load_dataset(args.data)
@@ -106,22 +120,20 @@ def main() -> None:
         all_rows += rows
         per_run[run] = {str(r["scan"]) for r in rows}
         first_tiles = tiles if first_tiles is None else first_tiles
-    counts = Counter(scan for scans in per_run.values() for scan in scans)
-    everywhere = sorted(scan for scan, n in counts.items() if n == len(args.runs))
+    counts, everywhere = shared_misses(per_run)
     print(f"missed by every run: {len(everywhere)}; by at least one: {len(counts)}")
     for scan in everywhere:
         print(f"  {scan}")
     for run in args.runs:
         values = lesion_dice[run]
-        rest = [d for scan, d in values.items() if scan not in everywhere]
-        mean, mean_rest = sum(values.values()) / len(values), sum(rest) / max(len(rest), 1)
+        mean, mean_rest = mean_without(values, []), mean_without(values, everywhere)
         print(
             f"{run}: {len(per_run[run])} of {len(values)} test lesion scans missed; test lesion Dice "
             f"{mean:.4f}, {mean_rest:.4f} without the scans every run misses"
         )
     if args.csv:
         with Path(args.csv).open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(all_rows[0]) + ["missed_by_runs"])
+            writer = csv.DictWriter(fh, fieldnames=FIELDS)
             writer.writeheader()
             for row in all_rows:
                 writer.writerow({**row, "missed_by_runs": counts[str(row["scan"])]})

@@ -1,4 +1,4 @@
-"""``missed_lesions.py``'s drawing: the overlay's colours and the figure's grid."""
+"""``missed_lesions.py``: the scans every run misses, the mean without them, the overlay and the figure."""
 
 from __future__ import annotations
 
@@ -40,3 +40,17 @@ def test_the_figure_fills_its_last_row_and_is_scaled(tmp_path: Path) -> None:
     _script().save_figure(tiles, str(path), scale=0.5)
     with Image.open(path) as im:
         assert im.size == (12, 4)  # 3 tiles of 8 px a row, 2 rows of 4 px, halved
+
+
+def test_only_the_scans_every_run_misses_are_shared() -> None:
+    counts, everywhere = _script().shared_misses({"a": {"x", "y"}, "b": {"y", "z"}, "c": {"y", "x"}})
+    assert everywhere == ["y"]
+    assert counts == {"x": 2, "y": 3, "z": 1}
+    assert _script().shared_misses({"a": {"x"}})[1] == ["x"]  # one run: all its misses
+
+
+def test_the_mean_leaves_out_the_named_scans() -> None:
+    mean_without = _script().mean_without
+    dice = {"x": 0.0, "y": 0.8, "z": 0.6}
+    assert abs(mean_without(dice, []) - 1.4 / 3) < 1e-9
+    assert abs(mean_without(dice, ["x"]) - 0.7) < 1e-9
