@@ -1,11 +1,11 @@
 """Missed lesions: which test lesion scans do the runs miss (Dice < 0.2), and do they miss the same ones?
 
-For each run it predicts the test split as ``mosl evaluate`` does (mirroring TTA, threshold 0.5, the
-run's stored post-processing rule) and lists every lesion scan whose Dice is below 0.2. The CSV has
-one row per (run, missed scan); the summary printed says how many scans each run misses and how many
-of them every run misses. ``--figure`` draws the scans every run misses (all of the first run's
-misses when there is one run) with the first run's masks: each scan beside its overlay, reference in
-green, prediction in red.
+For each run it predicts the test split as ``mosl evaluate`` does (``empty_fallback.split_masks``:
+mirroring TTA, threshold 0.5, the run's stored post-processing rule) and lists every lesion scan
+whose Dice is below 0.2. The CSV has one row per (run, missed scan); the summary printed says how
+many scans each run misses and how many of them every run misses. ``--figure`` draws the scans every
+run misses (all of the first run's misses when there is one run) with the first run's masks: each
+scan beside its overlay, reference in green, prediction in red.
 
     python studies/finetune-recipe/missed_lesions.py busi work/128/default/s0 work/128/default/s1 \
         --csv missed.csv --figure missed.png
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from empty_fallback import split_masks  # predicts a split as mosl evaluate does
 from PIL import Image
 
 from mosl_cli.data.store import Dataset, load_dataset
@@ -31,24 +32,13 @@ COLUMNS = 3  # figure tiles a row
 FIELDS = ["run", "scan", "class", "dice", "reference_px", "predicted_px", "max_probability", "missed_by_runs"]
 
 
-@torch.inference_mode()
-def test_masks(run: str, ds: Dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
-    """The run's test probabilities float ``[N, 1, S, S]``, post-processed masks and reference masks
-    bool ``[N, 1, S, S]``, and the dataset rows ``[N]`` of the labelled test scans."""
-    assert ds.masks is not None
-    ensemble = load_ensemble([run], torch.device("cpu"))
-    rows = ds.indices("test", labelled=True)
-    idx = torch.tensor(rows)
-    probs = torch.cat([ensemble.probabilities(ds.images[chunk], tta=True) for chunk in idx.split(64)])
-    return probs, ensemble.postprocess()(probs > 0.5), ds.masks[idx] > 0, rows
-
-
 def missed_rows(
     run: str, ds: Dataset
 ) -> tuple[list[dict[str, object]], dict[str, float], dict[str, tuple[np.ndarray, ...]]]:
     """One CSV row per missed lesion scan of ``run``, the Dice of every test lesion scan by scan id,
     and per missed scan id the (scan uint8 ``[S, S]``, reference, prediction bool ``[S, S]``)."""
-    probs, pred, ref, rows = test_masks(run, ds)
+    probs, pred, ref = split_masks(load_ensemble(run, torch.device("cpu")), ds, "test")
+    rows = ds.indices("test", labelled=True)  # the dataset rows of split_masks' scans, in its order
     per_case = dice(*confusion(pred, ref)[:3])
     lesion = ref.flatten(1).any(1)
     lesion_dice = {ds.records[rows[j]]["id"]: float(per_case[j]) for j in torch.nonzero(lesion).flatten().tolist()}
