@@ -15,6 +15,7 @@ from mosl_cli.augment import (
     SSLViews,
     cutmix,
     cutmix_boxes,
+    elastic,
     seeded,
 )
 from mosl_cli.errors import MoslError
@@ -137,6 +138,31 @@ def test_seg_geometry_is_shared_by_image_and_mask() -> None:
     assert agreement.min() > 0.95  # only boundary pixels may differ (bilinear vs nearest resampling)
     flipped = (binary_image == m.flip(-1).bool()).float().mean(dim=(1, 2, 3))
     assert flipped.min() < 0.95, "sanity: a misaligned mask would be detected"
+
+
+@pytest.mark.parametrize("side", [64, 128])
+def test_elastic_deforms_image_and_mask_alike_by_about_two_percent_of_the_side(side: int) -> None:
+    square = torch.zeros(16, 1, side, side)
+    square[..., side // 4 : 3 * side // 4, side // 4 : 3 * side // 4] = 1.0
+    ramp = torch.linspace(0, 1, side).expand(16, 1, side, side).contiguous()  # x, 0 to 1
+    op = K.AugmentationSequential(elastic(side, p=1.0), data_keys=["input", "mask", "input"])
+    with seeded(0, CPU):
+        image, mask, moved = op(square, square.clone(), ramp)
+    # one displacement field for scan and mask: only edge pixels differ (bilinear vs nearest resampling)
+    assert ((image > 0.5) != (mask > 0.5)).float().mean() < 0.005
+    shift = ((moved - ramp).abs() * (side - 1))[..., 8:-8, 8:-8] / side  # x displacement, share of the side
+    assert 0.008 < shift.mean() < 0.03
+    assert ((mask > 0.5) != (square > 0.5)).any(dim=(1, 2, 3)).all()  # every scan deformed at p = 1
+
+
+def test_elastic_is_off_unless_asked_and_keeps_masks_binary() -> None:
+    images, masks = _images(n=8, side=64), _block_masks(n=8)
+    assert not any(isinstance(op, K.RandomElasticTransform) for op in SegAugment(32).pipeline.children())
+    for strength in ("strong", "mild"):
+        augment = SegAugment(32, strength=strength, elastic_p=0.5)
+        assert sum(isinstance(op, K.RandomElasticTransform) for op in augment.pipeline.children()) == 1
+        _, m = augment(images, masks)
+        assert set(m.unique().tolist()) <= {0.0, 1.0}
 
 
 def test_seg_intensity_ops_leave_the_mask_alone() -> None:

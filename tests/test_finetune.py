@@ -191,6 +191,14 @@ def test_cutmix_pastes_boxes_into_the_training_batch_and_is_checked(
     assert not (tmp_path / "bad").exists()
 
 
+def test_elastic_option_reaches_the_augmentation_and_is_checked(data: Path, tmp_path: Path) -> None:
+    run_finetune(_cfg(data, tmp_path / "on", elastic=0.3, epochs=1, steps_per_epoch=2))
+    assert '"elastic": 0.3' in (tmp_path / "on" / "config.json").read_text()
+    with pytest.raises(UsageError, match="--elastic 1.5 must be in"):
+        run_finetune(_cfg(data, tmp_path / "bad", elastic=1.5))
+    assert not (tmp_path / "bad").exists()
+
+
 def test_poly_schedule_is_nnunets_and_trains(data: Path, tmp_path: Path) -> None:
     assert [poly_lr(s, 10, 0, 1.0) for s in (0, 5, 10)] == pytest.approx([1.0, 0.5**0.9, 0.0])
     assert poly_lr(1, 10, 4, 1.0) == pytest.approx(0.5)  # linear warm-up first, as the cosine schedule

@@ -17,6 +17,7 @@ import kornia.augmentation as K
 import torch
 import torch.nn.functional as F
 from kornia.augmentation import IntensityAugmentationBase2D
+from kornia.constants import DataKey, Resample
 from torch import Tensor, nn
 
 from mosl_cli.errors import UsageError
@@ -258,15 +259,30 @@ class RandomLowResolution(IntensityAugmentationBase2D):
 
 
 SEG_AUGMENTS: tuple[str, ...] = ("strong", "mild")
+ELASTIC_SIGMA = 1 / 16  # smoothing of the displacement field, as a fraction of the side (8 px at 128 px)
+ELASTIC_ALPHA = 1 / 64  # field strength per pixel of side: 2 at 128 px, displacements about 2 % of the side
 
 
-def _seg_ops(size: int, intensity: bool, strength: str = "strong") -> list[nn.Module]:
+def elastic(size: int, p: float) -> K.RandomElasticTransform:
+    """An elastic deformation drawn per scan with probability ``p``: a random displacement field smoothed
+    by a Gaussian of σ = side / 16, scaled so that it moves pixels by about 2 % of the side at any
+    size (mean about 2 px, 1 % of pixels 7 px or more at 128 px); pixels pulled in from outside are 0."""
+    sigma = max(1.0, size * ELASTIC_SIGMA)
+    kernel = 2 * round(2 * sigma) + 1
+    alpha = size * ELASTIC_ALPHA
+    return K.RandomElasticTransform(
+        kernel_size=(kernel, kernel), sigma=(sigma, sigma), alpha=(alpha, alpha), align_corners=False, p=p
+    )
+
+
+def _seg_ops(size: int, intensity: bool, strength: str = "strong", elastic_p: float = 0.0) -> list[nn.Module]:
     """Geometry for image and mask, then image-only intensity ops.
 
     ``strong`` follows nnU-Net's 2D pipeline (Isensee et al. 2021; rotation, scaling, mirroring, noise,
     blur, brightness, contrast, low resolution, gamma), adapted to ultrasound: left-right mirroring only
     (depth runs downwards and acoustic shadows with it), rotations within ±20°, multiplicative speckle
-    next to additive noise. ``mild``: flip, a small affine and light intensity jitter.
+    next to additive noise. ``mild``: flip, a small affine and light intensity jitter. ``elastic_p`` > 0
+    adds :func:`elastic` after the affine, on that share of the scans.
     """
     if strength not in SEG_AUGMENTS:
         raise UsageError(f"--augment-strength {strength!r} is not one of {', '.join(SEG_AUGMENTS)}")
@@ -275,6 +291,7 @@ def _seg_ops(size: int, intensity: bool, strength: str = "strong") -> list[nn.Mo
             K.RandomHorizontalFlip(),
             K.RandomAffine(degrees=15.0, translate=(0.1, 0.1), scale=(0.85, 1.15), p=0.5),
         ]
+        ops += [elastic(size, elastic_p)] if elastic_p > 0 else []
         if intensity:
             ops += [
                 K.ColorJitter(brightness=0.2, contrast=0.2, p=0.5),
@@ -285,6 +302,7 @@ def _seg_ops(size: int, intensity: bool, strength: str = "strong") -> list[nn.Mo
     ops = [
         K.RandomHorizontalFlip(),
         K.RandomAffine(degrees=20.0, translate=(0.1, 0.1), scale=(0.7, 1.4), p=0.5),
+        *([elastic(size, elastic_p)] if elastic_p > 0 else []),
     ]
     if intensity:
         ops += [
@@ -310,15 +328,27 @@ class SegAugment(nn.Module):
     ``AugmentationSequential(data_keys=["input", "mask"])`` draws each sample's geometry once and
     applies it to both (the mask resampled nearest-neighbour); intensity ops touch the image only.
     ``augment=False`` only resizes (validation); ``intensity=False`` keeps only the geometric ops;
-    ``strength``: ``strong`` (default, nnU-Net-like) or ``mild`` (see :func:`_seg_ops`).
+    ``strength``: ``strong`` (default, nnU-Net-like) or ``mild`` (see :func:`_seg_ops`); ``elastic_p``:
+    the share of scans given an elastic deformation (:func:`elastic`; 0 for none).
     """
 
     def __init__(
-        self, size: int, augment: bool = True, *, intensity: bool = True, strength: str = "strong", unsure: bool = False
+        self,
+        size: int,
+        augment: bool = True,
+        *,
+        intensity: bool = True,
+        strength: str = "strong",
+        unsure: bool = False,
+        elastic_p: float = 0.0,
     ) -> None:
         super().__init__()
         self.size, self.augment, self.unsure = size, augment, unsure
-        self.pipeline = K.AugmentationSequential(*_seg_ops(size, intensity, strength), data_keys=["input", "mask"])
+        ops = _seg_ops(size, intensity, strength, elastic_p)
+        # Masks: nearest resampling (kornia's default) on the grid of the image (align_corners as the ops'
+        # own False; kornia's None would reach the elastic op's sampler unresolved).
+        mask_args = {DataKey.MASK: {"resample": Resample.NEAREST, "align_corners": False}}
+        self.pipeline = K.AugmentationSequential(*ops, data_keys=["input", "mask"], extra_args=mask_args)
 
     def forward(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
         x = _resize(_to_unit(images), self.size)

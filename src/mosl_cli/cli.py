@@ -791,6 +791,16 @@ def finetune(
             ),
         ),
     ] = C.FinetuneConfig.cutmix,
+    elastic: Annotated[
+        float,
+        typer.Option(
+            "--elastic",
+            help=(
+                "Probability per scan of an elastic deformation of scan and mask (a smooth random displacement "
+                "field, about 2 % of the side); 0 (default) turns it off."
+            ),
+        ),
+    ] = C.FinetuneConfig.elastic,
     empty_masks: Annotated[
         bool,
         typer.Option(
@@ -941,6 +951,7 @@ def finetune(
         augment=not no_augment,
         augment_strength=augment_strength,
         cutmix=cutmix,
+        elastic=elastic,
         empty_masks=empty_masks,
         lesion_head=lesion_head,
         teacher=teacher,

@@ -474,6 +474,8 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
         raise UsageError("--warmup-epochs and --patience must be 0 or more")
     if not 0.0 <= cfg.cutmix <= 1.0:
         raise UsageError(f"--cutmix {cfg.cutmix} must be in [0, 1]: the probability that a scan gets a box")
+    if not 0.0 <= cfg.elastic <= 1.0:
+        raise UsageError(f"--elastic {cfg.elastic} must be in [0, 1]: the probability that a scan is deformed")
     if not 0.0 < cfg.teacher_keep <= 1.0:
         raise UsageError(f"--teacher-keep {cfg.teacher_keep} must be in (0, 1]: the fraction of masks kept")
     if not 0.5 <= cfg.teacher_sure < 1.0:
@@ -529,7 +531,9 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         optimizer.add_param_group({"params": list(net.heads.parameters()), "lr_scale": 1.0})
         extra["aux_heads"] = net.heads
     unsure = cfg.teacher is not None and cfg.teacher_sure > 0.5  # pseudo-masks with pixels left out of the loss
-    augment = SegAugment(cfg.size, cfg.augment, strength=cfg.augment_strength, unsure=unsure).to(device)
+    augment = SegAugment(cfg.size, cfg.augment, strength=cfg.augment_strength, unsure=unsure, elastic_p=cfg.elastic).to(
+        device
+    )
     images = ds.images.to(device)
     rows = training_rows(cfg, ds, train_idx, pseudo, device)  # train_idx: the scans whose own masks it reads
     views = WeakStrongViews(cfg.size).to(device) if rows.semi_pool else None
