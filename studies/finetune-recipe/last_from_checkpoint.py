@@ -8,8 +8,8 @@ chooses it. Lets one run answer both "ema" and "last".
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -22,7 +22,14 @@ from mosl_cli.models import model_from_file, save_weights
 
 
 def main() -> None:
-    run, out = Path(sys.argv[1]), Path(sys.argv[2])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", type=Path, help="a finished `mosl finetune --select ema` run folder")
+    parser.add_argument("out", type=Path, help="the weight file to write (.safetensors)")
+    args = parser.parse_args()
+    run, out = args.run, args.out
+    for name in ("config.json", "model.safetensors", "checkpoint.safetensors"):
+        if not (run / name).is_file():
+            parser.error(f"{run / name}: no such file; give the folder of a finished `mosl finetune` run")
     doc = json.loads((run / "config.json").read_text())
     cfg = from_dict(FinetuneConfig, doc["config"])
     model, meta = model_from_file(run / "model.safetensors")

@@ -14,11 +14,11 @@ its single fold models on test.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
 import statistics
-import sys
 from pathlib import Path
 
 
@@ -121,15 +121,21 @@ def _folds_rows(arm: Path, runs: list[list[object]] | None) -> list[list[str]]:
 
 
 def main() -> None:
-    root = Path(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("root", type=Path, help="WORK/SIZE: one folder per arm, run.sh's layout")
+    parser.add_argument("--csv", type=Path, help="also write one row per run here")
+    args = parser.parse_args()
+    root = args.root
+    if not root.is_dir():
+        parser.error(f"{root}: no such folder; give WORK/SIZE as run.sh writes it, e.g. work/128")
     runs: list[list[object]] = []
     header = ["arm", "seeds", "val lesion Dice", "test lesion Dice", "test normal Dice (empty-mask rule)", "train min"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows(root, runs):
         print("| " + " | ".join(row) + " |")
-    if "--csv" in sys.argv:
-        with open(sys.argv[sys.argv.index("--csv") + 1], "w", newline="") as f:
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
             out = csv.writer(f)
             out.writerow(RUN_COLUMNS)
             out.writerows([[c if isinstance(c, str) else f"{c:.4f}" for c in r] for r in runs])

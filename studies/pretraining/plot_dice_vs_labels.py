@@ -10,8 +10,8 @@ the supervised baselines).
 
 from __future__ import annotations
 
+import argparse
 import csv
-import sys
 from pathlib import Path
 
 from mosl_cli.report.figures import plot_dice_vs_fraction
@@ -34,12 +34,17 @@ def read_summary(path: Path) -> list[dict]:
     return rows
 
 
-def main(argv: list[str]) -> None:
-    summary = Path(argv[0]) if argv else HERE / "results" / "summary.csv"
-    out = Path(argv[1]) if len(argv) > 1 else summary.parent / "dice_vs_labels.png"
-    plot_dice_vs_fraction(read_summary(summary), out)
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("summary", type=Path, nargs="?", default=HERE / "results" / "summary.csv")
+    parser.add_argument("out", type=Path, nargs="?", help="default: dice_vs_labels.png beside SUMMARY")
+    args = parser.parse_args()
+    if not args.summary.is_file():
+        parser.error(f"{args.summary}: no such file; give a summary.csv written by `mosl report`")
+    out = args.out or args.summary.parent / "dice_vs_labels.png"
+    plot_dice_vs_fraction(read_summary(args.summary), out)
     print(out)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()
