@@ -10,7 +10,7 @@ import torch
 import torchvision
 from safetensors.torch import load_file
 
-from mosl_cli.augment import cutmix
+from mosl_cli.augment import SegAugment, cutmix
 from mosl_cli.config import FinetuneConfig
 from mosl_cli.data.store import load_dataset
 from mosl_cli.errors import MoslError, UsageError
@@ -191,8 +191,19 @@ def test_cutmix_pastes_boxes_into_the_training_batch_and_is_checked(
     assert not (tmp_path / "bad").exists()
 
 
-def test_elastic_option_reaches_the_augmentation_and_is_checked(data: Path, tmp_path: Path) -> None:
+def test_elastic_option_reaches_the_augmentation_and_is_checked(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[float] = []
+
+    def spy(*args: object, **kwargs: object) -> SegAugment:
+        built.append(float(kwargs["elastic_p"]))  # type: ignore[arg-type]
+        return SegAugment(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr("mosl_cli.finetune.SegAugment", spy)
+    run_finetune(_cfg(data, tmp_path / "off", epochs=1, steps_per_epoch=2))
     run_finetune(_cfg(data, tmp_path / "on", elastic=0.3, epochs=1, steps_per_epoch=2))
+    assert built == [0.0, 0.3]  # off by default, then the training pipeline's share
     assert '"elastic": 0.3' in (tmp_path / "on" / "config.json").read_text()
     with pytest.raises(UsageError, match="--elastic 1.5 must be in"):
         run_finetune(_cfg(data, tmp_path / "bad", elastic=1.5))

@@ -531,9 +531,8 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         optimizer.add_param_group({"params": list(net.heads.parameters()), "lr_scale": 1.0})
         extra["aux_heads"] = net.heads
     unsure = cfg.teacher is not None and cfg.teacher_sure > 0.5  # pseudo-masks with pixels left out of the loss
-    augment = SegAugment(cfg.size, cfg.augment, strength=cfg.augment_strength, unsure=unsure, elastic_p=cfg.elastic).to(
-        device
-    )
+    augment = SegAugment(cfg.size, cfg.augment, strength=cfg.augment_strength, unsure=unsure, elastic_p=cfg.elastic)
+    augment = augment.to(device)
     images = ds.images.to(device)
     rows = training_rows(cfg, ds, train_idx, pseudo, device)  # train_idx: the scans whose own masks it reads
     views = WeakStrongViews(cfg.size).to(device) if rows.semi_pool else None
