@@ -286,35 +286,37 @@ def _seg_ops(size: int, intensity: bool, strength: str = "strong", elastic_p: fl
     """
     if strength not in SEG_AUGMENTS:
         raise UsageError(f"--augment-strength {strength!r} is not one of {', '.join(SEG_AUGMENTS)}")
-    if strength == "mild":
-        ops: list[nn.Module] = [
-            K.RandomHorizontalFlip(),
-            K.RandomAffine(degrees=15.0, translate=(0.1, 0.1), scale=(0.85, 1.15), p=0.5),
-        ]
-        ops += [elastic(size, elastic_p)] if elastic_p > 0 else []
-        if intensity:
-            ops += [
-                K.ColorJitter(brightness=0.2, contrast=0.2, p=0.5),
-                _blur(size, p=0.2),
-                RandomSpeckle((0.0, 0.2), p=0.3),
-            ]
-        return ops
-    ops = [
+    mild = strength == "mild"
+    ops: list[nn.Module] = [
         K.RandomHorizontalFlip(),
-        K.RandomAffine(degrees=20.0, translate=(0.1, 0.1), scale=(0.7, 1.4), p=0.5),
-        *([elastic(size, elastic_p)] if elastic_p > 0 else []),
+        K.RandomAffine(
+            degrees=15.0 if mild else 20.0,
+            translate=(0.1, 0.1),
+            scale=(0.85, 1.15) if mild else (0.7, 1.4),
+            p=0.5,
+        ),
     ]
-    if intensity:
-        ops += [
-            K.RandomGaussianNoise(std=0.03, p=0.1),
-            RandomSpeckle((0.0, 0.2), p=0.2),
-            K.RandomGaussianBlur((5, 5), (0.5, 1.0), p=0.2),
-            K.RandomBrightness((0.75, 1.25), p=0.15),
-            K.RandomContrast((0.75, 1.25), p=0.15),
-            RandomLowResolution((0.5, 1.0), p=0.25),
-            K.RandomGamma((0.7, 1.5), p=0.3),
+    if elastic_p > 0:
+        ops.append(elastic(size, elastic_p))
+    if not intensity:
+        return ops
+    if mild:
+        return [
+            *ops,
+            K.ColorJitter(brightness=0.2, contrast=0.2, p=0.5),
+            _blur(size, p=0.2),
+            RandomSpeckle((0.0, 0.2), p=0.3),
         ]
-    return ops
+    return [
+        *ops,
+        K.RandomGaussianNoise(std=0.03, p=0.1),
+        RandomSpeckle((0.0, 0.2), p=0.2),
+        K.RandomGaussianBlur((5, 5), (0.5, 1.0), p=0.2),
+        K.RandomBrightness((0.75, 1.25), p=0.15),
+        K.RandomContrast((0.75, 1.25), p=0.15),
+        RandomLowResolution((0.5, 1.0), p=0.25),
+        K.RandomGamma((0.7, 1.5), p=0.3),
+    ]
 
 
 class SegAugment(nn.Module):
