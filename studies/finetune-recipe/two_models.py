@@ -23,16 +23,17 @@ RUNS = {  # combination -> the run folder under WORK (per seed) whose evaluation
     "normal_aware": "lesion_head_lesion_dice",
     "ensemble": "ens_default_combo",
 }
+Cases = dict[str, tuple[str, float, int]]  # scan id -> (class, Dice, predicted pixels)
 FIELDS = ["seed", "split", "combination", "lesion_dice", "normal_dice", "all_dice", "lesion_scans_emptied"]
 
 
-def read_cases(path: Path) -> dict[str, tuple[str, float, int]]:
+def read_cases(path: Path) -> Cases:
     """``per_case.csv`` as scan id -> (class, Dice, predicted pixels)."""
     with path.open(newline="") as f:
         return {r["id"]: (r["class"], float(r["dice"]), int(float(r["pred_pixels"]))) for r in csv.DictReader(f)}
 
 
-def gate(segmenter: dict, detector: dict) -> dict[str, tuple[str, float, int]]:
+def gate(segmenter: Cases, detector: Cases) -> Cases:
     """The segmenter's cases with every scan the detector leaves empty set to an empty mask: Dice 1
     on a normal scan, 0 on a lesion scan."""
     out = {}
@@ -44,7 +45,7 @@ def gate(segmenter: dict, detector: dict) -> dict[str, tuple[str, float, int]]:
     return out
 
 
-def scores(cases: dict[str, tuple[str, float, int]]) -> dict[str, float | int]:
+def scores(cases: Cases) -> dict[str, float | int]:
     """Mean Dice of the lesion scans, of the normal scans and of all, and lesion scans left empty."""
     lesion = [d for c, d, _ in cases.values() if c != "normal"]
     normal = [d for c, d, _ in cases.values() if c == "normal"]
@@ -57,7 +58,7 @@ def scores(cases: dict[str, tuple[str, float, int]]) -> dict[str, float | int]:
     }
 
 
-def combinations(work: Path, seed: int, split: str) -> dict[str, dict[str, tuple[str, float, int]]]:
+def combinations(work: Path, seed: int, split: str) -> dict[str, Cases]:
     """The four combinations' cases for one seed and split."""
     cases = {name: read_cases(work / run / f"s{seed}" / f"eval_{split}" / "per_case.csv") for name, run in RUNS.items()}
     cases["gated"] = gate(cases["default"], cases["normal_aware"])
