@@ -18,6 +18,8 @@ import argparse
 import csv
 from pathlib import Path
 
+from mosl_cli.names import PER_CASE_FILE
+
 RUNS = {  # combination -> the run folder under WORK (per seed) whose evaluation it is
     "default": "default",
     "normal_aware": "lesion_head_lesion_dice",
@@ -60,7 +62,7 @@ def scores(cases: Cases) -> dict[str, float | int]:
 
 def combinations(work: Path, seed: int, split: str) -> dict[str, Cases]:
     """The four combinations' cases for one seed and split."""
-    cases = {name: read_cases(work / run / f"s{seed}" / f"eval_{split}" / "per_case.csv") for name, run in RUNS.items()}
+    cases = {name: read_cases(work / run / f"s{seed}" / f"eval_{split}" / PER_CASE_FILE) for name, run in RUNS.items()}
     cases["gated"] = gate(cases["default"], cases["normal_aware"])
     return cases
 
