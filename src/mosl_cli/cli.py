@@ -888,6 +888,16 @@ def finetune(
             ),
         ),
     ] = C.FinetuneConfig.deep_supervision,
+    class_aux: Annotated[
+        float,
+        typer.Option(
+            "--class-aux",
+            help=(
+                "Weight of an auxiliary benign/malignant output on the deepest encoder features, trained "
+                "beside the masks on the labelled lesion scans (the saved model is unchanged); 0: off."
+            ),
+        ),
+    ] = C.FinetuneConfig.class_aux,
     decoder_attention: Annotated[
         str,
         typer.Option(
@@ -962,6 +972,7 @@ def finetune(
         semi_threshold=semi_threshold,
         semi_weight=semi_weight,
         deep_supervision=deep_supervision,
+        class_aux=class_aux,
         decoder_attention=decoder_attention,
         postprocess=not no_postprocess,
         folds=folds,

@@ -162,6 +162,7 @@ class FinetuneConfig:
     semi_threshold: float = 0.95  # --semi: pixels whose probability is this sure become pseudo-labels
     semi_weight: float = 1.0  # --semi: weight of the consistency term beside the supervised loss
     deep_supervision: bool = False  # auxiliary mask heads on the decoder's coarser blocks while training
+    class_aux: float = 0.0  # weight of a benign/malignant output trained beside the masks (class_aux.py); 0: off
     decoder_attention: str = "none"  # or "scse": squeeze-and-excitation in each U-Net decoder block
     folds: int = 1  # > 1: cross-validation over train+val, one model per fold in out/fold_<k>
     fold: int | None = None  # with folds > 1: train this fold only (else every fold, one after another)

@@ -28,6 +28,7 @@ from torch import nn
 
 from mosl_cli import hub
 from mosl_cli.augment import SEG_AUGMENTS, SegAugment, WeakStrongViews, cutmix, seeded
+from mosl_cli.class_aux import ClassAux, class_aux_loss, class_targets
 from mosl_cli.config import DEFAULT_PRETRAIN_RUN, WEIGHTS_FILE, FinetuneConfig
 from mosl_cli.consistency import SEMI_METHODS, Unlabelled, consistency_loss, ramped_weight, strong_batch
 from mosl_cli.data.store import Dataset, load_dataset
@@ -312,13 +313,16 @@ def train_step(
     masks: torch.Tensor,
     cfg: FinetuneConfig,
     unlabelled: Unlabelled | None = None,
+    classes: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One optimisation step of the recipe on a uint8 batch ``images`` ``[B, C, H, W]`` and ``masks``
     ``[B, 1, H, W]`` already on the model's device: joint augmentation (then CutMix with
     ``cfg.cutmix``), forward under autocast
     (``cfg.amp``) in ``cfg.channels_last`` layout, :func:`finetune_loss` in float32, backward, step.
     With ``unlabelled``, its strong views go through the same forward pass and add their
-    :func:`~mosl_cli.consistency.consistency_loss`. Returns the batch loss (0-dim tensor, on the device)."""
+    :func:`~mosl_cli.consistency.consistency_loss`. With ``classes`` ``[B]`` (``--class-aux``: the model
+    is a :class:`~mosl_cli.class_aux.ClassAux`), ``cfg.class_aux`` × its benign/malignant BCE is added.
+    Returns the batch loss (0-dim tensor, on the device)."""
     device = images.device
     with torch.no_grad():
         x, y = augment(images, masks)
@@ -339,6 +343,7 @@ def train_step(
     with autocast(device, cfg.amp):
         out = model(x)
         out, aux = out if cfg.deep_supervision else (out, None)
+        out, class_logit = out if classes is not None else (out, None)
         logits, present = split_outputs(out)
     n = y.shape[0]  # the labelled scans lead the batch
     head = None if present is None else present[:n].float()
@@ -346,6 +351,8 @@ def train_step(
     loss = finetune_loss(logits[:n].float(), y, head, cfg.empty_masks, dice=cfg.dice, aux=aux)
     if unlabelled is not None:
         loss = loss + unlabelled.weight * consistency_loss(logits[n:].float(), target, sure)
+    if class_logit is not None and classes is not None:
+        loss = loss + cfg.class_aux * class_aux_loss(class_logit[:n], classes)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -468,6 +475,8 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
         raise UsageError(conflict)
     if cfg.deep_supervision and cfg.arch != "unet":
         raise UsageError(f"--deep-supervision works with --arch unet, not {cfg.arch!r}; drop one of them")
+    if cfg.class_aux < 0 or (cfg.class_aux > 0 and cfg.deep_supervision):
+        raise UsageError(f"--class-aux {cfg.class_aux} must be ≥ 0, and 0 with --deep-supervision (drop one)")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise UsageError(f"--ema-decay {cfg.ema_decay} must be in [0, 1), e.g. 0.998")
     if cfg.warmup_epochs < 0 or cfg.patience < 0:
@@ -530,6 +539,12 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         net = DeepSupervised(model).to(device).to(memory_format=memory_format(device, cfg.channels_last))
         optimizer.add_param_group({"params": list(net.heads.parameters()), "lr_scale": 1.0})
         extra["aux_heads"] = net.heads
+    classes = None  # --class-aux: benign 0 / malignant 1 per dataset row, NaN where this run has no label
+    if cfg.class_aux > 0:
+        net = ClassAux(model).to(device)
+        optimizer.add_param_group({"params": list(net.head.parameters()), "lr_scale": 1.0})
+        extra["class_head"] = net.head
+        classes = class_targets(ds, train_idx).to(device)
     unsure = cfg.teacher is not None and cfg.teacher_sure > 0.5  # pseudo-masks with pixels left out of the loss
     augment = SegAugment(cfg.size, cfg.augment, strength=cfg.augment_strength, unsure=unsure, elastic_p=cfg.elastic)
     augment = augment.to(device)
@@ -602,7 +617,8 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
                     weight = ramped_weight(cfg.semi_weight, epoch * steps_per_epoch + step, total_steps)
                     pick = semi_order[step * per_rank : (step + 1) * per_rank]
                     unlabelled = Unlabelled(images[pick], model, views, weight)
-                loss = train_step(trained, optimizer, augment, images[sel], rows.masks[sel], cfg, unlabelled)
+                target = None if classes is None else classes[sel]
+                loss = train_step(trained, optimizer, augment, images[sel], rows.masks[sel], cfg, unlabelled, target)
                 if average is not None:
                     average.update(model, epoch * steps_per_epoch + step)
                 loss_sum += loss.detach()
