@@ -112,6 +112,17 @@ Models = Annotated[
         ),
     ),
 ]
+Detector = Annotated[
+    Optional[list[Path]],
+    typer.Option(
+        "--detector",
+        help=(
+            "A second model (file, run folder or folds; repeat to average) that decides which scans show a "
+            "lesion: where its own mask is empty the scan is called normal (e.g. one fine-tuned with "
+            "--lesion-head --empty-masks --dice lesion)."
+        ),
+    ),
+]
 TTA = Annotated[bool, typer.Option("--tta/--no-tta", help="Average with the left-right mirrored prediction.")]
 Postprocess = Annotated[
     bool,
@@ -1023,6 +1034,7 @@ def finetune(
 def evaluate(
     ctx: typer.Context,
     model: Models = [Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE],
+    detector: Detector = None,
     data: DataDir = Path(C.DEFAULT_DATASET),
     split: Annotated[K.Split, typer.Option("--split", help="Dataset split to score.")] = "test",
     out: OutDir = Path(C.DEFAULT_EVAL_DIR),
@@ -1068,17 +1080,31 @@ metrics.json and per_case.csv."""
         batch_size=batch_size,
         device=device,
         nsd_tolerance=nsd_tolerance,
+        detector=_model_spec(detector),
     )
     from mosl_cli.evaluate import run_evaluate
 
     result = _call(run_evaluate, cfg, out=out)
     if json_out:
-        _print_evaluation_json(result, ("model", "models", "data", "split", "tta", "postprocess", "threshold"))
+        _print_evaluation_json(
+            result, ("model", "models", "detector", "data", "split", "tta", "postprocess", "threshold")
+        )
         return
     _print_evaluation(result, f"{' + '.join(str(m) for m in model)} on {data} [{split}]")
 
 
-_MODEL_OPTIONS = ("model", "data", "split", "tta", "postprocess", "threshold", "batch_size", "device", "nsd_tolerance")
+_MODEL_OPTIONS = (
+    "model",
+    "detector",
+    "data",
+    "split",
+    "tta",
+    "postprocess",
+    "threshold",
+    "batch_size",
+    "device",
+    "nsd_tolerance",
+)
 
 
 def _evaluate_folders(ctx: typer.Context, pred: Path | None, ref: Path | None, out: Path, json_out: bool) -> None:
@@ -1099,6 +1125,13 @@ def _evaluate_folders(ctx: typer.Context, pred: Path | None, ref: Path | None, o
     unpaired = result.metrics["predictions_without_reference"]
     if unpaired:
         console.print(f"{unpaired} mask(s) in {pred} have no reference in {ref} and were left out", markup=False)
+
+
+def _model_spec(paths: list[Path] | None) -> str | tuple[str, ...] | None:
+    """Repeated model paths as a config's spec: None, one path, or several."""
+    if not paths:
+        return None
+    return str(paths[0]) if len(paths) == 1 else tuple(str(p) for p in paths)
 
 
 def _print_evaluation_json(result: Any, settings: tuple[str, ...]) -> None:
@@ -1129,6 +1162,7 @@ def predict(
         typer.Argument(help="Scans (PNG, JPEG, BMP, TIFF, DICOM) or videos / DICOM cines: files, folders or globs."),
     ],
     model: Models = [Path(C.DEFAULT_FINETUNE_RUN) / C.WEIGHTS_FILE],
+    detector: Detector = None,
     out: Annotated[
         Optional[Path],
         typer.Option("--out", "-o", help="Mask file for one scan, else a folder (default mosl_predict/)."),
@@ -1189,6 +1223,7 @@ def predict(
         measurements=str(measurements) if measurements else None,
         region_crop=not no_region_crop,
         dicom_seg=dicom_seg,
+        detector=_model_spec(detector),
     )
     from mosl_cli.imageio import has_image_suffix
     from mosl_cli.predict import DEFAULT_PREDICT_DIR, run_predict
@@ -1201,6 +1236,7 @@ def predict(
         _print_json(
             {
                 "model": models,
+                "detector": cfg.detector,
                 "count": len(results),
                 "files": [
                     {

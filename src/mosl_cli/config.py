@@ -194,6 +194,7 @@ class EvaluateConfig:
     batch_size: int = 64
     device: str = "auto"
     nsd_tolerance: float = 2.0  # mm: normalised surface Dice tolerance, where samples have a spacing
+    detector: str | tuple[str, ...] | None = None  # a model whose empty masks call scans normal (inference.py)
 
 
 @dataclass(frozen=True)
@@ -223,6 +224,7 @@ class PredictConfig:
     measurements: str | None = None  # CSV of lesion area (mm²) and largest diameter per mask
     region_crop: bool = True  # crop DICOM frames to their ultrasound imaging region
     dicom_seg: bool = False  # also the mask of each single-frame DICOM scan as a DICOM SEG (<stem>_seg.dcm)
+    detector: str | tuple[str, ...] | None = None  # a model whose empty masks call scans normal (inference.py)
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,7 @@ def _load_checked(cfg: EvaluateConfig, device: torch.device) -> tuple[Ensemble, 
     check_thresholds(cfg.threshold, cfg.batch_size)
     if cfg.split not in (*SPLITS, "all"):
         raise UsageError(f"--split {cfg.split!r}: use one of {', '.join(SPLITS)}, all")
-    ensemble = load_ensemble(cfg.model, device)
+    ensemble = load_ensemble(cfg.model, device).with_detector(cfg.detector)
     ds = load_dataset(cfg.data)
     if ds.masks is None:
         raise MoslError(f"{cfg.data}: the dataset has no masks; evaluate on a labelled dataset (e.g. BUSI)")
@@ -254,6 +254,7 @@ def run_evaluate(cfg: EvaluateConfig, on_batch: Callable[[int, int], None] | Non
         "model": str(cfg.model) if isinstance(cfg.model, str) else list(cfg.model),
         "model_meta": meta,
         "models": [str(p) for p in ensemble.paths],
+        "detector": None if ensemble.detector is None else [str(p) for p in ensemble.detector.paths],
         "postprocess": rule.to_dict(),
         "data": str(cfg.data),
         "split": cfg.split,

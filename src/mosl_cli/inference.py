@@ -5,6 +5,11 @@ or several files), their averaged probabilities, and the post-processing rule th
 probabilities with :meth:`Ensemble.probabilities`: each member resizes the uint8 images to its own
 training size, runs (with left-right mirroring when ``tta``), and its sigmoid probabilities are
 resized back to the input's H×W and averaged over members, as nnU-Net averages its folds.
+
+A *detector* (``--detector``: another model or ensemble, e.g. one trained with ``--lesion-head
+--empty-masks`` to leave normal scans empty) decides which scans show a lesion: where its own mask
+(its gate, threshold :data:`DETECTOR_THRESHOLD`, its post-processing rule) is empty, the scan is called
+normal and its probabilities are set to 0; elsewhere the segmenter's probabilities stand.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from mosl_cli.errors import MoslError
 from mosl_cli.models import model_from_file, model_inputs, split_outputs
 from mosl_cli.names import CONFIG_FILE, FOLD_PREFIX, WEIGHTS_FILE
 from mosl_cli.postprocess import PostProcess, combine
+
+DETECTOR_THRESHOLD = 0.5  # the detector's masks are thresholded as it was tuned: at 0.5
 
 
 def _check_folds_complete(path: Path) -> None:
@@ -160,6 +167,7 @@ class Ensemble:
     paths: list[Path]
     models: list[nn.Module]
     metas: list[dict[str, Any]]
+    detector: Ensemble | None = None  # scans whose mask it leaves empty get probability 0 (module docstring)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -187,7 +195,16 @@ class Ensemble:
             prob = model_probabilities(model, images, meta, tta=tta)
             total = prob if total is None else total + prob
         assert total is not None
-        return total / len(self.models)
+        prob = total / len(self.models)
+        if self.detector is not None:
+            prob = prob * self.detector.finds_lesion(self.detector.probabilities(images, tta=tta))[:, None, None, None]
+        return prob
+
+    def finds_lesion(self, prob: torch.Tensor) -> torch.Tensor:
+        """Whether this model's mask, from its probabilities ``prob`` float ``[B, 1, H, W]``, thresholded
+        at :data:`DETECTOR_THRESHOLD` and post-processed by its own rule, keeps a pixel: float 0/1 ``[B]``."""
+        mask = self.postprocess()(prob > DETECTOR_THRESHOLD)
+        return mask.flatten(1).any(dim=1).to(prob.dtype)
 
     @torch.inference_mode()
     def scan_probabilities(self, scans: Sequence[torch.Tensor], tta: bool = False) -> list[torch.Tensor]:
@@ -200,12 +217,29 @@ class Ensemble:
             for j, t in enumerate(scans):
                 full = F.interpolate(prob[j : j + 1], size=tuple(t.shape[-2:]), mode="bilinear", align_corners=False)
                 totals[j] = full if totals[j] is None else totals[j] + full
-        return [t / len(self.models) for t in totals if t is not None]
+        probs = [t / len(self.models) for t in totals if t is not None]
+        if self.detector is not None:
+            found = [self.detector.finds_lesion(p) for p in self.detector.scan_probabilities(scans, tta=tta)]
+            probs = [p * f[:, None, None, None] for p, f in zip(probs, found, strict=True)]
+        return probs
 
     def describe(self) -> str:
         return (
             str(self.paths[0]) if len(self.paths) == 1 else f"{len(self.paths)} models ({self.paths[0].parent.parent})"
         )
+
+    def with_detector(self, spec: str | Path | Sequence[str | Path] | None) -> Ensemble:
+        """This ensemble with the models of ``spec`` (see :func:`model_paths`) as its detector; itself
+        when ``spec`` is None. The detector must read as many channels."""
+        if spec is None:
+            return self
+        detector = load_ensemble(spec, self.device)
+        if detector.in_channels != self.in_channels:
+            raise MoslError(
+                f"--detector {detector.describe()}: a {detector.in_channels}-channel model beside a "
+                f"{self.in_channels}-channel segmenter; pass a detector trained on the same kind of scans"
+            )
+        return Ensemble(self.paths, self.models, self.metas, detector)
 
 
 def load_ensemble(spec: str | Path | Sequence[str | Path], device: torch.device) -> Ensemble:

@@ -325,7 +325,7 @@ def run_predict(cfg: PredictConfig, on_image: Callable[[int, int], None] | None 
     if cfg.mask_values not in cine.MASK_VALUES:
         raise MoslError(f"--mask-values {cfg.mask_values}: use 0-255 (default) or 0-1")
     device = resolve_device(cfg.device)
-    ensemble = load_ensemble(cfg.model, device)
+    ensemble = load_ensemble(cfg.model, device).with_detector(cfg.detector)
     channels = ensemble.in_channels
     if channels not in (1, 3):
         raise MoslError(f"{ensemble.describe()}: a {channels}-channel model; predict reads grey (1) or RGB (3) scans")
