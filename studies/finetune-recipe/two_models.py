@@ -5,9 +5,9 @@ evaluations of ``WORK``: ``default/sS`` (the lesion segmenter), ``lesion_head_le
 (``--lesion-head --empty-masks --dice lesion``: the normal-aware model) and ``ens_default_combo/sS``
 (``mosl evaluate --model`` both: their probabilities averaged). It adds a fourth combination
 computed from the first two: the normal-aware model as the detector (its mask empty: the scan is
-called normal) and the default's mask where it draws a lesion. Printed and written per seed and
-split: lesion Dice, normal scans under the empty-mask rule (Dice 1 when the mask is empty), and
-the Dice over all scans.
+called normal) and the default's mask where it draws a lesion, as ``mosl evaluate --detector``
+does. Printed and written per seed and split: lesion Dice, normal scans under the empty-mask rule
+(Dice 1 when the mask is empty), and the Dice over all scans.
 
     python studies/finetune-recipe/two_models.py work/128 --seeds 3 4 --csv two_models.csv
 """
