@@ -1068,7 +1068,7 @@ metrics.json and per_case.csv."""
     if pred is not None or ref is not None:
         _evaluate_folders(ctx, pred, ref, out, json_out)
         return
-    models = str(model[0]) if len(model) == 1 else tuple(str(m) for m in model)
+    models = _model_spec(model)
     cfg = C.EvaluateConfig(
         model=models,
         data=str(data),
@@ -1080,7 +1080,7 @@ metrics.json and per_case.csv."""
         batch_size=batch_size,
         device=device,
         nsd_tolerance=nsd_tolerance,
-        detector=_model_spec(detector),
+        detector=_model_spec(detector) if detector else None,
     )
     from mosl_cli.evaluate import run_evaluate
 
@@ -1127,10 +1127,8 @@ def _evaluate_folders(ctx: typer.Context, pred: Path | None, ref: Path | None, o
         console.print(f"{unpaired} mask(s) in {pred} have no reference in {ref} and were left out", markup=False)
 
 
-def _model_spec(paths: list[Path] | None) -> str | tuple[str, ...] | None:
-    """Repeated model paths as a config's spec: None, one path, or several."""
-    if not paths:
-        return None
+def _model_spec(paths: list[Path]) -> str | tuple[str, ...]:
+    """A repeated ``--model`` / ``--detector`` option as a config's model spec: one path, or several."""
     return str(paths[0]) if len(paths) == 1 else tuple(str(p) for p in paths)
 
 
@@ -1207,7 +1205,7 @@ def predict(
     json_out: JsonOut = False,
 ) -> None:
     """Write a 0/255 lesion mask at each scan's own size, one per frame of a cine or video (and an overlay)."""
-    models = str(model[0]) if len(model) == 1 else tuple(str(m) for m in model)
+    models = _model_spec(model)
     cfg = C.PredictConfig(
         inputs=tuple(inputs),
         model=models,
@@ -1223,7 +1221,7 @@ def predict(
         measurements=str(measurements) if measurements else None,
         region_crop=not no_region_crop,
         dicom_seg=dicom_seg,
-        detector=_model_spec(detector),
+        detector=_model_spec(detector) if detector else None,
     )
     from mosl_cli.imageio import has_image_suffix
     from mosl_cli.predict import DEFAULT_PREDICT_DIR, run_predict
