@@ -50,6 +50,7 @@ options() {  # the finetune options of an arm (added to the defaults)
     wd_1e-2) echo "--weight-decay 1e-2" ;;
     cutmix_0.5) echo "--cutmix 0.5" ;;  # a box of another scan pasted into half the scans, with its mask
     elastic_0.2) echo "--elastic 0.2" ;;  # a smooth random displacement field on a fifth of the scans (nnU-Net's p)
+    deep_supervision_ema_elastic) echo "--deep-supervision --select ema --elastic 0.2" ;;  # three levers each inside the noise, together
     class_aux_0.5) echo "--class-aux 0.5" ;;  # a benign/malignant output on the encoder, trained beside the masks
     fraction_0.1) echo "--label-fraction 0.1" ;;
     fraction_0.25) echo "--label-fraction 0.25" ;;
