@@ -133,3 +133,16 @@ def test_gated_model_predicts_empty_masks_and_exports_the_same(tmp_path: Path) -
     assert exported.max_abs_diff is not None and exported.max_abs_diff <= exported.tolerance
     scripted = torch.jit.load(str(tmp_path / "gated.pt"))
     assert (scripted(images.float()) < 0).all()
+
+
+def test_log_dice_is_the_mean_of_minus_log_of_each_images_soft_dice() -> None:
+    logits, target = torch.randn(2, 1, 8, 8), torch.zeros(2, 1, 8, 8)
+    target[0, :, :6, :6] = 1  # a large lesion and a small one
+    target[1, :, 3:5, 3:5] = 1
+    prob = torch.sigmoid(logits)
+    per_image = torch.stack([(2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1) for p, t in zip(prob, target)])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    got = finetune_loss(logits, target, None, empty_masks=False, dice="log")
+    assert got == pytest.approx(float(-torch.log(per_image).mean() + bce), abs=1e-6)
+    # a poorly drawn scan counts more than under 1 - Dice: the two losses differ
+    assert got != pytest.approx(float(finetune_loss(logits, target, None, empty_masks=False, dice="image")), abs=1e-3)

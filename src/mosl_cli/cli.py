@@ -726,7 +726,8 @@ def finetune(
         typer.Option(
             "--dice",
             help="Soft Dice loss over the batch's pixels (batch), per image, averaged (image), or per image over "
-            "the scans with a lesion only, normal scans in the BCE term only (lesion; for --empty-masks).",
+            "the scans with a lesion only, normal scans in the BCE term only (lesion; for --empty-masks), or per "
+            "image as -ln(Dice), which weighs a missed lesion more (log).",
         ),
     ] = C.FinetuneConfig.dice,
     optimizer: Annotated[

@@ -41,6 +41,7 @@ options() {  # the finetune options of an arm (added to the defaults)
     sgd) echo "--optimizer sgd --lr 0.01 --weight-decay 3e-5" ;;
     dice_image) echo "--dice image" ;;  # the default since it was measured here
     dice_batch) echo "--dice batch" ;;  # the default before
+    dice_log) echo "--dice log" ;;  # per image, -ln(Dice): a missed lesion weighs more
     unetplusplus) echo "--arch unetplusplus" ;;
     deep_supervision) echo "--deep-supervision" ;;
     deep_supervision_ema) echo "--deep-supervision --select ema" ;;  # two levers each inside the noise, together
