@@ -140,7 +140,8 @@ def test_log_dice_is_the_mean_of_minus_log_of_each_images_soft_dice() -> None:
     target[0, :, :6, :6] = 1  # a large lesion and a small one
     target[1, :, 3:5, 3:5] = 1
     prob = torch.sigmoid(logits)
-    per_image = torch.stack([(2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1) for p, t in zip(prob, target)])
+    pairs = zip(prob, target, strict=True)
+    per_image = torch.stack([(2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1) for p, t in pairs])
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
     got = finetune_loss(logits, target, None, empty_masks=False, dice="log")
     assert got == pytest.approx(float(-torch.log(per_image).mean() + bce), abs=1e-6)
