@@ -246,7 +246,7 @@ def dice_bce_loss(
     that count in the Dice term (default: ``weight``), the others in the BCE only. The Dice term pools
     the pixels of the whole batch (nnU-Net's batch Dice), or with ``per_image`` is the mean of each
     image's soft Dice (as the per-case metric weighs a small lesion like a large one); ``log_dice``
-    (with ``per_image``) takes the mean of each image's ``-ln(soft Dice)`` instead of ``1 - soft Dice``."""
+    takes ``-ln(soft Dice)`` instead of ``1 - soft Dice``."""
     w = torch.ones(logits.shape[0], device=logits.device) if weight is None else weight
     w = w.to(logits.dtype)
     dw = w if dice_weight is None else (dice_weight.to(logits.dtype) * w)
@@ -258,8 +258,8 @@ def dice_bce_loss(
     dims = (1, 2, 3) if per_image else (0, 1, 2, 3)
     inter = (prob * target).sum(dims)
     soft_dice = (2 * inter + 1.0) / (prob.sum(dims) + (target * dw_pixels).sum(dims) + 1.0)
-    per_image_loss = -torch.log(soft_dice) if log_dice else 1 - soft_dice
-    dice_loss = (per_image_loss * dw).sum() / dw.sum().clamp_min(1.0) if per_image else 1 - soft_dice
+    dice_term = -torch.log(soft_dice) if log_dice else 1 - soft_dice  # [B] per image, or [] over the batch
+    dice_loss = (dice_term * dw).sum() / dw.sum().clamp_min(1.0) if per_image else dice_term
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w_pixels
     return dice_loss + bce.sum() / (w.sum() * logits[0].numel()).clamp_min(1.0)
 
