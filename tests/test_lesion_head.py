@@ -28,6 +28,11 @@ def _cases() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return prob, present, target
 
 
+def _soft_dice_per_image(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Each image's soft Dice (smoothing 1), written out by hand: ``[B, 1, H, W]`` twice → ``[B]``."""
+    return torch.stack([(2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1) for p, t in zip(prob, target, strict=True)])
+
+
 def test_gate_empties_normal_scans_the_head_calls_lesion_free() -> None:
     prob, present, target = _cases()
     gate, scores = choose_gate(prob, present, target)
@@ -71,16 +76,16 @@ def test_per_image_dice_is_the_mean_of_each_images_soft_dice() -> None:
     target[0, :, :6, :6] = 1  # a large lesion, a small one, no lesion
     target[1, :, 3:5, 3:5] = 1
     prob = torch.sigmoid(logits)
-    per_image = [(2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1) for p, t in zip(prob, target, strict=True)]
+    per_image = _soft_dice_per_image(prob, target)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
-    expected = 1 - torch.stack(per_image).mean() + bce
+    expected = 1 - per_image.mean() + bce
     got = finetune_loss(logits, target, None, empty_masks=False, dice="image")
     assert got == pytest.approx(float(expected), abs=1e-6)
     assert got != pytest.approx(float(finetune_loss(logits, target, None, empty_masks=False)), abs=1e-3)
     # with the lesion head, the normal scan (no lesion) is left out of the mask loss
     present = torch.zeros(3, 1)
     head_bce = torch.nn.functional.binary_cross_entropy_with_logits(present[:, 0], torch.tensor([1.0, 1.0, 0.0]))
-    two = 1 - torch.stack(per_image[:2]).mean()
+    two = 1 - per_image[:2].mean()
     bce_two = torch.nn.functional.binary_cross_entropy_with_logits(logits[:2], target[:2])
     got = finetune_loss(logits, target, present, empty_masks=False, dice="image")
     assert got == pytest.approx(float(two + bce_two + head_bce), abs=1e-6)
@@ -91,9 +96,9 @@ def test_lesion_dice_leaves_normal_scans_to_the_bce_term() -> None:
     target[0, :, :6, :6] = 1  # a large lesion, a small one, no lesion
     target[1, :, 3:5, 3:5] = 1
     prob = torch.sigmoid(logits)
-    per_image = [(2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1) for p, t in zip(prob[:2], target[:2], strict=True)]
+    per_image = _soft_dice_per_image(prob[:2], target[:2])
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)  # all three scans
-    expected = 1 - torch.stack(per_image).mean() + bce
+    expected = 1 - per_image.mean() + bce
     got = finetune_loss(logits, target, None, empty_masks=True, dice="lesion")
     assert got == pytest.approx(float(expected), abs=1e-6)
     assert got != pytest.approx(float(finetune_loss(logits, target, None, empty_masks=True, dice="image")), abs=1e-3)
@@ -140,8 +145,7 @@ def test_log_dice_is_the_mean_of_minus_log_of_each_images_soft_dice() -> None:
     target[0, :, :6, :6] = 1  # a large lesion and a small one
     target[1, :, 3:5, 3:5] = 1
     prob = torch.sigmoid(logits)
-    pairs = zip(prob, target, strict=True)
-    per_image = torch.stack([(2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1) for p, t in pairs])
+    per_image = _soft_dice_per_image(prob, target)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
     got = finetune_loss(logits, target, None, empty_masks=False, dice="log")
     assert got == pytest.approx(float(-torch.log(per_image).mean() + bce), abs=1e-6)
