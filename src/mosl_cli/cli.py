@@ -726,8 +726,9 @@ def finetune(
         typer.Option(
             "--dice",
             help="Soft Dice loss over the batch's pixels (batch), per image, averaged (image), or per image over "
-            "the scans with a lesion only, normal scans in the BCE term only (lesion; for --empty-masks), or per "
-            "image as -ln(Dice), which weighs a missed lesion more (log).",
+            "the scans with a lesion only, normal scans in the BCE term only (lesion; for --empty-masks), per "
+            "image as -ln(Dice), which weighs a missed lesion more (log), or per image the Lovász hinge, a "
+            "convex surrogate of 1 - IoU, in place of the soft Dice (lovasz).",
         ),
     ] = C.FinetuneConfig.dice,
     optimizer: Annotated[

@@ -37,6 +37,7 @@ from mosl_cli.device import fused_optimizer, memory_format
 from mosl_cli.errors import MoslError, UsageError
 from mosl_cli.fsutil import append_jsonl, read_jsonl, write_json
 from mosl_cli.inference import apply_gate, forward_probabilities, model_outputs
+from mosl_cli.lovasz import lovasz_hinge
 from mosl_cli.metrics import confusion, dice
 from mosl_cli.models import (
     DECODER_ATTENTIONS,
@@ -82,9 +83,10 @@ SELECTIONS: tuple[str, ...] = ("last", "ema", "best")
 OPTIMIZERS: tuple[str, ...] = ("adamw", "sgd")
 INIT_PARTS: tuple[str, ...] = ("all", "encoder")  # what --init loads: every tensor that fits, or the encoder's alone
 SCHEDULES = {"cosine": cosine_lr, "poly": poly_lr}  # the lr after warm-up: half-cosine or nnU-Net's poly, to 0
-# the soft Dice term over the batch's pixels, per image, per image over the images with a lesion only, or
-# per image as -ln(Dice) (a missed lesion weighs more: its gradient grows as 1 / Dice)
-DICE_KINDS: tuple[str, ...] = ("batch", "image", "lesion", "log")
+# the soft Dice term over the batch's pixels, per image, per image over the images with a lesion only,
+# per image as -ln(Dice) (a missed lesion weighs more: its gradient grows as 1 / Dice), or per image the
+# Lovász hinge, a convex surrogate of 1 - IoU, in its place
+DICE_KINDS: tuple[str, ...] = ("batch", "image", "lesion", "log", "lovasz")
 SGD_MOMENTUM = 0.99  # nnU-Net's SGD: Nesterov momentum 0.99 (Isensee et al. 2021)
 FOLD_SPLITS: tuple[str, ...] = ("train", "val")  # the pool that --folds divides
 
@@ -239,6 +241,7 @@ def dice_bce_loss(
     per_image: bool = False,
     dice_weight: torch.Tensor | None = None,
     log_dice: bool = False,
+    lovasz: bool = False,
 ) -> torch.Tensor:
     """Soft Dice + BCE. ``logits``, ``target``: float ``[B, 1, H, W]``, target 0/1, or -1 at a pixel
     without a label (a teacher's unsure pixel: it adds nothing to either term); ``weight`` float
@@ -246,7 +249,8 @@ def dice_bce_loss(
     that count in the Dice term (default: ``weight``), the others in the BCE only. The Dice term pools
     the pixels of the whole batch (nnU-Net's batch Dice), or with ``per_image`` is the mean of each
     image's soft Dice (as the per-case metric weighs a small lesion like a large one); ``log_dice``
-    takes ``-ln(soft Dice)`` instead of ``1 - soft Dice``."""
+    takes ``-ln(soft Dice)`` instead of ``1 - soft Dice``; ``lovasz`` each image's Lovász hinge
+    (:func:`~mosl_cli.lovasz.lovasz_hinge`) instead, averaged as the per-image Dice term."""
     w = torch.ones(logits.shape[0], device=logits.device) if weight is None else weight
     w = w.to(logits.dtype)
     dw = w if dice_weight is None else (dice_weight.to(logits.dtype) * w)
@@ -259,6 +263,8 @@ def dice_bce_loss(
     inter = (prob * target).sum(dims)
     soft_dice = (2 * inter + 1.0) / (prob.sum(dims) + (target * dw_pixels).sum(dims) + 1.0)
     dice_term = -torch.log(soft_dice) if log_dice else 1 - soft_dice  # [B] per image, or [] over the batch
+    if lovasz:
+        dice_term = lovasz_hinge(logits, target, labelled)
     dice_loss = (dice_term * dw).sum() / dw.sum().clamp_min(1.0) if per_image else dice_term
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w_pixels
     return dice_loss + bce.sum() / (w.sum() * logits[0].numel()).clamp_min(1.0)
@@ -276,7 +282,7 @@ def finetune_loss(
     lesion-present logit ``[B, 1]`` of a model with that head (else None); ``aux``: deep supervision's
     coarser mask logits (``deep_supervision.DeepSupervised``), or None; ``dice``: one of
     ``DICE_KINDS`` (``lesion``: per image, the images whose mask is empty in the BCE only; ``log``: per
-    image, ``-ln`` of each image's soft Dice).
+    image, ``-ln`` of each image's soft Dice; ``lovasz``: per image, the Lovász hinge).
 
     The mask loss is :func:`dice_bce_loss`; with ``aux`` it is the weighted mean of the full-size term
     (weight 1) and each auxiliary term against the mask pooled to its size (``AUX_WEIGHTS``). With the
@@ -286,12 +292,12 @@ def finetune_loss(
     lesion = target.flatten(1).amax(dim=1)  # [B] 1.0 where the (augmented) mask has a lesion pixel
     weight = lesion if present is not None and not empty_masks else None
     per_image, dice_weight = dice != "batch", (lesion if dice == "lesion" else None)
-    log_dice = dice == "log"
-    loss = dice_bce_loss(logits, target, weight, per_image, dice_weight, log_dice)
+    log_dice, lovasz = dice == "log", dice == "lovasz"
+    loss = dice_bce_loss(logits, target, weight, per_image, dice_weight, log_dice, lovasz)
     if aux:
         pooled = pooled_targets(target, aux)
         for w, aux_logits, aux_target in zip(AUX_WEIGHTS, aux, pooled, strict=True):
-            loss = loss + w * dice_bce_loss(aux_logits, aux_target, weight, per_image, dice_weight, log_dice)
+            loss = loss + w * dice_bce_loss(aux_logits, aux_target, weight, per_image, dice_weight, log_dice, lovasz)
         loss = loss / (1 + sum(AUX_WEIGHTS[: len(aux)]))
     if present is None:
         return loss
