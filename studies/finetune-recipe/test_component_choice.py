@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
+import component_choice  # this folder is on sys.path: pytest puts a test file's folder there
 import numpy as np
-
-HERE = Path(__file__).resolve().parent
-
-
-def _module():
-    """component_choice.py, imported from its file (the study folder is not a package)."""
-    spec = importlib.util.spec_from_file_location("component_choice", HERE / "component_choice.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_each_rule_keeps_the_component_it_names() -> None:
-    keep_one = _module().keep_one
+    keep_one = component_choice.keep_one
     prob = np.zeros((12, 12))
     prob[0:4, 0:4] = 0.6  # large, unsure: the most area and the most mass
     prob[8:10, 8:10] = 0.99  # small, sure: the highest peak and mean
@@ -37,7 +24,7 @@ def test_each_rule_keeps_the_component_it_names() -> None:
 
 
 def test_a_mask_of_one_component_or_none_is_left_as_it_is() -> None:
-    keep_one = _module().keep_one
+    keep_one = component_choice.keep_one
     target = np.zeros((8, 8), dtype=bool)
     empty = np.zeros((8, 8))
     assert not keep_one(empty, target, "largest").any()

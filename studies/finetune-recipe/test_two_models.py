@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-
-
-def _script():
-    """two_models.py, imported from its file (the study folder is not a package)."""
-    spec = importlib.util.spec_from_file_location("two_models", HERE / "two_models.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+import two_models  # this folder is on sys.path: pytest puts a test file's folder there
 
 
 def _write(path: Path, rows: list[tuple[str, str, float, int]]) -> None:
@@ -24,12 +14,11 @@ def _write(path: Path, rows: list[tuple[str, str, float, int]]) -> None:
 
 
 def test_the_detector_empties_the_segmenter_where_its_own_mask_is_empty(tmp_path: Path) -> None:
-    script = _script()
     segmenter = {"a": ("benign", 0.9, 50), "b": ("malignant", 0.8, 40), "n": ("normal", 0.0, 30)}
     detector = {"a": ("benign", 0.7, 45), "b": ("malignant", 0.0, 0), "n": ("normal", 1.0, 0)}
-    gated = script.gate(segmenter, detector)
+    gated = two_models.gate(segmenter, detector)
     assert gated == {"a": ("benign", 0.9, 50), "b": ("malignant", 0.0, 0), "n": ("normal", 1.0, 0)}
-    assert script.scores(gated) == {
+    assert two_models.scores(gated) == {
         "lesion_dice": 0.45,
         "normal_dice": 1.0,
         "all_dice": round(1.9 / 3, 4),
@@ -38,15 +27,15 @@ def test_the_detector_empties_the_segmenter_where_its_own_mask_is_empty(tmp_path
 
 
 def test_combinations_read_the_three_evaluations_of_a_seed(tmp_path: Path) -> None:
-    script = _script()
     for run, rows in {
         "default": [("a", "benign", 0.9, 50), ("n", "normal", 0.0, 30)],
         "lesion_head_lesion_dice": [("a", "benign", 0.6, 20), ("n", "normal", 1.0, 0)],
         "ens_default_combo": [("a", "benign", 0.8, 40), ("n", "normal", 1.0, 0)],
     }.items():
         _write(tmp_path / run / "s3" / "eval_val" / "per_case.csv", rows)
-    cases = script.combinations(tmp_path, 3, "val")
+    cases = two_models.combinations(tmp_path, 3, "val")
     assert sorted(cases) == ["default", "ensemble", "gated", "normal_aware"]
-    assert script.scores(cases["gated"])["lesion_dice"] == 0.9  # the default's mask where the detector sees a lesion
-    assert script.scores(cases["gated"])["normal_dice"] == 1.0
-    assert script.scores(cases["default"])["normal_dice"] == 0.0
+    # the default's mask where the detector sees a lesion
+    assert two_models.scores(cases["gated"])["lesion_dice"] == 0.9
+    assert two_models.scores(cases["gated"])["normal_dice"] == 1.0
+    assert two_models.scores(cases["default"])["normal_dice"] == 0.0
