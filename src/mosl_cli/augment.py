@@ -331,7 +331,8 @@ class SegAugment(nn.Module):
     applies it to both (the mask resampled nearest-neighbour); intensity ops touch the image only.
     ``augment=False`` only resizes (validation); ``intensity=False`` keeps only the geometric ops;
     ``strength``: ``strong`` (default, nnU-Net-like) or ``mild`` (see :func:`_seg_ops`); ``elastic_p``:
-    the share of scans given an elastic deformation (:func:`elastic`; 0 for none).
+    the share of scans given an elastic deformation (:func:`elastic`; 0 for none); ``norm``: the
+    model's normalisation (:data:`mosl_cli.models.NORMALISATIONS`; default the fixed one), applied last.
     """
 
     def __init__(
@@ -343,9 +344,10 @@ class SegAugment(nn.Module):
         strength: str = "strong",
         unsure: bool = False,
         elastic_p: float = 0.0,
+        norm: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.size, self.augment, self.unsure = size, augment, unsure
+        self.size, self.augment, self.unsure, self.norm = size, augment, unsure, norm
         ops = _seg_ops(size, intensity, strength, elastic_p)
         # Masks: nearest resampling (kornia's default) on the grid of the image (align_corners as the ops'
         # own False; kornia's None would reach the elastic op's sampler unresolved).
@@ -361,7 +363,7 @@ class SegAugment(nn.Module):
         m = (m > 0.5).float()
         if self.unsure:  # the unsure channel, warped with the mask, becomes -1 (:func:`finetune.dice_bce_loss`)
             m = torch.where(m[:, 1:] > 0, -1.0, m[:, :1])
-        return normalise(x.clamp_(0.0, 1.0)), m
+        return normalise(x.clamp_(0.0, 1.0), self.norm), m
 
 
 class WeakStrongViews(nn.Module):
@@ -369,11 +371,11 @@ class WeakStrongViews(nn.Module):
     the weak and the strong view, both normalised float32 ``[B, C, size, size]``, pixel-aligned: the
     weak view is :func:`_seg_ops`' geometry alone, the strong view the weak one with intensity
     perturbations (brightness and contrast jitter, blur, speckle), so the weak view's pseudo-labels
-    fit it."""
+    fit it. ``norm``: as :class:`SegAugment`'s."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, norm: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.size = size
+        self.size, self.norm = size, norm
         self.geometry = K.AugmentationSequential(*_seg_ops(size, intensity=False), data_keys=["input"])
         self.intensity = nn.Sequential(
             K.ColorJitter(brightness=0.5, contrast=0.5, p=0.8), _blur(size, p=0.5), RandomSpeckle((0.0, 0.3), p=0.5)
@@ -382,7 +384,7 @@ class WeakStrongViews(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         weak = self.geometry(_resize(_to_unit(images), self.size)).clamp_(0.0, 1.0)
         strong = self.intensity(weak).clamp_(0.0, 1.0)
-        return normalise(weak), normalise(strong)
+        return normalise(weak, self.norm), normalise(strong, self.norm)
 
 
 def cutmix_boxes(batch: int, size: int, device: torch.device, p: float = CUTMIX_P) -> Tensor:

@@ -814,6 +814,16 @@ def finetune(
             ),
         ),
     ] = C.FinetuneConfig.elastic,
+    normalisation: Annotated[
+        str,
+        typer.Option(
+            "--normalisation",
+            help=(
+                "Input intensities: fixed (x/255 - 0.5) / 0.25 (default), or image: each scan standardised to "
+                "mean 0 and sd 1 (nnU-Net's z-score), stored with the model and applied by evaluate and predict."
+            ),
+        ),
+    ] = C.FinetuneConfig.normalisation,
     empty_masks: Annotated[
         bool,
         typer.Option(
@@ -975,6 +985,7 @@ def finetune(
         augment_strength=augment_strength,
         cutmix=cutmix,
         elastic=elastic,
+        normalisation=normalisation,
         empty_masks=empty_masks,
         lesion_head=lesion_head,
         teacher=teacher,

@@ -146,6 +146,7 @@ class FinetuneConfig:
     augment_strength: str = "strong"  # augment.SEG_AUGMENTS
     cutmix: float = 0.0  # probability per scan of a box of another scan pasted in, mask with it (augment.cutmix)
     elastic: float = 0.0  # probability per scan of an elastic deformation of image and mask (augment.elastic)
+    normalisation: str = "fixed"  # models.NORMALISATIONS: fixed mean and std, or each image standardised
     empty_masks: bool = False  # train on labelled scans whose mask is empty too (BUSI's normal scans)
     postprocess: bool = True  # choose a post-processing rule on val (postprocess.py) and store it
     lesion_head: bool = False  # an image-level lesion-present output, trained on every scan, gating masks

@@ -28,7 +28,7 @@ from torch import nn
 
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import atomic_path, write_json, write_text
-from mosl_cli.models import model_from_file, mosl_metadata, split_outputs
+from mosl_cli.models import model_from_file, mosl_metadata, normalisation_formula, normalise, split_outputs
 from mosl_cli.names import WEIGHTS_FILE
 
 FORMATS: tuple[str, ...] = ("onnx", "torchscript", "smp")
@@ -63,19 +63,18 @@ class ExportResult:
 
 
 class NormalisedModel(nn.Module):
-    """Raw 0-255 pixels in, logits out: ``model((x/255 - mean)/std)`` as one graph. A model with the
-    lesion-present head and a ``gate`` gives logits of -1e4 (an empty mask) to the images whose
-    lesion-present probability is below the gate, as ``mosl predict`` does."""
+    """Raw 0-255 pixels in, logits out: ``model(normalise(x, norm))`` as one graph (``norm``: the weight
+    file's ``normalisation``, fixed or per image). A model with the lesion-present head and a ``gate``
+    gives logits of -1e4 (an empty mask) to the images whose lesion-present probability is below the
+    gate, as ``mosl predict`` does."""
 
-    def __init__(self, model: nn.Module, mean: float, std: float, gate: float | None = None) -> None:
+    def __init__(self, model: nn.Module, norm: dict[str, Any], gate: float | None = None) -> None:
         super().__init__()
-        self.model = model
-        self.register_buffer("scale", torch.tensor(1.0 / (255.0 * std)))
-        self.register_buffer("shift", torch.tensor(mean / std))
+        self.model, self.norm = model, dict(norm)
         self.register_buffer("gate", torch.tensor(-1.0 if gate is None else float(gate)))
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        logits, present = split_outputs(self.model(image * self.scale - self.shift))
+        logits, present = split_outputs(self.model(normalise(image / 255.0, self.norm)))
         if present is None:
             return logits
         keep = (torch.sigmoid(present) >= self.gate)[:, :, None, None]
@@ -212,6 +211,18 @@ def _evaluation(model_path: Path, metrics: str | None) -> dict[str, Any] | None:
     return doc
 
 
+def _usage_inputs(meta: dict[str, Any]) -> list[str]:
+    """The model card's Python lines that turn ``image_uint8`` into the model's input ``x``."""
+    shape = f"# [B, {meta['in_channels']}, {meta['size']}, {meta['size']}]"
+    norm = meta["normalisation"]
+    if norm.get("per_image"):
+        return [
+            f"x = image_uint8.float() / 255  {shape}",
+            "x = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / x.std(dim=(1, 2, 3), keepdim=True).clamp_min(0.001)",
+        ]
+    return [f"x = (image_uint8.float() / 255 - {norm['mean']}) / {norm['std']}  {shape}"]
+
+
 def model_card(meta: dict[str, Any], run_config: dict[str, Any] | None, evaluation: dict[str, Any] | None) -> str:
     """A Hugging Face style README.md: what the model is, what it was trained on, how well it does."""
     resolved = (run_config or {}).get("resolved", {})
@@ -246,8 +257,7 @@ def model_card(meta: dict[str, Any], run_config: dict[str, Any] | None, evaluati
         "```python",
         "import segmentation_models_pytorch as smp, torch",
         "model = smp.from_pretrained('THIS_FOLDER').eval()",
-        f"x = (image_uint8.float() / 255 - {meta['normalisation']['mean']}) / {meta['normalisation']['std']}  "
-        f"# [B, {meta['in_channels']}, {meta['size']}, {meta['size']}]",
+        *_usage_inputs(meta),
         "mask = torch.sigmoid(model(x)) > 0.5",
         "```",
         "",
@@ -258,7 +268,7 @@ def model_card(meta: dict[str, Any], run_config: dict[str, Any] | None, evaluati
         + (f" ({resolved['labelled_train']} labelled train images)" if "labelled_train" in resolved else ""),
         f"- pre-training / initialisation: {pretraining}",
         f"- input: {meta['in_channels']} channel(s) at {meta['size']}×{meta['size']} px, "
-        f"normalisation (x/255 − {meta['normalisation']['mean']}) / {meta['normalisation']['std']}",
+        f"normalisation {normalisation_formula(meta['normalisation'])}",
         f"- seed: {meta.get('seed')}, mosl {meta.get('mosl_version')}",
         "",
         "## Metrics",
@@ -329,8 +339,7 @@ def run_export(
     if fmt == "smp":
         files = export_smp(model, meta, target, model_path, metrics)
         return ExportResult(target, fmt, None, TOLERANCE, files)
-    norm = meta["normalisation"]
-    wrapped = NormalisedModel(model, float(norm["mean"]), float(norm["std"]), meta.get("lesion_gate")).eval()
+    wrapped = NormalisedModel(model, meta["normalisation"], meta.get("lesion_gate")).eval()
     diff = (export_onnx if fmt == "onnx" else export_torchscript)(wrapped, meta, target)
     return ExportResult(target, fmt, diff, TOLERANCE, [target])
 

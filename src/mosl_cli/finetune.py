@@ -42,6 +42,7 @@ from mosl_cli.metrics import confusion, dice
 from mosl_cli.models import (
     DECODER_ATTENTIONS,
     ENCODER_PREFIX,
+    NORMALISATIONS,
     build_model,
     decoder_attention_conflict,
     load_into,
@@ -381,15 +382,17 @@ def validation_dice(
     amp: bool,
     channels_last: bool = True,
     batch: int = 64,
+    norm: dict[str, Any] | None = None,
 ) -> float:
-    """Mean per-case Dice on ``idx`` at the training size (empty-mask rule of ``metrics``)."""
+    """Mean per-case Dice on ``idx`` at the training size (empty-mask rule of ``metrics``); ``norm``:
+    the model's input normalisation (default: the fixed one)."""
     assert ds.masks is not None
     was_training = model.training
     model.eval()
     scores = []
     for start in range(0, len(idx), batch):
         sel = torch.tensor(idx[start : start + batch])
-        x = model_inputs(ds.images[sel].to(device), size)
+        x = model_inputs(ds.images[sel].to(device), size, norm)
         prob = forward_probabilities(model, x, amp=amp, channels_last=channels_last)
         target = F.interpolate(ds.masks[sel].to(device).float(), size=(size, size), mode="nearest") > 0.5
         scores.append(dice(*confusion(prob > 0.5, target)[:3]))
@@ -480,6 +483,7 @@ def check_finetune_options(cfg: FinetuneConfig) -> None:
         ("--decoder-attention", cfg.decoder_attention, DECODER_ATTENTIONS),
         ("--init-part", cfg.init_part, INIT_PARTS),
         ("--semi", cfg.semi, SEMI_METHODS),
+        ("--normalisation", cfg.normalisation, tuple(NORMALISATIONS)),
     ):
         if value not in choices:
             raise UsageError(f"{option} {value!r} is not one of {', '.join(choices)}")
@@ -558,11 +562,13 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         extra["class_head"] = net.head
         classes = class_targets(ds, train_idx).to(device)
     unsure = cfg.teacher is not None and cfg.teacher_sure > 0.5  # pseudo-masks with pixels left out of the loss
-    augment = SegAugment(cfg.size, cfg.augment, strength=cfg.augment_strength, unsure=unsure, elastic_p=cfg.elastic)
-    augment = augment.to(device)
+    norm = NORMALISATIONS[cfg.normalisation]
+    augment = SegAugment(
+        cfg.size, cfg.augment, strength=cfg.augment_strength, unsure=unsure, elastic_p=cfg.elastic, norm=norm
+    ).to(device)
     images = ds.images.to(device)
     rows = training_rows(cfg, ds, train_idx, pseudo, device)  # train_idx: the scans whose own masks it reads
-    views = WeakStrongViews(cfg.size).to(device) if rows.semi_pool else None
+    views = WeakStrongViews(cfg.size, norm).to(device) if rows.semi_pool else None
     steps_per_epoch = cfg.steps_per_epoch or max(MIN_STEPS_PER_EPOCH, math.ceil(len(rows.indices) / cfg.batch_size))
     total_steps = cfg.epochs * steps_per_epoch
     warmup_steps = min(cfg.warmup_epochs * steps_per_epoch, total_steps // 2)
@@ -641,7 +647,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         sync_buffers(model, dist_info)
         loss_sum = mean_over_ranks(loss_sum, dist_info)
         val = (
-            validation_dice(model, ds, val_idx, cfg.size, device, cfg.amp, cfg.channels_last)
+            validation_dice(model, ds, val_idx, cfg.size, device, cfg.amp, cfg.channels_last, norm=norm)
             if val_idx
             else float("nan")
         )
@@ -661,7 +667,7 @@ def run_finetune(cfg: FinetuneConfig, callback: Callback = no_callback) -> Finet
         }
         if average is not None and val_idx:
             record["val_dice_ema"] = validation_dice(
-                average.module, ds, val_idx, cfg.size, device, cfg.amp, cfg.channels_last
+                average.module, ds, val_idx, cfg.size, device, cfg.amp, cfg.channels_last, norm=norm
             )
         if dist_info.is_main:
             if improved and cfg.select == "best":
@@ -812,6 +818,7 @@ def _segmentation_meta(
         method=init_info.get("method"),
         data={"path": str(ds.path), "fingerprint": ds.fingerprint()},
         seed=cfg.seed,
+        normalisation=NORMALISATIONS[cfg.normalisation],
         extra={
             "init": init_info.get("init"),
             "label_fraction": cfg.label_fraction,

@@ -26,7 +26,11 @@ from mosl_cli.names import WEIGHTS_FORMAT  # re-exported from here too
 WEIGHTS_VERSION = 1
 METADATA_KEY = "mosl"
 # Fixed intensity normalisation applied after scaling uint8 to [0, 1]; stored in every weight file.
-NORMALISATION: dict[str, float] = {"mean": 0.5, "std": 0.25}
+NORMALISATION: dict[str, Any] = {"mean": 0.5, "std": 0.25}
+# `mosl finetune --normalisation`: the fixed one, or each image standardised to mean 0, sd 1 (nnU-Net's
+# z-score for non-CT images), its std floored at PER_IMAGE_STD_FLOOR (a blank image stays finite)
+NORMALISATIONS: dict[str, dict[str, Any]] = {"fixed": NORMALISATION, "image": {"per_image": True}}
+PER_IMAGE_STD_FLOOR = 1e-3
 LESION_HEAD_DROPOUT = 0.2  # before the lesion-present head's linear layer
 DECODER_ATTENTIONS: tuple[str, ...] = ("none", "scse")  # build_model's decoder_attention values
 DECODER_ATTENTION_ARCHS: tuple[str, ...] = ("unet", "unetplusplus")  # smp's decoders with ``decoder_attention_type``
@@ -94,11 +98,22 @@ def has_lesion_head(meta: dict[str, Any]) -> bool:
     return bool(meta.get("lesion_head", False))
 
 
-def normalise(images: torch.Tensor, norm: dict[str, float] | None = None) -> torch.Tensor:
-    """uint8 ``[B, C, H, W]`` → float32 ``[B, C, H, W]``: scaled to [0, 1], then ``(x - mean) / std``."""
+def normalise(images: torch.Tensor, norm: dict[str, Any] | None = None) -> torch.Tensor:
+    """uint8 ``[B, C, H, W]`` → float32 ``[B, C, H, W]``: scaled to [0, 1], then ``(x - mean) / std``,
+    with ``norm["per_image"]`` each image's own mean and std over its channels and pixels."""
     norm = norm or NORMALISATION
     x = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+    if norm.get("per_image"):
+        mean, std = x.mean(dim=(1, 2, 3), keepdim=True), x.std(dim=(1, 2, 3), keepdim=True)
+        return (x - mean) / std.clamp_min(PER_IMAGE_STD_FLOOR)
     return (x - norm["mean"]) / norm["std"]
+
+
+def normalisation_formula(norm: dict[str, Any]) -> str:
+    """How ``norm`` maps a uint8 pixel x to the model's input, for model cards: ``(x/255 − 0.5) / 0.25``."""
+    if norm.get("per_image"):
+        return "y = x/255, then (y − mean(y)) / std(y) over each image's channels and pixels"
+    return f"(x/255 − {norm['mean']}) / {norm['std']}"
 
 
 def weights_metadata(
@@ -114,8 +129,10 @@ def weights_metadata(
     data: Any = None,
     seed: int | None = None,
     extra: dict[str, Any] | None = None,
+    normalisation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The JSON document stored in a weight file's header (``kind``: pretrained | segmentation)."""
+    """The JSON document stored in a weight file's header (``kind``: pretrained | segmentation);
+    ``normalisation``: one of ``NORMALISATIONS`` (default: the fixed one)."""
     meta: dict[str, Any] = {
         "format": WEIGHTS_FORMAT,
         "version": WEIGHTS_VERSION,
@@ -125,7 +142,7 @@ def weights_metadata(
         "in_channels": in_channels,
         "classes": classes,
         "size": size,
-        "normalisation": dict(NORMALISATION),
+        "normalisation": dict(normalisation or NORMALISATION),
         "scope": scope,
         "method": method,
         "data": data,
@@ -388,7 +405,7 @@ def load_into(model: nn.Module, path: str | Path, prefix: str = "") -> LoadRepor
     return report
 
 
-def model_inputs(images: torch.Tensor, size: int, norm: dict[str, float] | None = None) -> torch.Tensor:
+def model_inputs(images: torch.Tensor, size: int, norm: dict[str, Any] | None = None) -> torch.Tensor:
     """uint8 ``[B, C, S, S]`` (any device) → normalised float32 ``[B, C, size, size]`` for a forward pass.
 
     Bilinear resize with antialiasing when shrinking; no augmentation (evaluation and prediction).

@@ -43,6 +43,7 @@ options() {  # the finetune options of an arm (added to the defaults)
     dice_batch) echo "--dice batch" ;;  # the default before
     dice_log) echo "--dice log" ;;  # per image, -ln(Dice): a missed lesion weighs more
     dice_lovasz) echo "--dice lovasz" ;;  # per image, the Lovász hinge (a convex surrogate of 1 - IoU) for the soft Dice
+    normalisation_image) echo "--normalisation image" ;;  # each scan standardised to mean 0, sd 1 (nnU-Net's z-score)
     unetplusplus) echo "--arch unetplusplus" ;;
     deep_supervision) echo "--deep-supervision" ;;
     deep_supervision_ema) echo "--deep-supervision --select ema" ;;  # two levers each inside the noise, together
