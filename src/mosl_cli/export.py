@@ -28,7 +28,14 @@ from torch import nn
 
 from mosl_cli.errors import MoslError
 from mosl_cli.fsutil import atomic_path, write_json, write_text
-from mosl_cli.models import model_from_file, mosl_metadata, normalisation_formula, normalise, split_outputs
+from mosl_cli.models import (
+    PER_IMAGE_STD_FLOOR,
+    model_from_file,
+    mosl_metadata,
+    normalisation_formula,
+    normalise,
+    split_outputs,
+)
 from mosl_cli.names import WEIGHTS_FILE
 
 FORMATS: tuple[str, ...] = ("onnx", "torchscript", "smp")
@@ -218,7 +225,8 @@ def _usage_inputs(meta: dict[str, Any]) -> list[str]:
     if norm.get("per_image"):
         return [
             f"x = image_uint8.float() / 255  {shape}",
-            "x = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / x.std(dim=(1, 2, 3), keepdim=True).clamp_min(0.001)",
+            "x = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / x.std(dim=(1, 2, 3), keepdim=True)"
+            f".clamp_min({PER_IMAGE_STD_FLOOR})",
         ]
     return [f"x = (image_uint8.float() / 255 - {norm['mean']}) / {norm['std']}  {shape}"]
 

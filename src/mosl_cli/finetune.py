@@ -241,17 +241,16 @@ def dice_bce_loss(
     weight: torch.Tensor | None = None,
     per_image: bool = False,
     dice_weight: torch.Tensor | None = None,
-    log_dice: bool = False,
-    lovasz: bool = False,
+    overlap: str = "dice",
 ) -> torch.Tensor:
     """Soft Dice + BCE. ``logits``, ``target``: float ``[B, 1, H, W]``, target 0/1, or -1 at a pixel
     without a label (a teacher's unsure pixel: it adds nothing to either term); ``weight`` float
     ``[B]`` (0/1): the images that count (default: all); ``dice_weight`` ``[B]`` (0/1): the images
     that count in the Dice term (default: ``weight``), the others in the BCE only. The Dice term pools
     the pixels of the whole batch (nnU-Net's batch Dice), or with ``per_image`` is the mean of each
-    image's soft Dice (as the per-case metric weighs a small lesion like a large one); ``log_dice``
-    takes ``-ln(soft Dice)`` instead of ``1 - soft Dice``; ``lovasz`` each image's Lovász hinge
-    (:func:`~mosl_cli.lovasz.lovasz_hinge`) instead, averaged as the per-image Dice term."""
+    image's soft Dice (as the per-case metric weighs a small lesion like a large one); ``overlap``
+    ``log`` takes ``-ln(soft Dice)`` instead of ``1 - soft Dice``, ``lovasz`` each image's Lovász hinge
+    (:func:`~mosl_cli.lovasz.lovasz_hinge`; with ``per_image``), averaged as the per-image Dice term."""
     w = torch.ones(logits.shape[0], device=logits.device) if weight is None else weight
     w = w.to(logits.dtype)
     dw = w if dice_weight is None else (dice_weight.to(logits.dtype) * w)
@@ -259,13 +258,14 @@ def dice_bce_loss(
     w_pixels = w[:, None, None, None] * labelled
     dw_pixels = dw[:, None, None, None] * labelled
     target = target.clamp_min(0.0)
-    prob = torch.sigmoid(logits) * dw_pixels
-    dims = (1, 2, 3) if per_image else (0, 1, 2, 3)
-    inter = (prob * target).sum(dims)
-    soft_dice = (2 * inter + 1.0) / (prob.sum(dims) + (target * dw_pixels).sum(dims) + 1.0)
-    dice_term = -torch.log(soft_dice) if log_dice else 1 - soft_dice  # [B] per image, or [] over the batch
-    if lovasz:
-        dice_term = lovasz_hinge(logits, target, labelled)
+    if overlap == "lovasz":
+        dice_term = lovasz_hinge(logits, target, labelled)  # [B]
+    else:
+        prob = torch.sigmoid(logits) * dw_pixels
+        dims = (1, 2, 3) if per_image else (0, 1, 2, 3)
+        inter = (prob * target).sum(dims)
+        soft_dice = (2 * inter + 1.0) / (prob.sum(dims) + (target * dw_pixels).sum(dims) + 1.0)
+        dice_term = -torch.log(soft_dice) if overlap == "log" else 1 - soft_dice  # [B] per image, [] batch
     dice_loss = (dice_term * dw).sum() / dw.sum().clamp_min(1.0) if per_image else dice_term
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none") * w_pixels
     return dice_loss + bce.sum() / (w.sum() * logits[0].numel()).clamp_min(1.0)
@@ -293,12 +293,12 @@ def finetune_loss(
     lesion = target.flatten(1).amax(dim=1)  # [B] 1.0 where the (augmented) mask has a lesion pixel
     weight = lesion if present is not None and not empty_masks else None
     per_image, dice_weight = dice != "batch", (lesion if dice == "lesion" else None)
-    log_dice, lovasz = dice == "log", dice == "lovasz"
-    loss = dice_bce_loss(logits, target, weight, per_image, dice_weight, log_dice, lovasz)
+    overlap = dice if dice in ("log", "lovasz") else "dice"  # the Dice term's form; the kind says which images
+    loss = dice_bce_loss(logits, target, weight, per_image, dice_weight, overlap)
     if aux:
         pooled = pooled_targets(target, aux)
         for w, aux_logits, aux_target in zip(AUX_WEIGHTS, aux, pooled, strict=True):
-            loss = loss + w * dice_bce_loss(aux_logits, aux_target, weight, per_image, dice_weight, log_dice, lovasz)
+            loss = loss + w * dice_bce_loss(aux_logits, aux_target, weight, per_image, dice_weight, overlap)
         loss = loss / (1 + sum(AUX_WEIGHTS[: len(aux)]))
     if present is None:
         return loss

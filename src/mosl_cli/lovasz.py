@@ -28,7 +28,8 @@ def lovasz_hinge(logits: torch.Tensor, target: torch.Tensor, labelled: torch.Ten
     errors = 1.0 - x * (2.0 * y - 1.0)
     if labelled is not None:
         keep = labelled.flatten(1)
-        errors = torch.where(keep, errors, torch.full_like(errors, -1.0))  # sorted last, relu → 0
+        # error -1: relu → 0, and every pixel sorted after it has a non-positive error too, so adds nothing
+        errors = torch.where(keep, errors, torch.full_like(errors, -1.0))
         y = y * keep
     errors, order = errors.sort(dim=1, descending=True)
     y = y.gather(1, order)
